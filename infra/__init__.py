@@ -1,0 +1,1 @@
+"""Infrastructure: local Kafka-compatible broker and Redis without Docker, compose files."""

@@ -1,0 +1,3 @@
+from mindstream.cli import main
+
+raise SystemExit(main())

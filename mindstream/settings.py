@@ -1,0 +1,275 @@
+"""The one settings object of a mindstream process, built from environment variables here only.
+
+Every setting is a field of :class:`Settings` with its environment variable, default and a
+one-line description in the field metadata; the README's settings table is generated from
+them (``mindstream settings --markdown``) and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mindstream.errors import ConfigError
+
+
+def _setting(env: str, default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+@dataclass(frozen=True)
+class KafkaProfile:
+    """Client settings that depend on which Kafka-protocol broker is on the other end.
+
+    ``standard`` is for Apache Kafka (and anything fully compatible). ``local`` works around the
+    measured quirks of the local Tansu broker (see DESIGN.md "Local broker"); it must never be
+    the silent default for a real cluster.
+    """
+
+    name: str
+    # Tansu answers "latest offset" wrongly for multi-record batches, which stops Faust's
+    # changelog recovery early; one record per producer batch keeps recovery exact.
+    producer_max_batch_size: int | None
+    # Group joins take about half the session timeout on Tansu; short timeouts keep tests fast.
+    session_timeout_ms: int
+    heartbeat_interval_ms: int
+    # aiokafka's idempotent/transactional producer fails against Tansu.
+    idempotent_producer: bool
+
+
+KAFKA_PROFILES: dict[str, KafkaProfile] = {
+    "standard": KafkaProfile(
+        name="standard",
+        producer_max_batch_size=None,
+        session_timeout_ms=30_000,
+        heartbeat_interval_ms=3_000,
+        idempotent_producer=True,
+    ),
+    "local": KafkaProfile(
+        name="local",
+        producer_max_batch_size=1,
+        session_timeout_ms=6_000,
+        heartbeat_interval_ms=1_000,
+        idempotent_producer=False,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a mindstream process can be told, with defaults that work locally."""
+
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = _setting(
+        "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", "Kafka bootstrap servers, comma separated."
+    )
+    kafka_profile: str = _setting(
+        "MINDSTREAM_KAFKA_PROFILE",
+        "standard",
+        "Broker profile: `standard` (Apache Kafka) or `local` (quirks of the local Tansu broker).",
+    )
+    kafka_security_protocol: str = _setting(
+        "MINDSTREAM_KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; passed to every Kafka client.",
+    )
+    kafka_sasl_mechanism: str = _setting(
+        "MINDSTREAM_KAFKA_SASL_MECHANISM", "", "SASL mechanism (PLAIN, SCRAM-SHA-256, ...)."
+    )
+    kafka_sasl_username: str = _setting("MINDSTREAM_KAFKA_SASL_USERNAME", "", "SASL user name.")
+    kafka_sasl_password: str = _setting("MINDSTREAM_KAFKA_SASL_PASSWORD", "", "SASL password.")
+    kafka_ssl_cafile: str = _setting(
+        "MINDSTREAM_KAFKA_SSL_CAFILE", "", "CA bundle used to verify the brokers (SSL only)."
+    )
+    clicks_topic: str = _setting("MINDSTREAM_CLICKS_TOPIC", "clicks", "Topic the clicks land on.")
+    dlq_topic: str = _setting(
+        "MINDSTREAM_DLQ_TOPIC", "clicks.dlq", "Dead-letter topic for events that fail validation."
+    )
+    topic_partitions: int = _setting(
+        "MINDSTREAM_TOPIC_PARTITIONS", 8, "Partitions used when mindstream creates its topics."
+    )
+    app_id: str = _setting(
+        "MINDSTREAM_APP_ID",
+        "mindstream",
+        "Faust app id: the consumer group and the prefix of changelog topics.",
+    )
+
+    # --- Redis -------------------------------------------------------------------------------
+    redis_url: str = _setting(
+        "REDIS_URL",
+        "redis://127.0.0.1:6379/0",
+        "Redis URL (`rediss://` for TLS; user and password in the URL for ACL/AUTH).",
+    )
+    redis_prefix: str = _setting(
+        "MINDSTREAM_REDIS_PREFIX", "mind:", "Prefix of every Redis key mindstream writes."
+    )
+
+    # --- Model bundle ------------------------------------------------------------------------
+    bundle_path: str = _setting(
+        "MINDSTREAM_BUNDLE",
+        "bundles/current",
+        "Bundle directory, or a `current` link to one, used by the stream worker and recall.",
+    )
+    onnx_provider: str = _setting(
+        "MINDSTREAM_ONNX_PROVIDER",
+        "auto",
+        "onnxruntime execution provider: `auto` (CUDA when present, else CPU), `cuda` or `cpu`.",
+    )
+    onnx_threads: int = _setting(
+        "MINDSTREAM_ONNX_THREADS", 0, "Intra-op threads for the user tower (0 = onnxruntime's)."
+    )
+
+    # --- Stream worker -----------------------------------------------------------------------
+    window_max_len: int = _setting(
+        "MINDSTREAM_WINDOW_MAX_LEN", 50, "Behaviours kept per user (newest by event time)."
+    )
+    window_horizon_s: int = _setting(
+        "MINDSTREAM_WINDOW_HORIZON_S",
+        30 * 24 * 3600,
+        "Behaviours older than this (event time, relative to the user's newest) are dropped.",
+    )
+    batch_size: int = _setting(
+        "MINDSTREAM_BATCH_SIZE", 1000, "Events per micro-batch (recompute + one Redis pipeline)."
+    )
+    batch_deadline_ms: int = _setting(
+        "MINDSTREAM_BATCH_DEADLINE_MS",
+        50,
+        "Longest wait before a partly filled micro-batch is processed.",
+    )
+    table_store: str = _setting(
+        "MINDSTREAM_TABLE_STORE",
+        "memory://",
+        "Faust table store: `memory://`, or `rocksdb://` (needs rocksdict) in production.",
+    )
+    data_dir: str = _setting(
+        "MINDSTREAM_DATA_DIR", "var", "Folder for worker state, service logs and PID files."
+    )
+    worker_web_port: int = _setting(
+        "MINDSTREAM_WORKER_WEB_PORT", 6066, "Port of the worker's health and /metrics endpoint."
+    )
+
+    # --- Recall service ----------------------------------------------------------------------
+    recall_host: str = _setting(
+        "MINDSTREAM_RECALL_HOST", "127.0.0.1", "Address the recall service binds to."
+    )
+    recall_port: int = _setting("MINDSTREAM_RECALL_PORT", 8080, "Port of the recall service.")
+    recall_index: str = _setting(
+        "MINDSTREAM_RECALL_INDEX",
+        "auto",
+        "Item index kind: `auto`, `flat` (exact), `hnsw` or `ivf`.",
+    )
+    recall_exact_max_items: int = _setting(
+        "MINDSTREAM_RECALL_EXACT_MAX_ITEMS",
+        200_000,
+        "With `auto`, catalogues up to this size use exact search.",
+    )
+    recall_hnsw_m: int = _setting("MINDSTREAM_RECALL_HNSW_M", 32, "HNSW graph degree.")
+    recall_hnsw_ef_construction: int = _setting(
+        "MINDSTREAM_RECALL_HNSW_EF_CONSTRUCTION", 80, "HNSW build-time beam width."
+    )
+    recall_hnsw_ef_search: int = _setting(
+        "MINDSTREAM_RECALL_HNSW_EF_SEARCH", 128, "HNSW query-time beam width."
+    )
+    recall_ivf_nlist: int = _setting("MINDSTREAM_RECALL_IVF_NLIST", 4096, "IVF cluster count.")
+    recall_ivf_nprobe: int = _setting(
+        "MINDSTREAM_RECALL_IVF_NPROBE", 64, "IVF clusters visited per query."
+    )
+    recall_default_n: int = _setting(
+        "MINDSTREAM_RECALL_DEFAULT_N", 50, "Candidates returned when a request gives no `n`."
+    )
+
+    # --- Process -----------------------------------------------------------------------------
+    log_level: str = _setting("MINDSTREAM_LOG_LEVEL", "INFO", "Python log level.")
+
+    @property
+    def profile(self) -> KafkaProfile:
+        return KAFKA_PROFILES[self.kafka_profile]
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build the settings from ``environ`` (``os.environ`` by default)."""
+        env = os.environ if environ is None else environ
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = f.metadata["env"]
+            if name in env:
+                values[f.name] = _parse(name, env[name], hints[f.name])
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.kafka_profile not in KAFKA_PROFILES:
+            raise ConfigError(
+                f"MINDSTREAM_KAFKA_PROFILE={self.kafka_profile!r}: expected one of "
+                f"{sorted(KAFKA_PROFILES)}"
+            )
+        _choice("MINDSTREAM_ONNX_PROVIDER", self.onnx_provider, {"auto", "cuda", "cpu"})
+        _choice("MINDSTREAM_RECALL_INDEX", self.recall_index, {"auto", "flat", "hnsw", "ivf"})
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+                raise ConfigError(f"{f.metadata['env']}={value}: expected a number >= 0")
+        for name in ("window_max_len", "batch_size", "topic_partitions"):
+            if getattr(self, name) < 1:
+                env = self.__dataclass_fields__[name].metadata["env"]
+                raise ConfigError(f"{env}={getattr(self, name)}: expected a number >= 1")
+
+    def as_env(self) -> dict[str, str]:
+        """The environment variables that reproduce these settings."""
+        return {f.metadata["env"]: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _choice(env: str, value: str, allowed: set[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{env}={value!r}: expected one of {sorted(allowed)}")
+
+
+def _parse(env: str, raw: str, kind: Any) -> Any:
+    if isinstance(kind, types.UnionType):
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            return int(raw.replace("_", ""))
+        if kind is float:
+            return float(raw)
+        return raw
+    except ValueError:
+        raise ConfigError(f"{env}={raw!r}: expected a {kind.__name__}") from None
+
+
+def known_env() -> set[str]:
+    """Every environment variable the settings object reads."""
+    return {f.metadata["env"] for f in dataclasses.fields(Settings)}
+
+
+def describe() -> Iterator[tuple[str, str, str]]:
+    """(variable, default, description) for every setting, in declaration order."""
+    for f in dataclasses.fields(Settings):
+        yield f.metadata["env"], str(f.default), f.metadata["doc"]
+
+
+def markdown_table() -> str:
+    rows = ["| variable | default | what it sets |", "|---|---|---|"]
+    for env, default, doc in describe():
+        shown = f"`{default}`" if default != "" else "(empty)"
+        rows.append(f"| `{env}` | {shown} | {doc} |")
+    return "\n".join(rows)

@@ -1,0 +1,1 @@
+"""Recall stage: Faiss item index, candidate merge and the HTTP recall service."""

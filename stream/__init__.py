@@ -1,0 +1,1 @@
+"""Stream stage: the Faust worker that turns click events into fresh interest vectors in Redis."""
