@@ -1,0 +1,271 @@
+"""The bundle format: what the model stage hands to serving, written atomically, verified on load.
+
+A bundle is a directory named after its version (a content hash)::
+
+    manifest.json        format, version, created_at, model config (dim, k, max_len, ...),
+                         metrics, and sha256 + size of every other file
+    user_tower.onnx      inputs  item_seq int64 [batch, seq] (model indices, right-padded, 0 = pad)
+                         outputs interests float32 [batch, k, dim], interest_mask bool [batch, k]
+    item_embeddings.npy  float32 [n_items, dim]; row i-1 is model index i
+    item_ids             UTF-8, one producer item id per line, same order as the embeddings
+
+This module is imported by the serving side and must never import torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_export.exceptions import BundleError
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "mindstream-bundle/1"
+MANIFEST = "manifest.json"
+TOWER = "user_tower.onnx"
+EMBEDDINGS = "item_embeddings.npy"
+ITEM_IDS = "item_ids"
+CONTENT_FILES = (TOWER, EMBEDDINGS, ITEM_IDS)
+REQUIRED_CONFIG = ("kind", "dim", "k", "max_len", "routing_iterations")
+CURRENT_LINK = "current"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle, ready to serve."""
+
+    path: Path
+    manifest: dict[str, Any]
+    item_ids: list[str]
+    item_embeddings: np.ndarray
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self.manifest["model"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["model"]["dim"])
+
+    @property
+    def k(self) -> int:
+        return int(self.manifest["model"]["k"])
+
+    @property
+    def max_len(self) -> int:
+        return int(self.manifest["model"]["max_len"])
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / TOWER
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @cached_property
+    def item_index(self) -> dict[str, int]:
+        """Producer item id -> model index (1-based; 0 is padding)."""
+        return {item: i + 1 for i, item in enumerate(self.item_ids)}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_version(files: Mapping[str, Mapping[str, Any]], model: Mapping[str, Any]) -> str:
+    """The bundle version: a hash of the content files and the model config, nothing else."""
+    payload = json.dumps(
+        {"files": {name: files[name]["sha256"] for name in sorted(files)}, "model": model},
+        sort_keys=True,
+    )
+    return "mind-" + hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def write_bundle(
+    out_root: Path,
+    *,
+    onnx_model: bytes,
+    item_embeddings: np.ndarray,
+    item_ids: Sequence[str],
+    model: Mapping[str, Any],
+    metrics: Mapping[str, Any] | None = None,
+    make_current: bool = True,
+) -> Path:
+    """Write a bundle under ``out_root/<version>`` atomically and return its path.
+
+    Files go to a temporary folder next to the target, are fsynced, and the folder is renamed
+    into place, so a reader never sees a half-written bundle. With ``make_current`` the
+    ``out_root/current`` link is switched to the new bundle with an atomic rename as well.
+    """
+    missing = [key for key in REQUIRED_CONFIG if key not in model]
+    if missing:
+        raise BundleError(f"model config lacks {missing}; expected keys {list(REQUIRED_CONFIG)}")
+    embeddings = np.ascontiguousarray(item_embeddings, dtype=np.float32)
+    if embeddings.ndim != 2 or embeddings.shape != (len(item_ids), int(model["dim"])):
+        raise BundleError(
+            f"item_embeddings has shape {embeddings.shape}; expected "
+            f"({len(item_ids)}, {model['dim']}) = (len(item_ids), dim)"
+        )
+    bad_ids = [i for i in item_ids if not i or "\n" in i or "\r" in i]
+    if bad_ids:
+        raise BundleError(f"item ids must be non-empty single lines; got {bad_ids[:3]!r}")
+    if len(set(item_ids)) != len(item_ids):
+        raise BundleError("item ids must be unique")
+
+    out_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out_root))
+    try:
+        (tmp / TOWER).write_bytes(onnx_model)
+        with (tmp / EMBEDDINGS).open("wb") as fh:
+            np.save(fh, embeddings, allow_pickle=False)
+        (tmp / ITEM_IDS).write_text("".join(f"{i}\n" for i in item_ids), encoding="utf-8")
+        files = {
+            name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
+            for name in CONTENT_FILES
+        }
+        model_config = json.loads(json.dumps(dict(model)))
+        version = content_version(files, model_config)
+        manifest = {
+            "format": FORMAT,
+            "version": version,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "model": model_config,
+            "n_items": len(item_ids),
+            "metrics": dict(metrics or {}),
+            "files": files,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        for name in (*CONTENT_FILES, MANIFEST):
+            _fsync(tmp / name)
+        target = out_root / version
+        if target.exists():
+            # Same content hash: the bundle is already there (bundles are immutable).
+            logger.info("bundle already present version=%s path=%s", version, target)
+            shutil.rmtree(tmp)
+        else:
+            # mkdtemp makes 0700; serving processes may run as another user.
+            os.chmod(tmp, 0o755)  # noqa: S103
+            tmp.rename(target)
+            logger.info("bundle written version=%s path=%s", version, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if make_current:
+        point_current(out_root, target)
+    return target
+
+
+def point_current(out_root: Path, target: Path) -> None:
+    """Atomically point ``out_root/current`` at ``target`` (a relative symlink)."""
+    link = out_root / CURRENT_LINK
+    tmp_link = out_root / f".{CURRENT_LINK}-{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        tmp_link.unlink()
+    tmp_link.symlink_to(target.name)
+    tmp_link.replace(link)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    manifest_path = Path(path) / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(
+            f"{path} is not a bundle: {MANIFEST} is missing (train and export one with "
+            "`mindstream train` / `mindstream export`, or set MINDSTREAM_BUNDLE)"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise BundleError(f"{manifest_path}: format {got!r}, expected {FORMAT!r}")
+    for key in ("version", "model", "files", "n_items"):
+        if key not in manifest:
+            raise BundleError(f"{manifest_path}: missing key {key!r}")
+    return manifest
+
+
+def verify_bundle(path: Path) -> dict[str, Any]:
+    """Check every file against the manifest; return the manifest or raise BundleError."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    files = manifest["files"]
+    for name in CONTENT_FILES:
+        if name not in files:
+            raise BundleError(f"{path}: manifest lists no {name}")
+        file_path = path / name
+        if not file_path.is_file():
+            raise BundleError(f"{path}: {name} is missing")
+        size = file_path.stat().st_size
+        if size != files[name]["bytes"]:
+            raise BundleError(
+                f"{path}: {name} has {size} bytes, manifest says {files[name]['bytes']} "
+                "(truncated or replaced; re-export the bundle)"
+            )
+        digest = sha256_file(file_path)
+        if digest != files[name]["sha256"]:
+            raise BundleError(
+                f"{path}: {name} sha256 {digest[:12]}… does not match the manifest's "
+                f"{files[name]['sha256'][:12]}… (tampered or corrupt; re-export the bundle)"
+            )
+    expected = content_version(files, manifest["model"])
+    if manifest["version"] != expected:
+        raise BundleError(
+            f"{path}: version {manifest['version']} does not match its content ({expected})"
+        )
+    return manifest
+
+
+def load_bundle(path: Path | str) -> Bundle:
+    """Resolve ``path`` (a bundle folder or a ``current`` link), verify it and load it."""
+    resolved = Path(path).resolve()
+    if not resolved.is_dir():
+        raise BundleError(f"bundle {path} does not exist (resolved to {resolved})")
+    manifest = verify_bundle(resolved)
+    model = manifest["model"]
+    try:
+        embeddings = np.load(resolved / EMBEDDINGS, allow_pickle=False)
+    except ValueError as exc:
+        raise BundleError(f"{resolved}: {EMBEDDINGS} unreadable ({exc})") from exc
+    item_ids = (resolved / ITEM_IDS).read_text(encoding="utf-8").splitlines()
+    n_items = int(manifest["n_items"])
+    if embeddings.dtype != np.float32 or embeddings.shape != (n_items, int(model["dim"])):
+        raise BundleError(
+            f"{resolved}: {EMBEDDINGS} is {embeddings.dtype} {embeddings.shape}, expected "
+            f"float32 ({n_items}, {model['dim']})"
+        )
+    if len(item_ids) != n_items:
+        raise BundleError(f"{resolved}: {ITEM_IDS} has {len(item_ids)} lines, expected {n_items}")
+    logger.info("bundle loaded version=%s path=%s items=%d", manifest["version"], resolved, n_items)
+    return Bundle(path=resolved, manifest=manifest, item_ids=item_ids, item_embeddings=embeddings)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
