@@ -162,7 +162,8 @@ class Settings:
     recall_index: str = _setting(
         "MINDSTREAM_RECALL_INDEX",
         "auto",
-        "Item index kind: `auto`, `flat` (exact), `hnsw` or `ivf`.",
+        "Item index kind: `auto` (`flat` up to the exact-search limit, `ivf` above), `flat` "
+        "(exact), `hnsw` or `ivf`.",
     )
     recall_exact_max_items: int = _setting(
         "MINDSTREAM_RECALL_EXACT_MAX_ITEMS",
@@ -182,6 +183,32 @@ class Settings:
     )
     recall_default_n: int = _setting(
         "MINDSTREAM_RECALL_DEFAULT_N", 50, "Candidates returned when a request gives no `n`."
+    )
+    recall_max_n: int = _setting(
+        "MINDSTREAM_RECALL_MAX_N", 1000, "Largest `n` a candidates request may ask for."
+    )
+    recall_batch_max_users: int = _setting(
+        "MINDSTREAM_RECALL_BATCH_MAX_USERS", 1000, "Most users in one batch candidates request."
+    )
+    recall_index_dir: str = _setting(
+        "MINDSTREAM_RECALL_INDEX_DIR",
+        "",
+        "Where built item indexes are cached (empty: beside the bundle, in its parent folder).",
+    )
+    recall_watch_interval_s: float = _setting(
+        "MINDSTREAM_RECALL_WATCH_INTERVAL_S",
+        5.0,
+        "How often recall checks the bundle link for a new version (0 = never).",
+    )
+    recall_keep_versions: int = _setting(
+        "MINDSTREAM_RECALL_KEEP_VERSIONS",
+        2,
+        "Bundle versions whose indexes recall keeps loaded (the current one and older ones).",
+    )
+    recall_redis_timeout_ms: int = _setting(
+        "MINDSTREAM_RECALL_REDIS_TIMEOUT_MS",
+        250,
+        "Connect and read timeout of recall's Redis calls; past it a request answers 503.",
     )
 
     # --- Process -----------------------------------------------------------------------------
