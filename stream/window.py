@@ -1,0 +1,168 @@
+"""Per-user behaviour windows: pure functions, no I/O, the same result for any arrival order.
+
+A window holds a user's last ``max_len`` behaviours in event-time order (producer item ids, not
+model indices), drops behaviours older than ``horizon_ms`` before the user's newest event, and
+remembers, per source partition, the last offset it applied, so that a replayed event is a
+no-op. ``seq`` counts the events ever applied (replays excluded): it is the window's version and
+the monotonic version of the user's Redis record.
+
+Definition (what the streaming update equals, see :func:`batch_window`): sort every applied event
+by (ts, arrival order), keep those with ``ts >= newest_ts - horizon_ms``, keep the last
+``max_len`` of them. An event that arrives late is inserted in place; one that is already older
+than the horizon, or older than ``max_len`` newer ones, changes nothing but ``seq`` and the
+source offset.
+
+"Source partition" is where the event was first published (``"<topic>/<partition>"``); events
+re-keyed through another topic keep their original position, so replays of either topic are
+recognised.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from stream.exceptions import StreamError
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class BehaviourWindow:
+    """One user's window. Treat as immutable: updates return a new window."""
+
+    items: tuple[str, ...] = ()
+    ts: tuple[int, ...] = ()
+    # source partition ("topic/partition") -> last applied offset there
+    offsets: Mapping[str, int] = field(default_factory=dict)
+    seq: int = 0
+
+    @property
+    def newest_ts(self) -> int | None:
+        return self.ts[-1] if self.ts else None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    """One event as the window sees it: what, when, and where it was first published."""
+
+    item_id: str
+    ts: int
+    source: str
+    offset: int
+
+
+def apply_events(
+    window: BehaviourWindow | None,
+    behaviours: Iterable[Behaviour],
+    *,
+    max_len: int,
+    horizon_ms: int,
+) -> tuple[BehaviourWindow, int]:
+    """Apply ``behaviours`` in arrival order; return the new window and how many were new.
+
+    A behaviour whose offset is at or below the last applied offset of its source is a replay
+    and is skipped. When nothing is new, the very same window object is returned.
+    """
+    if max_len < 1 or horizon_ms < 0:
+        raise ValueError(f"max_len must be >= 1 and horizon_ms >= 0, got {max_len}, {horizon_ms}")
+    base = window if window is not None else BehaviourWindow()
+    items = list(base.items)
+    stamps = list(base.ts)
+    offsets = dict(base.offsets)
+    applied = 0
+    for b in behaviours:
+        if b.offset <= offsets.get(b.source, -1):
+            continue
+        offsets[b.source] = b.offset
+        applied += 1
+        if stamps and b.ts < stamps[-1]:
+            at = bisect_right(stamps, b.ts)
+            items.insert(at, b.item_id)
+            stamps.insert(at, b.ts)
+        else:
+            items.append(b.item_id)
+            stamps.append(b.ts)
+        # Drop what fell out of the horizon, then what exceeds max_len (both from the oldest).
+        threshold = stamps[-1] - horizon_ms
+        cut = 0 if stamps[0] >= threshold else bisect_right(stamps, threshold - 1)
+        cut = max(cut, len(stamps) - max_len)
+        if cut:
+            del items[:cut]
+            del stamps[:cut]
+    if not applied:
+        return base, 0
+    return BehaviourWindow(tuple(items), tuple(stamps), offsets, base.seq + applied), applied
+
+
+def apply_event(
+    window: BehaviourWindow | None,
+    behaviour: Behaviour,
+    *,
+    max_len: int,
+    horizon_ms: int,
+) -> tuple[BehaviourWindow, bool]:
+    """Apply one behaviour; ``changed`` is False only for a replay (the window is returned)."""
+    new, applied = apply_events(window, (behaviour,), max_len=max_len, horizon_ms=horizon_ms)
+    return new, applied > 0
+
+
+def batch_window(
+    behaviours: Sequence[Behaviour], *, max_len: int, horizon_ms: int
+) -> BehaviourWindow:
+    """The window defined directly from every event, in one pass (the reference for recompute).
+
+    ``behaviours`` are in arrival order and may contain replays (an offset at or below an
+    earlier one from the same source), which are ignored as the streaming update ignores them.
+    """
+    offsets: dict[str, int] = {}
+    kept: list[tuple[int, int, str]] = []
+    for arrival, b in enumerate(behaviours):
+        if b.offset <= offsets.get(b.source, -1):
+            continue
+        offsets[b.source] = b.offset
+        kept.append((b.ts, arrival, b.item_id))
+    if not kept:
+        return BehaviourWindow()
+    applied = len(kept)
+    kept.sort()
+    newest = kept[-1][0]
+    kept = [k for k in kept if k[0] >= newest - horizon_ms][-max_len:]
+    return BehaviourWindow(tuple(k[2] for k in kept), tuple(k[0] for k in kept), offsets, applied)
+
+
+def encode_window(window: BehaviourWindow) -> bytes:
+    """Compact JSON for the window table (one changelog record per dirty user per batch)."""
+    return json.dumps(
+        {
+            "v": FORMAT_VERSION,
+            "i": window.items,
+            "t": window.ts,
+            "o": window.offsets,
+            "s": window.seq,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode("utf-8")
+
+
+def decode_window(raw: bytes) -> BehaviourWindow:
+    """Inverse of :func:`encode_window`; raise StreamError on anything else."""
+    try:
+        obj = json.loads(raw)
+        if obj["v"] != FORMAT_VERSION:
+            raise StreamError(f"window format {obj['v']!r}, expected {FORMAT_VERSION}")
+        items = tuple(obj["i"])
+        stamps = tuple(obj["t"])
+        offsets = {str(k): int(v) for k, v in obj["o"].items()}
+        seq = int(obj["s"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StreamError(f"undecodable window record ({exc!r}): {raw[:80]!r}") from None
+    if len(items) != len(stamps):
+        raise StreamError(f"window record has {len(items)} items but {len(stamps)} timestamps")
+    return BehaviourWindow(items, stamps, offsets, seq)
