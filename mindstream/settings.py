@@ -244,6 +244,7 @@ class Settings:
             )
         _choice("MINDSTREAM_ONNX_PROVIDER", self.onnx_provider, {"auto", "cuda", "cpu"})
         _choice("MINDSTREAM_RECALL_INDEX", self.recall_index, {"auto", "flat", "hnsw", "ivf"})
+        self._validate_kafka_security()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, int) and not isinstance(value, bool) and value < 0:
@@ -252,6 +253,27 @@ class Settings:
             if getattr(self, name) < 1:
                 env = self.__dataclass_fields__[name].metadata["env"]
                 raise ConfigError(f"{env}={getattr(self, name)}: expected a number >= 1")
+
+    def _validate_kafka_security(self) -> None:
+        protocol = self.kafka_security_protocol
+        _choice(
+            "MINDSTREAM_KAFKA_SECURITY_PROTOCOL",
+            protocol,
+            {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"},
+        )
+        if not protocol.startswith("SASL_"):
+            return
+        mechanism = self.kafka_sasl_mechanism
+        _choice(
+            f"MINDSTREAM_KAFKA_SASL_MECHANISM (needed with {protocol})",
+            mechanism,
+            {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI"},
+        )
+        if mechanism != "GSSAPI" and not self.kafka_sasl_username:
+            raise ConfigError(
+                f"MINDSTREAM_KAFKA_SASL_USERNAME is empty: SASL {mechanism} needs a user name "
+                "(and MINDSTREAM_KAFKA_SASL_PASSWORD)"
+            )
 
     def as_env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings."""
