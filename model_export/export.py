@@ -1,0 +1,115 @@
+"""Export a trained user tower to the serving contract: ONNX graph plus a bundle.
+
+The graph has one input, ``item_seq`` int64 [batch, seq] (right-padded model indices, 0 =
+padding; any seq >= 1, the caller passes at most ``max_len`` newest behaviours) and two
+outputs, ``interests`` float32 [batch, k, dim] and ``interest_mask`` bool [batch, k]. The
+item embeddings in the bundle are the tower's own pooled item vectors (rows for 1..n_items).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model_export.bundle import write_bundle
+from model_export.exceptions import ModelExportError
+from model_export.model import UserTower
+
+logger = logging.getLogger(__name__)
+
+OPSET = 17
+INPUT = "item_seq"
+OUTPUTS = ("interests", "interest_mask")
+
+
+def export_onnx(tower: UserTower, *, opset: int = OPSET) -> bytes:
+    """The tower as an ONNX model (legacy TorchScript exporter, dynamic batch and seq axes)."""
+    if not tower.exportable:
+        raise ModelExportError(
+            "this tower uses user-profile features, which the serving contract (item_seq only) "
+            "cannot feed; train without user features to export"
+        )
+    was_training = tower.training
+    tower.eval()
+    # Length 9 > 8 behaviours puts 3 capsules to work; the trace does not depend on it.
+    example = torch.tensor([[1] * 9 + [0], [1] + [0] * 9], dtype=torch.int64)
+    example = example.clamp(max=tower.config.n_items)
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            torch.onnx.export(
+                tower,
+                (example,),
+                buffer,  # type: ignore[arg-type]  # a file object works; the stub says path
+                dynamo=False,
+                input_names=[INPUT],
+                output_names=list(OUTPUTS),
+                dynamic_axes={
+                    INPUT: {0: "batch", 1: "seq"},
+                    OUTPUTS[0]: {0: "batch"},
+                    OUTPUTS[1]: {0: "batch"},
+                },
+                opset_version=opset,
+                do_constant_folding=True,
+            )
+    finally:
+        tower.train(was_training)
+    return buffer.getvalue()
+
+
+def item_embedding_matrix(tower: UserTower) -> np.ndarray:
+    """float32 [n_items, dim]: row i - 1 is the pooled vector of model index i."""
+    with torch.no_grad():
+        vectors = tower.item_vectors()[1:]
+    return np.ascontiguousarray(vectors.cpu().numpy(), dtype=np.float32)
+
+
+def bundle_model_config(tower: UserTower) -> dict[str, Any]:
+    """The manifest's ``model`` section: the serving keys plus the full tower config."""
+    config = tower.config
+    return {
+        "kind": config.kind,
+        "dim": config.dim,
+        "k": config.n_interests,
+        "max_len": config.max_len,
+        "routing_iterations": config.routing_iterations if config.kind == "mind" else 0,
+        "dynamic_k": config.dynamic_k,
+        "n_items": config.n_items,
+        "opset": OPSET,
+        "config": config.to_json(),
+    }
+
+
+def export_bundle(
+    tower: UserTower,
+    item_ids: Sequence[str],
+    out_root: Path,
+    *,
+    metrics: Mapping[str, Any] | None = None,
+    make_current: bool = True,
+) -> Path:
+    """Export ``tower`` and write a bundle under ``out_root``; returns the bundle folder."""
+    if len(item_ids) != tower.config.n_items:
+        raise ModelExportError(
+            f"{len(item_ids)} item ids for a model of {tower.config.n_items} items"
+        )
+    onnx_model = export_onnx(tower)
+    path = write_bundle(
+        Path(out_root),
+        onnx_model=onnx_model,
+        item_embeddings=item_embedding_matrix(tower),
+        item_ids=list(item_ids),
+        model=bundle_model_config(tower),
+        metrics=metrics,
+        make_current=make_current,
+    )
+    logger.info("exported bundle path=%s onnx_bytes=%d", path, len(onnx_model))
+    return path

@@ -1,0 +1,161 @@
+"""Bundles written from a real tower: round trip, integrity checks and the ``current`` link."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from model_export.bundle import (
+    CURRENT_LINK,
+    EMBEDDINGS,
+    ITEM_IDS,
+    MANIFEST,
+    TOWER,
+    load_bundle,
+)
+from model_export.exceptions import BundleError
+from model_export.export import export_bundle
+from model_export.model import MindConfig, build_tower
+from model_export.onnx_tower import OnnxUserTower
+
+N_ITEMS = 40
+
+
+def tower_and_ids(seed=0, kind="mind"):
+    config = MindConfig(n_items=N_ITEMS, dim=8, k=4, max_len=10, seed=seed, kind=kind)
+    return build_tower(config).eval(), [f"item-{i}" for i in range(N_ITEMS)]
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    tower, ids = tower_and_ids()
+    path = export_bundle(tower, ids, tmp_path / "bundles", metrics={"hr@50": 0.25})
+    return tower, ids, path
+
+
+def test_round_trip(bundle):
+    tower, ids, path = bundle
+    loaded = load_bundle(path)
+    assert loaded.item_ids == ids
+    assert loaded.version == path.name
+    assert (loaded.dim, loaded.k, loaded.max_len) == (8, 4, 10)
+    assert loaded.config["kind"] == "mind"
+    assert loaded.config["routing_iterations"] == 3
+    assert loaded.manifest["metrics"] == {"hr@50": 0.25}
+    with torch.no_grad():
+        want = tower.item_vectors()[1:].numpy()
+    np.testing.assert_array_equal(loaded.item_embeddings, want)
+    seq = np.array([[1, 2, 3, 4, 0], [5, 0, 0, 0, 0]], dtype=np.int64)
+    got, mask = OnnxUserTower(loaded.onnx_path)(seq)
+    with torch.no_grad():
+        ref, ref_mask = tower(torch.from_numpy(seq))
+    assert np.abs(got - ref.numpy()).max() <= 1e-5
+    np.testing.assert_array_equal(mask, ref_mask.numpy())
+    # The exported item vectors are the ones the tower pools behaviours from.
+    assert loaded.item_index["item-0"] == 1
+
+
+def test_youtube_dnn_bundle_has_one_interest(tmp_path):
+    tower, ids = tower_and_ids(kind="youtube_dnn")
+    loaded = load_bundle(export_bundle(tower, ids, tmp_path))
+    assert loaded.k == 1
+    got, mask = OnnxUserTower(loaded.onnx_path)(np.array([[3, 4, 0]]))
+    assert got.shape == (1, 1, 8) and mask.tolist() == [[True]]
+
+
+def test_same_content_gives_the_same_version(tmp_path, bundle):
+    tower, ids, path = bundle
+    again = export_bundle(tower, ids, path.parent, metrics={"hr@50": 0.25})
+    assert again == path
+
+
+@pytest.mark.parametrize("name", [TOWER, EMBEDDINGS, ITEM_IDS])
+def test_tampered_file_is_refused(bundle, name):
+    _, _, path = bundle
+    target = path / name
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(path)
+
+
+@pytest.mark.parametrize("name", [TOWER, EMBEDDINGS, ITEM_IDS])
+def test_truncated_file_is_refused(bundle, name):
+    _, _, path = bundle
+    target = path / name
+    target.write_bytes(target.read_bytes()[:-7])
+    with pytest.raises(BundleError, match="truncated"):
+        load_bundle(path)
+
+
+def test_missing_manifest_is_refused(bundle):
+    _, _, path = bundle
+    (path / MANIFEST).unlink()
+    with pytest.raises(BundleError, match="missing"):
+        load_bundle(path)
+
+
+def test_missing_content_file_is_refused(bundle):
+    _, _, path = bundle
+    (path / TOWER).unlink()
+    with pytest.raises(BundleError, match="missing"):
+        load_bundle(path)
+
+
+def test_wrong_format_is_refused(bundle):
+    _, _, path = bundle
+    manifest = json.loads((path / MANIFEST).read_text())
+    manifest["format"] = "mindstream-bundle/99"
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="format"):
+        load_bundle(path)
+
+
+def test_edited_model_config_is_refused(bundle):
+    _, _, path = bundle
+    manifest = json.loads((path / MANIFEST).read_text())
+    manifest["model"]["k"] = 8
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="does not match its content"):
+        load_bundle(path)
+
+
+def test_current_link_switches_to_the_newest_export(tmp_path):
+    root = tmp_path / "bundles"
+    first = export_bundle(*tower_and_ids(seed=1), root)
+    assert load_bundle(root / CURRENT_LINK).version == first.name
+    second = export_bundle(*tower_and_ids(seed=2), root)
+    assert second != first
+    assert load_bundle(root / CURRENT_LINK).version == second.name
+    kept = export_bundle(*tower_and_ids(seed=3), root, make_current=False)
+    assert load_bundle(root / CURRENT_LINK).version == second.name
+    assert load_bundle(kept).version == kept.name
+    assert (root / CURRENT_LINK).is_symlink()
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".")]
+
+
+def test_serving_modules_do_not_import_torch(bundle):
+    _, _, path = bundle
+    code = textwrap.dedent(
+        f"""
+        import sys
+        import numpy as np
+        from model_export.bundle import load_bundle
+        from model_export.onnx_tower import OnnxUserTower
+        b = load_bundle({str(path)!r})
+        OnnxUserTower(b.onnx_path)(np.array([[1, 2]]))
+        heavy = sorted(m for m in ("torch", "onnx", "onnxscript") if m in sys.modules)
+        print(",".join(heavy))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == ""
