@@ -1,0 +1,263 @@
+"""The Redis interest record: key naming, encode/decode, and the monotonic batch write.
+
+One Redis hash per user, key ``<prefix>u:{<user_id>}`` (``MINDSTREAM_REDIS_PREFIX``, default
+``mind:``; the braces are a Redis Cluster hash tag, so a user's key lives in one slot). Fields,
+all written together, every value a byte string:
+
+==============  =====================================================================
+field           value
+==============  =====================================================================
+``v``           the active interest vectors: ``k * dim`` little-endian IEEE-754 float32,
+                row-major (interest 0 first), ``4 * k * dim`` bytes; empty when ``k`` = 0
+``k``           number of active interests, ASCII decimal (0 when no behaviour of the
+                window is known to the model)
+``dim``         vector dimension, ASCII decimal
+``model``       the bundle version that computed ``v`` (compare vectors only with an item
+                index of the same version)
+``event_ts``    newest event time in the window, epoch milliseconds, ASCII decimal
+``updated_ms``  wall-clock time of the write, epoch milliseconds, ASCII decimal
+``n_behaviours`` behaviours in the window, ASCII decimal
+``seq``         events ever applied to the user's window, ASCII decimal: the record's
+                monotonic version
+``src``         ``<topic>/<partition>/<offset>`` of the newest event applied
+``items``       UTF-8 JSON array of the window's producer item ids, oldest first
+==============  =====================================================================
+
+Example (Python, any client)::
+
+    h = r.hgetall(b"mind:u:{u42}")
+    k, dim = int(h[b"k"]), int(h[b"dim"])
+    vectors = numpy.frombuffer(h[b"v"], dtype="<f4").reshape(k, dim)
+
+Writes are monotonic, checked and set in one server-side step (a Lua script run with
+EVALSHA): a record is replaced only when the stored ``seq`` is absent or not greater than the
+new one, so a record made from newer input is never replaced by one from older input. Equal
+``seq`` is allowed: the same input recomputed (after a crash, or with a new bundle) rewrites the
+record. The script deletes the hash before setting it, so no field of an older layout survives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import redis
+import redis.asyncio
+from redis.exceptions import NoScriptError
+
+from stream.exceptions import RecordError
+
+FIELDS = (
+    "v",
+    "k",
+    "dim",
+    "model",
+    "event_ts",
+    "updated_ms",
+    "n_behaviours",
+    "seq",
+    "src",
+    "items",
+)
+
+# KEYS[1] = record key; ARGV[1] = new seq; ARGV[2..] = field, value, field, value, ...
+MONOTONIC_WRITE_LUA = """
+local current = redis.call('HGET', KEYS[1], 'seq')
+if current and tonumber(current) > tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+MONOTONIC_WRITE_SHA = hashlib.sha1(MONOTONIC_WRITE_LUA.encode()).hexdigest()  # noqa: S324
+
+
+@dataclass(frozen=True, eq=False)
+class InterestRecord:
+    """A user's active interests and where they came from (see the module docstring)."""
+
+    user_id: str
+    vectors: np.ndarray  # float32 [k, dim]
+    k: int
+    dim: int
+    model: str
+    event_ts: int
+    updated_ms: int
+    n_behaviours: int
+    seq: int
+    src: str
+    items: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.vectors.shape != (self.k, self.dim):
+            raise RecordError(
+                f"user {self.user_id!r}: vectors have shape {self.vectors.shape}, "
+                f"expected (k, dim) = ({self.k}, {self.dim})"
+            )
+
+
+def record_key(prefix: str, user_id: str) -> str:
+    """The Redis key of a user's record: ``<prefix>u:{<user_id>}``."""
+    return f"{prefix}u:{{{user_id}}}"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def encode_record(record: InterestRecord) -> dict[str, bytes]:
+    """The hash fields of a record, in ``FIELDS`` order."""
+    vectors = np.ascontiguousarray(record.vectors, dtype="<f4")
+    return {
+        "v": vectors.tobytes(),
+        "k": str(record.k).encode(),
+        "dim": str(record.dim).encode(),
+        "model": record.model.encode(),
+        "event_ts": str(record.event_ts).encode(),
+        "updated_ms": str(record.updated_ms).encode(),
+        "n_behaviours": str(record.n_behaviours).encode(),
+        "seq": str(record.seq).encode(),
+        "src": record.src.encode(),
+        "items": json.dumps(list(record.items), ensure_ascii=False, separators=(",", ":")).encode(),
+    }
+
+
+def decode_record(user_id: str, fields: Mapping[Any, Any]) -> InterestRecord:
+    """Decode the hash fields (bytes or str keys, bytes values); raise RecordError if malformed."""
+    raw = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in fields.items()}
+    missing = [name for name in FIELDS if name not in raw]
+    if missing:
+        raise RecordError(f"record of {user_id!r} lacks fields {missing}")
+    v = raw["v"]
+    if not isinstance(v, bytes):
+        raise RecordError(
+            f"record of {user_id!r}: field v is {type(v).__name__}, expected bytes "
+            "(use a Redis client with decode_responses=False)"
+        )
+    try:
+        k = int(raw["k"])
+        dim = int(raw["dim"])
+        items = json.loads(raw["items"])
+        scalars = {
+            name: int(raw[name]) for name in ("event_ts", "updated_ms", "n_behaviours", "seq")
+        }
+        model, src = _text(raw["model"]), _text(raw["src"])
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise RecordError(f"record of {user_id!r} is malformed: {exc}") from None
+    if k < 0 or dim < 1 or len(v) != 4 * k * dim:
+        raise RecordError(
+            f"record of {user_id!r}: v has {len(v)} bytes, expected 4 * k * dim with k={k} "
+            f"dim={dim}"
+        )
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise RecordError(f"record of {user_id!r}: items is not a JSON array of strings")
+    return InterestRecord(
+        user_id=user_id,
+        vectors=np.frombuffer(v, dtype="<f4").reshape(k, dim),
+        k=k,
+        dim=dim,
+        model=model,
+        src=src,
+        items=tuple(items),
+        **scalars,
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _script_args(prefix: str, record: InterestRecord) -> list[bytes | str]:
+    fields = encode_record(record)
+    args: list[bytes | str] = [record_key(prefix, record.user_id), fields["seq"]]
+    for name, value in fields.items():
+        args.append(name)
+        args.append(value)
+    return args
+
+
+def write_records(
+    client: redis.Redis, prefix: str, records: Sequence[InterestRecord]
+) -> list[bool]:
+    """Write a batch in one pipeline with the monotonic check; True where a record was written."""
+    if not records:
+        return []
+    for attempt in (1, 2):
+        pipe = client.pipeline(transaction=False)
+        for record in records:
+            pipe.evalsha(MONOTONIC_WRITE_SHA, 1, *_script_args(prefix, record))
+        try:
+            return [bool(r) for r in pipe.execute()]
+        except NoScriptError:
+            # Redis restarted or flushed its script cache; every write is idempotent, so load
+            # the script and send the whole batch again.
+            if attempt == 2:
+                raise
+            client.script_load(MONOTONIC_WRITE_LUA)
+    raise AssertionError("unreachable")
+
+
+async def write_records_async(
+    client: redis.asyncio.Redis, prefix: str, records: Sequence[InterestRecord]
+) -> list[bool]:
+    """:func:`write_records` for an asyncio client."""
+    if not records:
+        return []
+    for attempt in (1, 2):
+        pipe = client.pipeline(transaction=False)
+        for record in records:
+            pipe.evalsha(MONOTONIC_WRITE_SHA, 1, *_script_args(prefix, record))
+        try:
+            return [bool(r) for r in await pipe.execute()]
+        except NoScriptError:
+            if attempt == 2:
+                raise
+            await client.script_load(MONOTONIC_WRITE_LUA)
+    raise AssertionError("unreachable")
+
+
+def read_interests(client: redis.Redis, prefix: str, user_id: str) -> InterestRecord | None:
+    """A user's record, or None when the user has none."""
+    fields = client.hgetall(record_key(prefix, user_id))
+    return decode_record(user_id, fields) if fields else None
+
+
+def read_many(
+    client: redis.Redis, prefix: str, user_ids: Sequence[str]
+) -> list[InterestRecord | None]:
+    """Records of many users in one pipeline, aligned with ``user_ids`` (None where absent)."""
+    pipe = client.pipeline(transaction=False)
+    for user_id in user_ids:
+        pipe.hgetall(record_key(prefix, user_id))
+    return [
+        decode_record(user_id, fields) if fields else None
+        for user_id, fields in zip(user_ids, pipe.execute(), strict=True)
+    ]
+
+
+async def read_interests_async(
+    client: redis.asyncio.Redis, prefix: str, user_id: str
+) -> InterestRecord | None:
+    """:func:`read_interests` for an asyncio client."""
+    fields = await client.hgetall(record_key(prefix, user_id))
+    return decode_record(user_id, fields) if fields else None
+
+
+async def read_many_async(
+    client: redis.asyncio.Redis, prefix: str, user_ids: Sequence[str]
+) -> list[InterestRecord | None]:
+    """:func:`read_many` for an asyncio client."""
+    pipe = client.pipeline(transaction=False)
+    for user_id in user_ids:
+        pipe.hgetall(record_key(prefix, user_id))
+    results = await pipe.execute()
+    return [
+        decode_record(user_id, fields) if fields else None
+        for user_id, fields in zip(user_ids, results, strict=True)
+    ]

@@ -1,0 +1,91 @@
+"""The Redis interest record layout, decoded independently of the encoder."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from stream.exceptions import RecordError
+from stream.record import FIELDS, InterestRecord, decode_record, encode_record, record_key
+
+
+def _record(k: int = 2, dim: int = 3, seq: int = 7) -> InterestRecord:
+    vectors = np.arange(k * dim, dtype=np.float32).reshape(k, dim) / 7 - 0.5
+    return InterestRecord(
+        user_id="u42",
+        vectors=vectors,
+        k=k,
+        dim=dim,
+        model="mind-abc",
+        event_ts=1_700_000_000_123,
+        updated_ms=1_700_000_000_456,
+        n_behaviours=5,
+        seq=seq,
+        src="clicks/3/99",
+        items=("i1", "é2", "i3"),
+    )
+
+
+def test_key_has_a_cluster_hash_tag() -> None:
+    assert record_key("mind:", "u42") == "mind:u:{u42}"
+    assert record_key("", "a}b") == "u:{a}b}"
+
+
+def test_layout_as_documented() -> None:
+    record = _record()
+    fields = encode_record(record)
+    assert tuple(fields) == FIELDS
+    # little-endian float32, row-major, read with struct (no numpy) as another language would
+    flat = struct.unpack("<6f", fields["v"])
+    assert np.allclose(np.array(flat).reshape(2, 3), record.vectors)
+    assert fields["k"] == b"2" and fields["dim"] == b"3" and fields["seq"] == b"7"
+    assert fields["model"] == b"mind-abc" and fields["src"] == b"clicks/3/99"
+    assert fields["event_ts"] == b"1700000000123" and fields["n_behaviours"] == b"5"
+    assert json.loads(fields["items"]) == ["i1", "é2", "i3"]
+
+
+def test_round_trip_with_bytes_and_str_field_names() -> None:
+    record = _record()
+    fields = encode_record(record)
+    for raw in (fields, {name.encode(): value for name, value in fields.items()}):
+        back = decode_record("u42", raw)
+        assert np.array_equal(back.vectors, record.vectors)
+        assert back.vectors.dtype == np.float32
+        for name in ("k", "dim", "model", "event_ts", "updated_ms", "n_behaviours", "seq", "src"):
+            assert getattr(back, name) == getattr(record, name)
+        assert back.items == record.items
+
+
+def test_zero_interests_round_trip() -> None:
+    record = _record(k=0)
+    assert encode_record(record)["v"] == b""
+    assert decode_record("u42", encode_record(record)).vectors.shape == (0, 3)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"v": b"\x00" * 5},
+        {"k": b"three"},
+        {"items": b'{"a":1}'},
+        {"items": b"[1,2]"},
+        {"seq": b""},
+        {"v": "decoded text"},
+    ],
+)
+def test_malformed_records_raise_record_error(change: dict) -> None:
+    fields = {**encode_record(_record()), **change}
+    with pytest.raises(RecordError):
+        decode_record("u42", fields)
+
+
+def test_missing_field_and_shape_mismatch() -> None:
+    fields = encode_record(_record())
+    del fields["src"]
+    with pytest.raises(RecordError, match="src"):
+        decode_record("u42", fields)
+    with pytest.raises(RecordError, match="shape"):
+        InterestRecord("u", np.zeros((2, 2), np.float32), 2, 3, "m", 0, 0, 0, 0, "s", ())
