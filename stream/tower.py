@@ -1,0 +1,153 @@
+"""The user tower at serving time: a verified bundle's ONNX graph run with onnxruntime.
+
+Windows hold producer item ids; the tower maps them to the bundle's model indices (unknown ids
+are skipped and counted), keeps the newest ``max_len`` known behaviours, right-pads to exactly
+``max_len`` (so a user's result never depends on who else is in the batch), runs the batch and
+returns each user's active interests. No torch here: the stream stage only reads bundles.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model_export.bundle import Bundle, load_bundle
+from stream.exceptions import TowerError
+
+logger = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+INPUT = "item_seq"
+OUTPUTS = ("interests", "interest_mask")
+DEFAULT_MAX_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class UserInterests:
+    """One user's active interests: float32 [k, dim] (k = 0 when no behaviour is known)."""
+
+    vectors: np.ndarray
+    n_known: int
+    n_unknown: int
+
+    @property
+    def k(self) -> int:
+        return int(self.vectors.shape[0])
+
+
+def choose_providers(requested: str, available: Sequence[str]) -> list[str]:
+    """onnxruntime providers for ``MINDSTREAM_ONNX_PROVIDER`` (auto, cuda or cpu)."""
+    if requested == "cpu":
+        return [CPU]
+    if requested == "cuda":
+        if CUDA not in available:
+            raise TowerError(
+                f"MINDSTREAM_ONNX_PROVIDER=cuda but onnxruntime offers only {list(available)} "
+                "(install onnxruntime-gpu instead of onnxruntime, or use auto/cpu)"
+            )
+        return [CUDA, CPU]
+    if requested == "auto":
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    raise TowerError(f"MINDSTREAM_ONNX_PROVIDER={requested!r}: expected auto, cuda or cpu")
+
+
+class UserTower:
+    """A bundle's user tower, ready to turn behaviour windows into interests."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        provider: str = "auto",
+        threads: int = 0,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.bundle = bundle
+        self.max_batch = max_batch
+        self._index = bundle.item_index
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        providers = choose_providers(provider, ort.get_available_providers())
+        try:
+            self.session = ort.InferenceSession(
+                str(bundle.onnx_path), sess_options=options, providers=providers
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise TowerError(f"cannot load {bundle.onnx_path} with {providers}: {exc}") from exc
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if inputs != [INPUT] or tuple(outputs[:2]) != OUTPUTS:
+            raise TowerError(
+                f"{bundle.onnx_path}: inputs {inputs}, outputs {outputs}; expected [{INPUT}] "
+                f"and {list(OUTPUTS)} (see model_export/bundle.py)"
+            )
+        self.provider = self.session.get_providers()[0]
+        logger.info(
+            "user tower ready version=%s provider=%s requested=%s dim=%d k=%d max_len=%d",
+            self.version,
+            self.provider,
+            provider,
+            self.dim,
+            self.k,
+            self.max_len,
+        )
+
+    @classmethod
+    def load(cls, path: Path | str, *, provider: str = "auto", threads: int = 0) -> UserTower:
+        """Verify and load the bundle at ``path`` (a folder or a ``current`` link)."""
+        return cls(load_bundle(path), provider=provider, threads=threads)
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    @property
+    def dim(self) -> int:
+        return self.bundle.dim
+
+    @property
+    def k(self) -> int:
+        return self.bundle.k
+
+    @property
+    def max_len(self) -> int:
+        return self.bundle.max_len
+
+    def encode(self, windows: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """(item_seq int64 [B, max_len] right-padded, unknown counts int64 [B])."""
+        seq = np.zeros((len(windows), self.max_len), dtype=np.int64)
+        unknown = np.zeros(len(windows), dtype=np.int64)
+        index = self._index
+        for row, items in enumerate(windows):
+            known = [i for i in (index.get(item, 0) for item in items) if i]
+            unknown[row] = len(items) - len(known)
+            known = known[-self.max_len :]
+            seq[row, : len(known)] = known
+        return seq, unknown
+
+    def compute(self, windows: Sequence[Sequence[str]]) -> list[UserInterests]:
+        """Active interests of each window (producer item ids, oldest first)."""
+        seq, unknown = self.encode(windows)
+        n_known = (seq > 0).sum(axis=1)
+        results: list[UserInterests] = [
+            UserInterests(np.zeros((0, self.dim), np.float32), 0, int(unknown[row]))
+            for row in range(len(windows))
+        ]
+        rows = np.flatnonzero(n_known > 0)
+        for start in range(0, len(rows), self.max_batch):
+            chunk = rows[start : start + self.max_batch]
+            interests, mask = self.session.run(list(OUTPUTS), {INPUT: seq[chunk]})
+            mask = mask.astype(bool, copy=False)
+            for j, row in enumerate(chunk):
+                vectors = np.ascontiguousarray(interests[j][mask[j]], dtype=np.float32)
+                results[row] = UserInterests(vectors, int(n_known[row]), int(unknown[row]))
+        return results
