@@ -1,0 +1,380 @@
+"""The item index: a Faiss inner-product index over one bundle's item embeddings.
+
+Small catalogues get exact search (``IndexFlatIP``); larger ones an approximate index (IVF by
+default, HNSW on request) whose parameters come from the settings. A built index is cached as a
+Faiss file plus a JSON sidecar beside the bundle (bundles themselves are immutable) and reused
+only when the sidecar names the same bundle version, embeddings hash and build parameters; an
+index always carries the bundle version it was built from, so user vectors are never searched
+against another version's items. Faiss files are read with Faiss's own reader, never pickle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from tqdm import tqdm
+
+from mindstream.settings import Settings
+from model_export.bundle import EMBEDDINGS, Bundle
+from recall.exceptions import IndexMismatchError, ItemIndexError
+
+logger = logging.getLogger(__name__)
+
+INDEX_FORMAT = "mindstream-item-index/1"
+KINDS = ("flat", "hnsw", "ivf")
+ADD_CHUNK = 65_536
+# Faiss warns below 39 training points per list; k-means needs no more than ~256 per list.
+IVF_MIN_POINTS_PER_LIST = 39
+IVF_TRAIN_POINTS_PER_LIST = 256
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """What to build (kind and build parameters) and how to query it (search parameters).
+
+    Only ``kind`` and ``build`` name a cached file; search parameters are applied on load, so
+    tuning ``nprobe`` or ``efSearch`` never forces a rebuild.
+    """
+
+    kind: str
+    build: Mapping[str, int] = field(default_factory=dict)
+    search: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ItemIndexError(f"index kind {self.kind!r}: expected one of {list(KINDS)}")
+
+    @property
+    def params_hash(self) -> str:
+        payload = json.dumps({"kind": self.kind, "build": dict(self.build)}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    @property
+    def exact(self) -> bool:
+        return self.kind == "flat"
+
+
+def choose_spec(n_items: int, settings: Settings, kind: str | None = None) -> IndexSpec:
+    """The index for a catalogue of ``n_items``: ``kind`` if given, else the settings' choice
+    (``auto``: exact search up to ``recall_exact_max_items``, IVF above)."""
+    wanted = kind or settings.recall_index
+    if wanted == "auto":
+        wanted = "flat" if n_items <= settings.recall_exact_max_items else "ivf"
+    if wanted == "flat":
+        return IndexSpec("flat")
+    if wanted == "hnsw":
+        return IndexSpec(
+            "hnsw",
+            build={
+                "m": settings.recall_hnsw_m,
+                "ef_construction": settings.recall_hnsw_ef_construction,
+            },
+            search={"ef_search": settings.recall_hnsw_ef_search},
+        )
+    if wanted == "ivf":
+        # Too many lists for the catalogue leaves most of them empty and k-means untrainable.
+        nlist = max(1, min(settings.recall_ivf_nlist, n_items // IVF_MIN_POINTS_PER_LIST))
+        return IndexSpec(
+            "ivf",
+            build={"nlist": nlist},
+            search={"nprobe": min(settings.recall_ivf_nprobe, nlist)},
+        )
+    raise ItemIndexError(f"index kind {wanted!r}: expected auto or one of {list(KINDS)}")
+
+
+class ItemIndex:
+    """A searchable index of one bundle version's items.
+
+    Faiss labels are bundle rows: row ``r`` is model index ``r + 1`` and producer item id
+    ``item_ids[r]``. Searching is thread-safe (Faiss searches a const index and releases the GIL).
+    """
+
+    def __init__(
+        self, index: faiss.Index, spec: IndexSpec, bundle: Bundle, *, source: str = "built"
+    ) -> None:
+        if index.ntotal != bundle.n_items or index.d != bundle.dim:
+            raise IndexMismatchError(
+                f"index holds {index.ntotal} vectors of dim {index.d}; bundle {bundle.version} "
+                f"has {bundle.n_items} items of dim {bundle.dim}"
+            )
+        self.index = index
+        self.spec = spec
+        self.version = bundle.version
+        self.bundle_path = bundle.path
+        self.k = bundle.k
+        self.item_ids = bundle.item_ids
+        self._model_index = bundle.item_index
+        self.source = source
+        _apply_search_params(index, spec)
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def exact(self) -> bool:
+        return self.spec.exact
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    @property
+    def n_items(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``n`` items per query: (scores float32 [m, n], rows int64 [m, n]); rows are -1
+        where fewer than ``n`` items were found."""
+        x = np.ascontiguousarray(queries, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ItemIndexError(f"queries have shape {x.shape}; expected [m, {self.dim}]")
+        if n < 1:
+            raise ItemIndexError(f"n={n}: expected at least 1")
+        scores, rows = self.index.search(x, n)
+        return scores, rows
+
+    def rows_of(self, item_ids: Iterable[str]) -> set[int]:
+        """Bundle rows of the given producer item ids; ids unknown to this bundle are skipped."""
+        lookup = self._model_index
+        return {lookup[i] - 1 for i in item_ids if i in lookup}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.version,
+            "kind": self.kind,
+            "exact": self.exact,
+            "n_items": self.n_items,
+            "dim": self.dim,
+            "build": dict(self.spec.build),
+            "search": dict(self.spec.search),
+            "source": self.source,
+        }
+
+
+def _apply_search_params(index: faiss.Index, spec: IndexSpec) -> None:
+    if spec.kind == "hnsw":
+        hnsw: Any = faiss.downcast_index(index)
+        hnsw.hnsw.efSearch = int(spec.search["ef_search"])
+    elif spec.kind == "ivf":
+        faiss.extract_index_ivf(index).nprobe = int(spec.search["nprobe"])
+
+
+def build_index(bundle: Bundle, spec: IndexSpec, *, progress: bool = True) -> ItemIndex:
+    """Build ``spec`` over the bundle's embeddings (adding in chunks, with a progress bar)."""
+    x = np.ascontiguousarray(bundle.item_embeddings, dtype=np.float32)
+    n, dim = x.shape
+    started = time.perf_counter()
+    index: faiss.Index
+    if spec.kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif spec.kind == "hnsw":
+        hnsw = faiss.IndexHNSWFlat(dim, int(spec.build["m"]), faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = int(spec.build["ef_construction"])
+        index = hnsw
+    else:
+        nlist = int(spec.build["nlist"])
+        quantizer = faiss.IndexFlatIP(dim)
+        # Faiss's Python wrapper keeps the quantizer alive as long as the IVF index.
+        ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        n_train = min(n, nlist * IVF_TRAIN_POINTS_PER_LIST)
+        sample = x if n_train == n else x[_sample_rows(n, n_train, bundle.version)]
+        logger.info("training ivf nlist=%d points=%d version=%s", nlist, n_train, bundle.version)
+        ivf.train(sample)
+        index = ivf
+    with tqdm(
+        total=n, desc=f"index {spec.kind}", unit="item", disable=not progress, leave=False
+    ) as bar:
+        for start in range(0, n, ADD_CHUNK):
+            chunk = x[start : start + ADD_CHUNK]
+            index.add(chunk)
+            bar.update(len(chunk))
+    logger.info(
+        "index built kind=%s items=%d dim=%d version=%s seconds=%.1f",
+        spec.kind,
+        n,
+        dim,
+        bundle.version,
+        time.perf_counter() - started,
+    )
+    return ItemIndex(index, spec, bundle, source="built")
+
+
+def _sample_rows(n: int, size: int, version: str) -> np.ndarray:
+    # Seeded by the version so the same bundle always trains the same quantizer.
+    seed = int(hashlib.sha256(version.encode()).hexdigest()[:8], 16)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
+# --- cache -----------------------------------------------------------------------------------
+
+
+def cache_dir_for(bundle: Bundle, settings: Settings) -> Path:
+    """Where this bundle's indexes are cached: ``recall_index_dir`` or the bundle's parent."""
+    return Path(settings.recall_index_dir) if settings.recall_index_dir else bundle.path.parent
+
+
+def cache_paths(cache_dir: Path, version: str, spec: IndexSpec) -> tuple[Path, Path]:
+    """(index file, JSON sidecar) for one bundle version and build spec."""
+    stem = f".index-{version}-{spec.kind}-{spec.params_hash}"
+    return cache_dir / f"{stem}.faiss", cache_dir / f"{stem}.json"
+
+
+def _embeddings_sha(bundle: Bundle) -> str:
+    return str(bundle.manifest["files"][EMBEDDINGS]["sha256"])
+
+
+def save_index(item_index: ItemIndex, bundle: Bundle, cache_dir: Path) -> Path:
+    """Write the index and its sidecar atomically (temporary file, fsync, rename); the sidecar
+    is renamed last, so its presence means the index file is complete."""
+    if item_index.version != bundle.version:
+        raise IndexMismatchError(
+            f"index of bundle {item_index.version} cannot be saved as bundle {bundle.version}'s"
+        )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    index_path, sidecar_path = cache_paths(cache_dir, bundle.version, item_index.spec)
+    fd, tmp_name = tempfile.mkstemp(prefix=".index-tmp-", suffix=".faiss", dir=cache_dir)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        faiss.write_index(item_index.index, str(tmp))
+        _fsync(tmp)
+        os.chmod(tmp, 0o644)
+        sidecar = {
+            "format": INDEX_FORMAT,
+            "bundle_version": bundle.version,
+            "embeddings_sha256": _embeddings_sha(bundle),
+            "kind": item_index.spec.kind,
+            "build": dict(item_index.spec.build),
+            "params_hash": item_index.spec.params_hash,
+            "n_items": item_index.n_items,
+            "dim": item_index.dim,
+            "faiss_version": faiss.__version__,
+            "index_sha256": _sha256(tmp),
+            "index_bytes": tmp.stat().st_size,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        tmp.replace(index_path)
+        _write_json_atomically(sidecar_path, sidecar)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    logger.info("index saved path=%s version=%s", index_path, bundle.version)
+    return index_path
+
+
+def load_index(bundle: Bundle, spec: IndexSpec, cache_dir: Path) -> ItemIndex:
+    """Load the cached index of ``bundle`` and ``spec``; raise IndexMismatchError when the file
+    belongs to another bundle version, other embeddings or other parameters, or is damaged."""
+    index_path, sidecar_path = cache_paths(cache_dir, bundle.version, spec)
+    if not sidecar_path.is_file() or not index_path.is_file():
+        raise ItemIndexError(
+            f"no cached {spec.kind} index for bundle {bundle.version} in {cache_dir}"
+        )
+    try:
+        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexMismatchError(f"{sidecar_path}: unreadable sidecar ({exc})") from exc
+    expected = {
+        "format": INDEX_FORMAT,
+        "bundle_version": bundle.version,
+        "embeddings_sha256": _embeddings_sha(bundle),
+        "kind": spec.kind,
+        "params_hash": spec.params_hash,
+        "n_items": bundle.n_items,
+        "dim": bundle.dim,
+    }
+    wrong = {
+        key: (sidecar.get(key) if isinstance(sidecar, dict) else None, want)
+        for key, want in expected.items()
+        if not isinstance(sidecar, dict) or sidecar.get(key) != want
+    }
+    if wrong:
+        detail = ", ".join(
+            f"{k}: file has {got!r}, expected {want!r}" for k, (got, want) in wrong.items()
+        )
+        raise IndexMismatchError(
+            f"{index_path} does not belong to bundle {bundle.version}: {detail}"
+        )
+    size = index_path.stat().st_size
+    if size != sidecar.get("index_bytes") or _sha256(index_path) != sidecar.get("index_sha256"):
+        raise IndexMismatchError(
+            f"{index_path}: contents do not match its sidecar (partly written or replaced)"
+        )
+    index = faiss.read_index(str(index_path))
+    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise IndexMismatchError(f"{index_path}: not an inner-product index")
+    logger.info("index loaded path=%s version=%s kind=%s", index_path, bundle.version, spec.kind)
+    return ItemIndex(index, spec, bundle, source="cache")
+
+
+def open_index(
+    bundle: Bundle,
+    settings: Settings,
+    *,
+    kind: str | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    save: bool = True,
+) -> ItemIndex:
+    """The bundle's index: loaded from the cache when a matching one is there, else built (and
+    cached when ``save``). A damaged or foreign cache file is rebuilt over, with a warning; a
+    cache folder that cannot be written only costs a rebuild next start."""
+    spec = choose_spec(bundle.n_items, settings, kind)
+    directory = cache_dir if cache_dir is not None else cache_dir_for(bundle, settings)
+    if spec.kind != "flat":
+        try:
+            return load_index(bundle, spec, directory)
+        except IndexMismatchError as exc:
+            logger.warning("cached index not used, rebuilding: %s", exc)
+        except ItemIndexError:
+            pass
+    item_index = build_index(bundle, spec, progress=progress)
+    # Exact indexes are rebuilt faster than they are hashed and read back: never cached.
+    if save and spec.kind != "flat":
+        try:
+            save_index(item_index, bundle, directory)
+        except OSError as exc:
+            logger.warning("index not cached dir=%s error=%s", directory, exc)
+    return item_index
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_json_atomically(path: Path, payload: Mapping[str, Any]) -> None:
+    fd, tmp_name = tempfile.mkstemp(prefix=".index-tmp-", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp_name, 0o644)
+    Path(tmp_name).replace(path)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

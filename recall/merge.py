@@ -1,0 +1,79 @@
+"""Candidate merge as MIND is served: every active interest retrieves its top-N items, the union
+is de-duplicated keeping each item's best score (and the interest that found it), items the
+user has already seen are left out, and the best ``n`` are returned. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One recalled item: its bundle row, its best inner product, and the interest behind it."""
+
+    row: int
+    score: float
+    interest: int
+
+
+def search_width(n: int, n_excluded: int) -> int:
+    """Items each interest must retrieve so that ``n`` remain after excluding ``n_excluded``.
+
+    With exact search this makes the merge equal to the global top-``n`` by best score: an
+    item in that top-``n`` has fewer than ``n`` kept items and at most ``n_excluded`` excluded
+    ones above it in the list of the interest that scores it best.
+    """
+    return n + n_excluded
+
+
+def active_interests(vectors: np.ndarray) -> np.ndarray:
+    """bool [k]: interests that can retrieve anything (finite and not all zero)."""
+    v = np.asarray(vectors)
+    return np.isfinite(v).all(axis=1) & (np.abs(v).sum(axis=1) > 0)
+
+
+def merge_candidates(
+    rows: np.ndarray,
+    scores: np.ndarray,
+    active: np.ndarray,
+    n: int,
+    exclude: Collection[int] = frozenset(),
+) -> list[Candidate]:
+    """Merge per-interest search results into at most ``n`` candidates, best score first.
+
+    ``rows`` and ``scores`` are [K, N] as an index search returns them (row -1 = no result);
+    ``active`` is bool [K]; ``exclude`` holds rows never to return. Ties keep the earlier
+    interest and the earlier rank, so the result is deterministic.
+    """
+    rows = np.asarray(rows)
+    scores = np.asarray(scores)
+    active = np.asarray(active, dtype=bool)
+    if rows.shape != scores.shape or rows.ndim != 2 or active.shape != (rows.shape[0],):
+        raise ValueError(
+            f"rows {rows.shape}, scores {scores.shape}, active {active.shape}: expected "
+            "rows and scores [K, N] and active [K]"
+        )
+    if n <= 0 or rows.size == 0:
+        return []
+    k, width = rows.shape
+    found = (rows >= 0) & active[:, None]
+    flat_rows = rows[found]
+    flat_scores = scores[found]
+    flat_interest = np.broadcast_to(np.arange(k)[:, None], (k, width))[found]
+    # Stable sort on the negated score: equal scores keep row-major (interest, rank) order.
+    order = np.argsort(-flat_scores, kind="stable")
+    _, first = np.unique(flat_rows[order], return_index=True)
+    best = order[np.sort(first)]
+    merged: list[Candidate] = []
+    for i in best:
+        row = int(flat_rows[i])
+        if row in exclude:
+            continue
+        merged.append(Candidate(row, float(flat_scores[i]), int(flat_interest[i])))
+        if len(merged) == n:
+            break
+    return merged

@@ -1,0 +1,174 @@
+"""Item index: automatic choice, exact search against numpy, cache reuse and refusal, ANN recall."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+
+import recall.index as index_module
+from mindstream.settings import Settings
+from model_export.bundle import verify_bundle
+from recall.exceptions import IndexMismatchError, ItemIndexError
+from recall.index import (
+    ItemIndex,
+    build_index,
+    cache_paths,
+    choose_spec,
+    load_index,
+    open_index,
+)
+from recall.synthetic import gaussian_mixture_catalogue, interest_vectors
+
+
+def test_auto_choice_is_exact_up_to_the_limit_and_ivf_above():
+    settings = Settings(recall_exact_max_items=1000)
+    assert choose_spec(1000, settings).kind == "flat"
+    above = choose_spec(1001, settings)
+    assert above.kind == "ivf"
+    # 4096 lists would leave most of 1001 items' lists empty: capped at 39 points per list.
+    assert above.build == {"nlist": 1001 // 39}
+    assert above.search == {"nprobe": min(settings.recall_ivf_nprobe, 1001 // 39)}
+    assert choose_spec(10, settings, "hnsw").kind == "hnsw"
+    assert choose_spec(10**7, dataclasses.replace(settings, recall_index="flat")).kind == "flat"
+    assert choose_spec(10**7, settings).build == {"nlist": settings.recall_ivf_nlist}
+
+
+def test_unknown_kind_is_refused():
+    with pytest.raises(ItemIndexError, match="expected auto or one of"):
+        choose_spec(10, Settings(), "lsh")
+
+
+def test_search_params_do_not_name_the_cache_file_but_build_params_do():
+    base = Settings()
+    a = choose_spec(10**6, base, "hnsw")
+    b = choose_spec(10**6, dataclasses.replace(base, recall_hnsw_ef_search=512), "hnsw")
+    c = choose_spec(10**6, dataclasses.replace(base, recall_hnsw_m=16), "hnsw")
+    assert a.params_hash == b.params_hash != c.params_hash
+
+
+def test_flat_index_equals_numpy_brute_force(make_bundle):
+    rng = np.random.default_rng(3)
+    bundle = make_bundle(rng.standard_normal((500, 16)).astype(np.float32))
+    item_index = open_index(bundle, Settings(), progress=False)
+    assert item_index.kind == "flat" and item_index.exact
+    queries = rng.standard_normal((7, 16)).astype(np.float32)
+    scores, rows = item_index.search(queries, 20)
+    expected = queries @ bundle.item_embeddings.T
+    top = np.argsort(-expected, axis=1)[:, :20]
+    np.testing.assert_array_equal(rows, top)
+    np.testing.assert_allclose(scores, np.take_along_axis(expected, top, 1), rtol=1e-5, atol=1e-5)
+    # More than the catalogue: padded with -1.
+    _, all_rows = item_index.search(queries[:1], 600)
+    assert (all_rows[0, :500] >= 0).all() and (all_rows[0, 500:] == -1).all()
+
+
+def test_rows_of_maps_producer_ids_and_skips_unknown(make_bundle):
+    bundle = make_bundle(np.eye(5, dtype=np.float32))
+    item_index = open_index(bundle, Settings(), progress=False)
+    assert item_index.rows_of(["i0", "i4", "nope"]) == {0, 4}
+    assert item_index.item_ids[4] == "i4"
+
+
+def test_query_of_wrong_dimension_is_refused(make_bundle):
+    item_index = open_index(make_bundle(np.eye(5, dtype=np.float32)), Settings(), progress=False)
+    with pytest.raises(ItemIndexError, match=r"expected \[m, 5\]"):
+        item_index.search(np.ones((1, 4), np.float32), 3)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_cache_is_reused_and_lives_beside_the_bundle(make_bundle, monkeypatch, kind):
+    rng = np.random.default_rng(5)
+    bundle = make_bundle(rng.standard_normal((2000, 8)).astype(np.float32))
+    settings = Settings(recall_index=kind)
+    first = open_index(bundle, settings, progress=False)
+    assert first.source == "built"
+    index_path, sidecar_path = cache_paths(bundle.path.parent, bundle.version, first.spec)
+    assert index_path.is_file() and sidecar_path.is_file()
+    # Bundles are immutable: nothing was written inside it.
+    assert sorted(p.name for p in bundle.path.iterdir()) == sorted(
+        ["manifest.json", "user_tower.onnx", "item_embeddings.npy", "item_ids"]
+    )
+    verify_bundle(bundle.path)
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the cached index should have been loaded")
+
+    monkeypatch.setattr(index_module, "build_index", no_build)
+    second = open_index(bundle, settings, progress=False)
+    assert second.source == "cache"
+    queries = rng.standard_normal((4, 8)).astype(np.float32)
+    for a, b in zip(first.search(queries, 10), second.search(queries, 10), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_cache_dir_setting_is_used(make_bundle, tmp_path):
+    bundle = make_bundle(np.random.default_rng(0).standard_normal((300, 4)).astype(np.float32))
+    settings = Settings(recall_index="ivf", recall_index_dir=str(tmp_path / "cache"))
+    built = open_index(bundle, settings, progress=False)
+    assert cache_paths(tmp_path / "cache", bundle.version, built.spec)[0].is_file()
+
+
+def test_index_of_another_bundle_version_is_refused(tmp_path, make_bundle):
+    rng = np.random.default_rng(7)
+    old = make_bundle(rng.standard_normal((1000, 8)).astype(np.float32))
+    new = make_bundle(rng.standard_normal((1000, 8)).astype(np.float32))
+    assert old.version != new.version
+    settings = Settings(recall_index="ivf")
+    spec = choose_spec(old.n_items, settings)
+    cache = tmp_path / "cache"
+    open_index(old, settings, cache_dir=cache, progress=False)
+    # Put the old version's files where the new version's would be.
+    for src, dst in zip(
+        cache_paths(cache, old.version, spec), cache_paths(cache, new.version, spec), strict=True
+    ):
+        shutil.copy(src, dst)
+    with pytest.raises(IndexMismatchError, match=f"does not belong to bundle {new.version}"):
+        load_index(new, spec, cache)
+    # open_index does not serve it either: it rebuilds for the new version over the bad file.
+    rebuilt = open_index(new, settings, cache_dir=cache, progress=False)
+    assert rebuilt.source == "built" and rebuilt.version == new.version
+    assert load_index(new, spec, cache).version == new.version
+    # An in-memory index of one version cannot be wrapped as another version's.
+    other = make_bundle(rng.standard_normal((999, 8)).astype(np.float32))
+    with pytest.raises(IndexMismatchError, match="999 items"):
+        ItemIndex(rebuilt.index, rebuilt.spec, other)
+
+
+def test_damaged_cache_file_is_refused(make_bundle, tmp_path):
+    bundle = make_bundle(np.random.default_rng(9).standard_normal((1000, 8)).astype(np.float32))
+    settings = Settings(recall_index="ivf")
+    spec = choose_spec(bundle.n_items, settings)
+    open_index(bundle, settings, cache_dir=tmp_path, progress=False)
+    index_path, _ = cache_paths(tmp_path, bundle.version, spec)
+    data = bytearray(index_path.read_bytes())
+    data[-10] ^= 0xFF
+    index_path.write_bytes(bytes(data))
+    with pytest.raises(IndexMismatchError, match="do not match its sidecar"):
+        load_index(bundle, spec, tmp_path)
+
+
+def test_unwritable_cache_costs_only_a_rebuild(make_bundle, tmp_path):
+    bundle = make_bundle(np.random.default_rng(2).standard_normal((400, 4)).astype(np.float32))
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    item_index = open_index(
+        bundle, Settings(recall_index="ivf"), cache_dir=blocker / "cache", progress=False
+    )
+    assert item_index.source == "built"
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_ann_recall_at_50_against_exact_at_default_params(make_bundle, kind):
+    catalogue = gaussian_mixture_catalogue(20_000, 32, n_clusters=200, seed=11)
+    bundle = make_bundle(catalogue.embeddings)
+    settings = Settings(recall_index=kind)
+    approx = build_index(bundle, choose_spec(bundle.n_items, settings), progress=False)
+    exact = build_index(bundle, choose_spec(bundle.n_items, settings, "flat"), progress=False)
+    queries = interest_vectors(catalogue, 100, 4, seed=12).reshape(-1, 32)
+    _, got = approx.search(queries, 50)
+    _, want = exact.search(queries, 50)
+    recall = np.mean([len(set(g) & set(w)) / 50 for g, w in zip(got, want, strict=True)])
+    assert recall >= 0.95, f"{kind} recall@50 {recall:.3f}"
