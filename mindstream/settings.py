@@ -153,6 +153,26 @@ class Settings:
     worker_web_port: int = _setting(
         "MINDSTREAM_WORKER_WEB_PORT", 6066, "Port of the worker's health and /metrics endpoint."
     )
+    event_max_skew_s: int = _setting(
+        "MINDSTREAM_EVENT_MAX_SKEW_S",
+        300,
+        "Click events stamped further than this in the future (worker clock) are dead-lettered.",
+    )
+    stream_watch_interval_s: float = _setting(
+        "MINDSTREAM_STREAM_WATCH_INTERVAL_S",
+        5.0,
+        "How often the worker checks the bundle link for a new version (0 = never).",
+    )
+    stream_retry_max_s: float = _setting(
+        "MINDSTREAM_STREAM_RETRY_MAX_S",
+        5.0,
+        "Longest pause between retries of a failed Redis write (backoff doubles up to it).",
+    )
+    stream_shutdown_grace_s: float = _setting(
+        "MINDSTREAM_STREAM_SHUTDOWN_GRACE_S",
+        15.0,
+        "A stopping worker whose batch cannot be written exits after this, without committing.",
+    )
 
     # --- Recall service ----------------------------------------------------------------------
     recall_host: str = _setting(
