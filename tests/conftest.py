@@ -1,0 +1,283 @@
+"""Kafka and Redis for the test suite, and per-test isolation on them.
+
+Which services (decided once per run; the pytest header and the terminal summary say which):
+
+1. existing ones, when ``MINDSTREAM_TEST_KAFKA_BOOTSTRAP_SERVERS`` and ``MINDSTREAM_TEST_REDIS_URL``
+   are set (``MINDSTREAM_TEST_KAFKA_PROFILE`` picks the broker profile, default ``standard``;
+   any other setting can be given as ``MINDSTREAM_TEST_<VARIABLE>``, e.g.
+   ``MINDSTREAM_TEST_KAFKA_SECURITY_PROTOCOL``); the tests neither start nor stop them;
+2. else Docker containers via testcontainers (``apache/kafka`` in KRaft mode, ``redis``) when a
+   Docker engine answers a ping within 2 s; profile ``standard``;
+3. else the local launcher of ``infra/`` (Tansu broker + redis-server on free loopback ports,
+   state and logs in ``var/test-services/session-<pid>/``); profile ``local``.
+
+``MINDSTREAM_TEST_SERVICES=env|docker|local`` forces one. Services start when the first test
+that needs them runs (a unit-only run starts nothing) and are stopped, by PID or container id,
+at the end of the session; local services left by a killed session are stopped by the next one.
+The developer's own ``KAFKA_BOOTSTRAP_SERVERS``/``REDIS_URL``/``MINDSTREAM_*`` are ignored.
+
+Fixtures (any test under ``tests/`` can use them; a test that does is marked ``integration``
+automatically, but mark it yourself too: ``@pytest.mark.integration``):
+
+``service_endpoints`` (session)
+    :class:`infra.testing.ServiceEndpoints`: ``bootstrap_servers``, ``redis_url``,
+    ``kafka_profile``, ``source``.
+``service_settings`` (session)
+    a :class:`~mindstream.settings.Settings` pointed at the test services, with their profile.
+    Shared by the whole session: do not write to its topics or Redis keys without your own names.
+``integration_settings``
+    ``service_settings`` for one test: unique ``app_id`` (= Faust consumer group), unique
+    ``redis_prefix`` (its keys deleted afterwards), unique ``clicks_topic`` and ``dlq_topic``
+    (created, 4 partitions, ``topic_partitions=4``), ``data_dir`` = the test's ``tmp_path``.
+``unique_topic``
+    factory ``unique_topic(stem="t", partitions=1) -> str``: creates a topic with a name unique
+    to this test and deletes it afterwards.
+``unique_name``
+    factory ``unique_name(stem) -> str``: ``<stem>-<test name>-<random>``, legal as a topic,
+    group or app id.
+``group_id``
+    a consumer group id unique to this test (on Tansu a group can get stuck when a consumer
+    closes while its join is pending, so never share one).
+``redis_prefix``
+    a key prefix unique to this test, ending in ``:``.
+``redis_client``
+    a ``redis.Redis`` (bytes in, bytes out) on the test Redis; deletes every key under
+    ``redis_prefix`` afterwards.
+
+Kafka clients are built from the settings with ``infra.kafka_config`` so the profile's quirks
+and the security settings apply, e.g.::
+
+    @pytest.mark.integration
+    def test_roundtrip(integration_settings, unique_topic, group_id):
+        topic = unique_topic("events", partitions=4)
+        producer = KafkaProducer(**kafka_python_producer_kwargs(integration_settings))
+        consumer = KafkaConsumer(
+            topic, **kafka_python_consumer_kwargs(integration_settings, group_id=group_id)
+        )
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from infra.containers import docker_engine_reachable
+from infra.exceptions import BinaryNotFoundError, TopicError
+from infra.testing import (
+    Choice,
+    ServiceEndpoints,
+    Source,
+    check_reachable,
+    choose,
+    env_for_tests,
+    provide,
+)
+from infra.topics import delete_topics, ensure_topics
+from mindstream.errors import ConfigError
+from mindstream.settings import Settings
+
+SERVICE_FIXTURES = frozenset(
+    {
+        "service_endpoints",
+        "service_settings",
+        "integration_settings",
+        "unique_topic",
+        "redis_client",
+    }
+)
+TEST_TOPIC_PARTITIONS = 4
+
+
+@dataclasses.dataclass
+class _ServicesReport:
+    choice: Choice
+    endpoints: ServiceEndpoints | None = None
+    start_s: float | None = None
+    note: str = ""
+    stopped: bool = False
+
+
+_REPORT = pytest.StashKey[_ServicesReport]()
+
+
+def _report(config: pytest.Config) -> _ServicesReport:
+    if _REPORT not in config.stash:
+        try:
+            choice = choose(os.environ, lambda: docker_engine_reachable(timeout_s=2.0))
+        except ConfigError as exc:
+            raise pytest.UsageError(f"test services: {exc}") from exc
+        config.stash[_REPORT] = _ServicesReport(choice)
+    return config.stash[_REPORT]
+
+
+def _base_settings(config: pytest.Config) -> Settings:
+    return Settings.from_env(env_for_tests(os.environ))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    choice = _report(config).choice
+    return (
+        f"mindstream test services: {choice.source.value} - {choice.source.description} "
+        f"({choice.reason}; started on first use)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    report = terminalreporter.config.stash.get(_REPORT, None)
+    if report is None:
+        return
+    terminalreporter.write_sep("-", "mindstream test services")
+    if report.note:
+        terminalreporter.write_line(report.note)
+    endpoints = report.endpoints
+    if endpoints is None:
+        source = report.choice.source
+        terminalreporter.write_line(
+            f"{source.value}: {source.description} - not started (no test needed them)"
+        )
+        return
+    source = endpoints.source
+    terminalreporter.write_line(
+        f"{source.value}: {source.description}; kafka {endpoints.bootstrap_servers} "
+        f"(profile {endpoints.kafka_profile}), redis {endpoints.redis_url}; "
+        f"ready in {report.start_s or 0.0:.1f}s"
+    )
+    state = "stopped" if report.stopped or source is Source.ENV else "NOT stopped"
+    terminalreporter.write_line(f"{endpoints.detail} - {state}")
+
+
+def _local_root(config: pytest.Config) -> Path:
+    data_dir = Path(_base_settings(config).data_dir)
+    if not data_dir.is_absolute():
+        data_dir = config.rootpath / data_dir
+    return data_dir / "test-services"
+
+
+@pytest.fixture(scope="session")
+def service_endpoints(request: pytest.FixtureRequest) -> Iterator[ServiceEndpoints]:
+    config = request.config
+    report = _report(config)
+    source = report.choice.source
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        try:
+            endpoints = stack.enter_context(
+                provide(source, os.environ, local_root=_local_root(config))
+            )
+        except BinaryNotFoundError as exc:
+            pytest.skip(f"no test services: {exc}")
+        except Exception as exc:
+            if source is not Source.DOCKER:
+                raise
+            report.note = f"docker failed ({exc!r}); fell back to the local launcher"
+            endpoints = stack.enter_context(
+                provide(Source.LOCAL, os.environ, local_root=_local_root(config))
+            )
+        if endpoints.source is Source.ENV:
+            check_reachable(endpoints.apply(_base_settings(config)))
+        report.endpoints = endpoints
+        report.start_s = time.monotonic() - started
+        yield endpoints
+    report.stopped = True
+
+
+@pytest.fixture(scope="session")
+def service_settings(
+    request: pytest.FixtureRequest,
+    service_endpoints: ServiceEndpoints,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Settings:
+    settings = service_endpoints.apply(_base_settings(request.config))
+    return dataclasses.replace(settings, data_dir=str(tmp_path_factory.mktemp("mindstream")))
+
+
+def _slug(request: pytest.FixtureRequest) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """Factory ``unique_name(stem) -> "<stem>-<test name>-<random>"`` (Kafka-legal)."""
+
+    def make(stem: str) -> str:
+        return f"{stem}-{_slug(request)}-{uuid.uuid4().hex[:8]}"
+
+    return make
+
+
+@pytest.fixture
+def unique_topic(
+    service_settings: Settings, unique_name: Callable[[str], str]
+) -> Iterator[Callable[..., str]]:
+    created: list[str] = []
+
+    def make(stem: str = "t", partitions: int = 1) -> str:
+        name = unique_name(stem)
+        ensure_topics(service_settings, {name: partitions})
+        created.append(name)
+        return name
+
+    yield make
+    with contextlib.suppress(TopicError):
+        delete_topics(service_settings, created)
+
+
+@pytest.fixture
+def group_id(unique_name: Callable[[str], str]) -> str:
+    return unique_name("g")
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    return f"test:{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+def redis_client(service_settings: Settings, redis_prefix: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(service_settings.redis_url)
+    yield client
+    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", redis_prefix) + "*"
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) == 1000:
+            client.unlink(*batch)
+            batch.clear()
+    if batch:
+        client.unlink(*batch)
+    client.close()
+
+
+@pytest.fixture
+def integration_settings(
+    service_settings: Settings,
+    unique_topic: Callable[..., str],
+    unique_name: Callable[[str], str],
+    redis_prefix: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> Settings:
+    return dataclasses.replace(
+        service_settings,
+        app_id=unique_name("app"),
+        redis_prefix=redis_prefix,
+        clicks_topic=unique_topic("clicks", TEST_TOPIC_PARTITIONS),
+        dlq_topic=unique_topic("clicks-dlq", TEST_TOPIC_PARTITIONS),
+        topic_partitions=TEST_TOPIC_PARTITIONS,
+        data_dir=str(tmp_path),
+    )
