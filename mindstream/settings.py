@@ -264,10 +264,16 @@ class Settings:
             )
         _choice("MINDSTREAM_ONNX_PROVIDER", self.onnx_provider, {"auto", "cuda", "cpu"})
         _choice("MINDSTREAM_RECALL_INDEX", self.recall_index, {"auto", "flat", "hnsw", "ivf"})
+        _choice(
+            "MINDSTREAM_LOG_LEVEL",
+            self.log_level.upper(),
+            {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"},
+        )
         self._validate_kafka_security()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            # `not value >= 0` also refuses NaN.
+            if isinstance(value, int | float) and not isinstance(value, bool) and not value >= 0:
                 raise ConfigError(f"{f.metadata['env']}={value}: expected a number >= 0")
         for name in ("window_max_len", "batch_size", "topic_partitions"):
             if getattr(self, name) < 1:
@@ -322,7 +328,8 @@ def _parse(env: str, raw: str, kind: Any) -> Any:
             return float(raw)
         return raw
     except ValueError:
-        raise ConfigError(f"{env}={raw!r}: expected a {kind.__name__}") from None
+        expected = {int: "an integer", float: "a number", bool: "true or false"}.get(kind, kind)
+        raise ConfigError(f"{env}={raw!r}: expected {expected}") from None
 
 
 def known_env() -> set[str]:
