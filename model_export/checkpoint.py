@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -96,7 +97,12 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
         )
     config = MindConfig.from_json(payload["model"])
     tower = build_tower(config)
-    state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise ModelExportError(
+            f"{path / WEIGHTS}: refused, not a plain state_dict of tensors ({exc})"
+        ) from exc
     try:
         tower.load_state_dict(state, strict=True)
     except RuntimeError as exc:

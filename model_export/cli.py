@@ -1,9 +1,263 @@
-"""Subcommands of the ``model_export`` stage (imports only the standard library at import time)."""
+"""Subcommands of the ``model_export`` stage (imports only the standard library at import time).
+
+``mindstream train`` trains a tower and exports a bundle, ``mindstream evaluate`` scores a
+checkpoint or a bundle on both split protocols, ``mindstream export`` writes a bundle from a
+checkpoint. ``python -m model_export`` offers the same subcommands.
+"""
 
 from __future__ import annotations
 
+import argparse
+import math
+import time
+from pathlib import Path
 from typing import Any
+
+PROTOCOLS = ("leave_last_out", "comirec")
+FORMATS = ("auto", "movielens", "amazon", "taobao", "synthetic")
 
 
 def register(sub: Any) -> None:
     """Add this stage's subcommands to the ``mindstream`` parser."""
+    train = sub.add_parser(
+        "train",
+        help="train MIND (or a baseline), evaluate it and export a bundle",
+        description="Train a user tower on a data set (the synthetic generator when --data is "
+        "omitted), early-stopped on validation HitRate@50; save a checkpoint, evaluate on "
+        "the test part and export a bundle.",
+    )
+    _data_options(train)
+    model = train.add_argument_group("model")
+    model.add_argument("--kind", choices=("mind", "youtube_dnn"), default="mind")
+    model.add_argument("--dim", type=int, default=64, help="embedding width d (default 64)")
+    model.add_argument("--k", type=int, default=4, help="most interests K (default 4)")
+    model.add_argument(
+        "--p", type=_exponent, default=1.0, help="label-aware attention p; 'inf' = hard"
+    )
+    model.add_argument("--routing-iterations", type=int, default=3)
+    model.add_argument("--routing-init-std", type=float, default=1.0)
+    model.add_argument("--static-k", action="store_true", help="always use K interests")
+    model.add_argument(
+        "--head-hidden",
+        type=int,
+        default=0,
+        help="hidden width of the two-layer ReLU head (0 = 4d, -1 = no head; default 0)",
+    )
+    model.add_argument(
+        "--max-len",
+        type=int,
+        default=None,
+        help="behaviours per user (default: MINDSTREAM_WINDOW_MAX_LEN, the stream's window)",
+    )
+    fit = train.add_argument_group("training")
+    fit.add_argument("--epochs", type=int, default=30)
+    fit.add_argument("--batch-size", type=int, default=256)
+    fit.add_argument("--lr", type=float, default=1e-3)
+    fit.add_argument("--weight-decay", type=float, default=0.0)
+    fit.add_argument(
+        "--negatives", type=int, default=1000, help="shared negatives per batch; 0 = full softmax"
+    )
+    fit.add_argument("--temperature", type=float, default=1.0)
+    fit.add_argument("--no-logq", action="store_true", help="no logQ correction of the logits")
+    fit.add_argument(
+        "--positions-per-user",
+        type=int,
+        default=0,
+        help="sample this many training positions per user each epoch (0 = all)",
+    )
+    fit.add_argument("--patience", type=int, default=3, help="epochs without improvement")
+    fit.add_argument("--valid-users", type=int, default=0, help="validate on a sample (0 = all)")
+    fit.add_argument("--log-every", type=int, default=200, help="steps between log lines")
+    fit.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0 = no cap)")
+    fit.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    fit.add_argument("--seed", type=int, default=0)
+    out = train.add_argument_group("output")
+    out.add_argument("--run-dir", type=Path, default=None, help="checkpoint folder")
+    out.add_argument(
+        "--bundles", type=Path, default=None, help="bundle root (default: MINDSTREAM_BUNDLE's)"
+    )
+    out.add_argument("--no-export", action="store_true", help="do not write a bundle")
+    out.add_argument("--results", type=Path, default=None, help="write a summary JSON here")
+    train.set_defaults(handler=_train)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint or a bundle (HR/Recall/NDCG@N, HitRate@N plot)",
+        description="Full-corpus exact retrieval on the test part of each protocol. A bundle "
+        "runs through onnxruntime (no torch). Writes results.json, results.txt and "
+        "hit_rate.png per protocol.",
+    )
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="a checkpoint folder (torch)")
+    source.add_argument("--bundle", type=Path, help="a bundle folder or `current` link (onnx)")
+    _data_options(evaluate, for_evaluation=True)
+    evaluate.add_argument(
+        "--protocols", default="both", choices=("both", *PROTOCOLS), help="default both"
+    )
+    evaluate.add_argument("--ns", default="20,50,100", help="cut-offs, comma separated")
+    evaluate.add_argument("--exclude-history", action="store_true")
+    evaluate.add_argument("--out", type=Path, default=Path("results/evaluate"))
+    evaluate.set_defaults(handler=_evaluate)
+
+    export = sub.add_parser("export", help="write a bundle from a training checkpoint")
+    export.add_argument("--checkpoint", type=Path, required=True)
+    export.add_argument(
+        "--out", type=Path, default=None, help="bundle root (default: MINDSTREAM_BUNDLE's)"
+    )
+    export.add_argument("--no-current", action="store_true", help="leave `current` as it is")
+    export.set_defaults(handler=_export)
+
+
+def _data_options(parser: argparse.ArgumentParser, *, for_evaluation: bool = False) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--data",
+        default=None,
+        help="data file or folder"
+        + (
+            " (default: the data the model was trained on)"
+            if for_evaluation
+            else " (default: the synthetic generator)"
+        ),
+    )
+    group.add_argument("--format", choices=FORMATS, default="auto")
+    if not for_evaluation:
+        group.add_argument("--protocol", choices=PROTOCOLS, default="leave_last_out")
+    group.add_argument("--split-seed", type=int, default=0, help="ComiRec user-shuffle seed")
+    group.add_argument("--no-features", action="store_true", help="ignore item side features")
+    group.add_argument("--synthetic-users", type=int, default=2000)
+    group.add_argument("--synthetic-items", type=int, default=1000)
+    group.add_argument("--synthetic-clusters", type=int, default=20)
+    group.add_argument("--synthetic-seed", type=int, default=0)
+
+
+def _exponent(raw: str) -> float:
+    value = float(raw)
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"p must be >= 0 or 'inf', got {raw!r}")
+    return value
+
+
+def _spec(args: argparse.Namespace, protocol: str) -> Any:
+    from model_export.workflow import DataSpec
+
+    return DataSpec(
+        path=None if args.data is None else str(Path(args.data).resolve()),
+        format=args.format,
+        protocol=protocol,
+        split_seed=args.split_seed,
+        features=not args.no_features,
+        synthetic={
+            "n_users": args.synthetic_users,
+            "n_items": args.synthetic_items,
+            "n_clusters": args.synthetic_clusters,
+            "seed": args.synthetic_seed,
+        },
+    )
+
+
+def _bundle_root(explicit: Path | None, settings: Any) -> Path:
+    if explicit is not None:
+        return explicit
+    configured = Path(settings.bundle_path)
+    return configured.parent if configured.name == "current" else configured
+
+
+def _train(args: argparse.Namespace, settings: Any) -> int:
+    from model_export.train import TrainConfig
+    from model_export.workflow import model_name, train_job, write_json
+
+    spec = _spec(args, args.protocol)
+    overrides = {
+        "kind": args.kind,
+        "dim": args.dim,
+        "k": args.k,
+        "pow_p": args.p,
+        "routing_iterations": args.routing_iterations,
+        "routing_init_std": args.routing_init_std,
+        "dynamic_k": not args.static_k,
+        "head_hidden": args.head_hidden,
+        "max_len": args.max_len or settings.window_max_len,
+        "seed": args.seed,
+    }
+    train_config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        negatives=args.negatives,
+        temperature=args.temperature,
+        logq=not args.no_logq,
+        positions_per_user=args.positions_per_user,
+        patience=args.patience,
+        log_every=args.log_every,
+        max_steps=args.max_steps,
+        threads=args.threads,
+        seed=args.seed,
+    )
+    run_dir = args.run_dir
+    if run_dir is None:
+        label = "synthetic" if spec.is_synthetic else Path(str(spec.path)).stem
+        kind = model_name(argparse.Namespace(kind=args.kind, k=args.k))
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("runs") / f"{label}-{args.protocol}-{kind}-seed{args.seed}-{stamp}"
+    outcome = train_job(
+        spec,
+        overrides,
+        train_config,
+        run_dir=run_dir,
+        bundle_root=None if args.no_export else _bundle_root(args.bundles, settings),
+        valid_users=args.valid_users,
+    )
+    print(outcome.test.to_text())
+    result = outcome.result
+    print(
+        f"trained {result.epochs} epochs ({result.steps} steps, "
+        f"{result.samples_per_second:.0f} samples/s, {result.seconds:.1f} s); best validation "
+        f"HitRate@50 {result.best_score:.4f} at epoch {result.best_epoch}"
+    )
+    print(f"checkpoint: {outcome.checkpoint}")
+    if outcome.bundle is not None:
+        print(f"bundle: {outcome.bundle}")
+    if args.results is not None:
+        write_json(args.results, outcome.summary())
+        print(f"results: {args.results}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, settings: Any) -> int:
+    from model_export.workflow import evaluate_job
+
+    protocols = list(PROTOCOLS) if args.protocols == "both" else [args.protocols]
+    spec = None if args.data is None and args.format == "auto" else _spec(args, protocols[0])
+    ns = tuple(int(n) for n in args.ns.split(",") if n.strip())
+    reports = evaluate_job(
+        checkpoint=args.checkpoint,
+        bundle=args.bundle,
+        spec=spec,
+        protocols=protocols,
+        out_dir=args.out,
+        ns=ns,
+        exclude_history=args.exclude_history,
+    )
+    for protocol, report in reports.items():
+        print(report.to_text())
+        print(f"written: {args.out / protocol}/results.json, results.txt, hit_rate.png\n")
+    return 0
+
+
+def _export(args: argparse.Namespace, settings: Any) -> int:
+    from model_export.checkpoint import load_checkpoint
+    from model_export.export import export_bundle
+    from model_export.workflow import bundle_metrics
+
+    restored = load_checkpoint(args.checkpoint)
+    path = export_bundle(
+        restored.tower,
+        restored.item_ids,
+        _bundle_root(args.out, settings),
+        metrics=bundle_metrics(restored.info),
+        make_current=not args.no_current,
+    )
+    print(f"bundle: {path}")
+    return 0

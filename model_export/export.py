@@ -113,3 +113,68 @@ def export_bundle(
     )
     logger.info("exported bundle path=%s onnx_bytes=%d", path, len(onnx_model))
     return path
+
+
+def build_tiny_bundle(
+    out_root: Path,
+    *,
+    n_items: int = 200,
+    n_users: int = 300,
+    n_clusters: int = 10,
+    dim: int = 16,
+    k: int = 4,
+    max_len: int = 20,
+    train_steps: int = 60,
+    seed: int = 0,
+    make_current: bool = True,
+) -> Path:
+    """A real bundle in a few seconds, for other stages' tests and demos.
+
+    Generates the synthetic planted-interest log (items ``i1..iN``, users ``u1..uM``,
+    category ``c{cluster}``; same seed, same data), trains a small MIND for ``train_steps``
+    steps (0 = untrained weights) and exports it under ``out_root``.
+    """
+    from model_export.data.synthetic import SyntheticConfig, generate
+    from model_export.model import build_tower, config_for
+    from model_export.train import TrainConfig, train
+
+    data, _ = generate(
+        SyntheticConfig(
+            n_users=n_users,
+            n_items=n_items,
+            n_clusters=min(n_clusters, n_items),
+            max_interests=min(4, n_clusters, n_items),
+            seed=seed,
+        )
+    )
+    config = config_for(
+        data.feature_sizes,
+        data.item_features,
+        n_items=data.n_items,
+        dim=dim,
+        k=k,
+        max_len=max_len,
+        seed=seed,
+    )
+    tower = build_tower(config, data.item_features)
+    if train_steps > 0:
+        train(
+            tower,
+            data.sequences,
+            TrainConfig(
+                epochs=1000,
+                batch_size=128,
+                lr=3e-3,
+                negatives=min(100, n_items),
+                max_steps=train_steps,
+                log_every=0,
+                seed=seed,
+            ),
+        )
+    return export_bundle(
+        tower,
+        data.item_ids,
+        out_root,
+        metrics={"data": data.name, "note": "tiny test bundle"},
+        make_current=make_current,
+    )

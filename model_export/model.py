@@ -363,14 +363,3 @@ def config_for(
         for name, table in item_features.items()
     }
     return MindConfig(item_features=features, **overrides)
-
-
-def interest_diversity(interests: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean pairwise cosine of each user's active interests ([B]; NaN for users with < 2)."""
-    unit = F.normalize(interests, dim=-1, eps=1e-12)
-    cos = torch.einsum("bkd,bjd->bkj", unit, unit)
-    pair = mask.unsqueeze(-1) & mask.unsqueeze(-2)
-    pair = pair & ~torch.eye(mask.shape[-1], dtype=torch.bool, device=mask.device)
-    count = pair.sum((-1, -2)).to(cos.dtype)
-    total = torch.where(pair, cos, torch.zeros_like(cos)).sum((-1, -2))
-    return torch.where(count > 0, total / count.clamp(min=1.0), torch.full_like(total, math.nan))

@@ -14,7 +14,6 @@ from model_export.model import (
     MindConfig,
     build_tower,
     interest_count,
-    interest_diversity,
     label_aware_weights,
     squash,
 )
@@ -204,14 +203,6 @@ def test_user_profile_is_concatenated_before_the_head():
     with torch.no_grad():
         a, _ = tower(seq, torch.tensor([[1, 2], [3, 1]]))
     assert not torch.allclose(a[0], a[1])
-
-
-def test_interest_diversity():
-    v = torch.tensor([[[1.0, 0], [0, 1.0], [1.0, 1.0]], [[1.0, 0], [2.0, 0], [0, 1.0]]])
-    mask = torch.tensor([[True, True, False], [True, True, False]])
-    got = interest_diversity(v, mask)
-    torch.testing.assert_close(got, torch.tensor([0.0, 1.0]))
-    assert math.isnan(interest_diversity(v, torch.tensor([[True, False, False]] * 2))[0].item())
 
 
 # --- label-aware attention --------------------------------------------------------------------

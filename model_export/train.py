@@ -1,0 +1,310 @@
+"""Train a user tower with sampled softmax on next-item prediction, with early stopping.
+
+Each training position t >= 1 of a user's sequence is one example: the history is the
+previous <= max_len items (right-padded), the label is item t. MIND scores the label against
+one user vector made by label-aware attention over the interests; YouTube-DNN has one vector.
+The loss is a sampled softmax over the label and negatives shared by the batch (see
+:mod:`model_export.sampler`), or a full softmax over the catalogue with ``negatives=0``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model_export.exceptions import ModelExportError
+from model_export.model import MASKED_LOGIT, UserTower
+from model_export.sampler import PopularityNegativeSampler, item_counts
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30  # most passes over the training positions
+    batch_size: int = 256  # examples per step
+    lr: float = 1e-3  # Adam learning rate
+    weight_decay: float = 0.0  # Adam L2 penalty
+    negatives: int = 1000  # negatives shared by a batch; 0 = full softmax over every item
+    temperature: float = 1.0  # logits are (user . item) / temperature
+    logq: bool = True  # subtract log q(item) of the sampler from every candidate logit
+    sampler_alpha: float = 0.75  # negatives drawn with q(i) ∝ (training count + 1) ** alpha
+    positions_per_user: int = 0  # 0 = every position each epoch, else a fresh random subset
+    patience: int = 3  # validations without improvement before stopping; 0 = never early
+    log_every: int = 200  # steps between progress lines
+    max_steps: int = 0  # stop after this many steps (0 = no limit); for tests and benches
+    threads: int = 0  # torch intra-op threads (0 = torch's default)
+    seed: int = 0  # seeds torch, the batch order and the negatives
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.epochs < 0 or self.negatives < 0:
+            raise ModelExportError("batch_size must be >= 1, epochs and negatives >= 0")
+        if not self.temperature > 0 or not self.lr > 0:
+            raise ModelExportError("temperature and lr must be > 0")
+
+
+@dataclass
+class TrainResult:
+    """What a run did: steps, time, the validation curve and the best validation score."""
+
+    steps: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+    epochs: int = 0
+    best_epoch: int = 0
+    best_score: float = math.nan
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["samples_per_second"] = self.samples_per_second
+        return data
+
+
+class TrainingPositions:
+    """Every (user, t >= 1) of the training sequences, batched into padded histories."""
+
+    def __init__(self, sequences: Sequence[np.ndarray], max_len: int) -> None:
+        lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+        self.max_len = max_len
+        self.flat = (
+            np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences])
+            if len(sequences)
+            else np.zeros(0, dtype=np.int64)
+        )
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        users = np.repeat(np.arange(len(lengths)), np.maximum(lengths - 1, 0))
+        self.user = users
+        # Global index of every label (position t >= 1) and of its sequence's first item.
+        first = offsets[:-1][users]
+        within = np.arange(len(users)) - np.repeat(
+            np.concatenate([[0], np.cumsum(np.maximum(lengths - 1, 0))])[:-1],
+            np.maximum(lengths - 1, 0),
+        )
+        self.label_at = first + within + 1
+        self.start_at = first
+
+    def __len__(self) -> int:
+        return len(self.label_at)
+
+    def epoch_order(self, rng: np.random.Generator, per_user: int = 0) -> np.ndarray:
+        """Example ids for one epoch, shuffled; at most ``per_user`` per user when > 0."""
+        if per_user <= 0:
+            return rng.permutation(len(self))
+        keys = rng.random(len(self))
+        order = np.lexsort((keys, self.user))
+        group_start = np.searchsorted(self.user[order], self.user[order], side="left")
+        rank = np.arange(len(order)) - group_start
+        chosen = order[rank < per_user]
+        return chosen[rng.permutation(len(chosen))]
+
+    def batch(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(histories int64 [B, W] right-padded, labels int64 [B]); W = longest in the batch."""
+        label_at = self.label_at[ids]
+        h = np.minimum(label_at - self.start_at[ids], self.max_len)
+        width = max(1, int(h.max())) if len(h) else 1
+        cols = np.arange(width)
+        at = (label_at - h)[:, None] + cols[None, :]
+        valid = cols[None, :] < h[:, None]
+        histories = np.where(valid, self.flat[np.where(valid, at, 0)], 0)
+        return histories.astype(np.int64), self.flat[label_at]
+
+
+def sampled_softmax_loss(
+    user: torch.Tensor,
+    labels: torch.Tensor,
+    label_vectors: torch.Tensor,
+    negatives: torch.Tensor,
+    negative_vectors: torch.Tensor,
+    *,
+    temperature: float,
+    log_q: torch.Tensor | None,
+) -> torch.Tensor:
+    """Cross-entropy of the label against shared negatives; accidental hits masked out.
+
+    ``log_q`` ([n_items + 1], the sampler's log probabilities) turns on the logQ correction,
+    applied to the label's logit and the negatives' alike.
+    """
+    positive = (user * label_vectors).sum(-1) / temperature
+    negative = user @ negative_vectors.T / temperature
+    if log_q is not None:
+        positive = positive - log_q[labels]
+        negative = negative - log_q[negatives].unsqueeze(0)
+    hit = negatives.unsqueeze(0) == labels.unsqueeze(1)
+    negative = torch.where(hit, torch.full_like(negative, MASKED_LOGIT), negative)
+    logits = torch.cat([positive.unsqueeze(1), negative], dim=1)
+    return F.cross_entropy(logits, torch.zeros_like(labels))
+
+
+def full_softmax_loss(
+    user: torch.Tensor, labels: torch.Tensor, all_items: torch.Tensor, *, temperature: float
+) -> torch.Tensor:
+    """Cross-entropy over the whole catalogue (``all_items`` rows 0..n_items; 0 is excluded)."""
+    logits = user @ all_items[1:].T / temperature
+    return F.cross_entropy(logits, labels - 1)
+
+
+def seed_everything(seed: int, threads: int = 0) -> None:
+    """Seed torch and make it deterministic; flush subnormals (they slow CPU math ~10x)."""
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_flush_denormal(True)
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+Validator = Callable[[UserTower], float]
+
+
+def train(
+    tower: UserTower,
+    sequences: Sequence[np.ndarray],
+    config: TrainConfig,
+    *,
+    validate: Validator | None = None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train ``tower`` in place on ``sequences`` (model indices); keep the best validated state.
+
+    ``validate(tower)`` (called in eval mode after each epoch) returns the early-stopping score,
+    higher is better; without it the last epoch's weights are kept.
+    """
+    seed_everything(config.seed, config.threads)
+    rng = np.random.default_rng(config.seed)
+    n_items = tower.config.n_items
+    positions = TrainingPositions(sequences, tower.config.max_len)
+    if len(positions) == 0:
+        raise ModelExportError("no training examples: every sequence is shorter than 2 items")
+    sampler = None
+    log_q = None
+    if config.negatives > 0:
+        sampler = PopularityNegativeSampler(
+            item_counts(sequences, n_items), config.negatives, alpha=config.sampler_alpha, rng=rng
+        )
+        if config.logq:
+            log_q = torch.from_numpy(sampler.log_q)
+    optimizer = torch.optim.Adam(tower.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    result = TrainResult()
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs = 0
+    started = time.perf_counter()
+    window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, started
+    logger.info(
+        "training examples=%d users=%d items=%d config=%s",
+        len(positions),
+        len(sequences),
+        n_items,
+        asdict(config),
+    )
+    for epoch in range(1, config.epochs + 1):
+        tower.train()
+        order = positions.epoch_order(rng, config.positions_per_user)
+        for lo in range(0, len(order), config.batch_size):
+            histories, labels_np = positions.batch(order[lo : lo + config.batch_size])
+            seq = torch.from_numpy(histories)
+            labels = torch.from_numpy(labels_np)
+            interests, mask = tower(seq)
+            if sampler is None:
+                all_items = tower.item_vectors()
+                label_vectors = all_items[labels]
+                user = tower.user_vector(interests, mask, label_vectors)
+                loss = full_softmax_loss(user, labels, all_items, temperature=config.temperature)
+            else:
+                negatives = torch.from_numpy(sampler.sample())
+                vectors = tower.item_vectors(torch.cat([labels, negatives]))
+                label_vectors, negative_vectors = vectors[: len(labels)], vectors[len(labels) :]
+                user = tower.user_vector(interests, mask, label_vectors)
+                loss = sampled_softmax_loss(
+                    user,
+                    labels,
+                    label_vectors,
+                    negatives,
+                    negative_vectors,
+                    temperature=config.temperature,
+                    log_q=log_q,
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            result.steps += 1
+            result.samples += len(labels)
+            window_loss += float(loss.detach())
+            window_steps += 1
+            window_samples += len(labels)
+            if config.log_every and result.steps % config.log_every == 0:
+                now = time.perf_counter()
+                logger.info(
+                    "step=%d epoch=%d loss=%.4f samples_per_s=%.0f elapsed_s=%.1f",
+                    result.steps,
+                    epoch,
+                    window_loss / window_steps,
+                    window_samples / max(now - window_start, 1e-9),
+                    now - started,
+                )
+                window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, now
+            if config.max_steps and result.steps >= config.max_steps:
+                break
+        result.epochs = epoch
+        result.seconds = time.perf_counter() - started
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "steps": result.steps,
+            "elapsed_s": round(result.seconds, 2),
+        }
+        if validate is not None:
+            tower.eval()
+            score = float(validate(tower))
+            record["valid"] = score
+            if not score <= result.best_score:  # also true while best_score is NaN
+                result.best_score, result.best_epoch = score, epoch
+                best_state = copy.deepcopy(tower.state_dict())
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
+        result.history.append(record)
+        logger.info("epoch %s", " ".join(f"{k}={v}" for k, v in record.items()))
+        if on_epoch is not None:
+            on_epoch(epoch, record)
+        if config.max_steps and result.steps >= config.max_steps:
+            break
+        if validate is not None and config.patience and bad_epochs >= config.patience:
+            result.stopped_early = True
+            logger.info(
+                "early stop epoch=%d best_epoch=%d best=%.4f",
+                epoch,
+                result.best_epoch,
+                result.best_score,
+            )
+            break
+    if best_state is not None:
+        tower.load_state_dict(best_state)
+    tower.eval()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+class TorchUserEncoder:
+    """A torch tower as a :class:`~model_export.retrieval.UserEncoder` (numpy in, numpy out)."""
+
+    def __init__(self, tower: UserTower) -> None:
+        self.tower = tower
+
+    def __call__(self, item_seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.tower.eval()
+        with torch.no_grad():
+            interests, mask = self.tower(torch.from_numpy(np.asarray(item_seq, dtype=np.int64)))
+        return interests.numpy(), mask.numpy()
