@@ -1,9 +1,108 @@
-"""Subcommands of the ``recall`` stage (imports only the standard library at import time)."""
+"""Subcommands of the ``recall`` stage (imports only the standard library at import time).
+
+``mindstream recall`` serves candidates over HTTP; ``mindstream recall index`` builds (or
+checks) a bundle's item index ahead of time; ``mindstream recall openapi`` prints the API
+document; ``mindstream recall precompute`` keeps candidates in Redis fresh for a ranking stage.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
+import logging
+import sys
 from typing import Any
+
+from mindstream.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
 
 
 def register(sub: Any) -> None:
     """Add this stage's subcommands to the ``mindstream`` parser."""
+    recall = sub.add_parser(
+        "recall",
+        help="serve candidates from users' interest vectors and a Faiss item index",
+        description="Without an action: run the HTTP recall service. Options override the "
+        "settings named in brackets.",
+    )
+    _serve_options(recall)
+    recall.set_defaults(handler=_serve)
+    actions = recall.add_subparsers(dest="recall_command", metavar="ACTION")
+
+    serve = actions.add_parser("serve", help="run the HTTP recall service (the default)")
+    _serve_options(serve)
+    serve.set_defaults(handler=_serve)
+
+    index = actions.add_parser(
+        "index", help="build the bundle's item index now (or load the cached one) and describe it"
+    )
+    _bundle_options(index)
+    index.add_argument(
+        "--check", action="store_true", help="also report recall@50 of the index vs exact search"
+    )
+    index.set_defaults(handler=_index)
+
+    openapi = actions.add_parser("openapi", help="print the service's OpenAPI document")
+    openapi.set_defaults(handler=_openapi)
+
+
+def _bundle_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bundle", help="bundle folder or `current` link [MINDSTREAM_BUNDLE]", default=None
+    )
+    parser.add_argument(
+        "--index",
+        choices=INDEX_KINDS,
+        default=None,
+        help="item index kind [MINDSTREAM_RECALL_INDEX]",
+    )
+
+
+def _serve_options(parser: argparse.ArgumentParser) -> None:
+    _bundle_options(parser)
+    parser.add_argument("--host", default=None, help="bind address [MINDSTREAM_RECALL_HOST]")
+    parser.add_argument("--port", type=int, default=None, help="port [MINDSTREAM_RECALL_PORT]")
+
+
+def _apply(args: argparse.Namespace, settings: Settings) -> Settings:
+    overrides = {
+        "bundle_path": getattr(args, "bundle", None),
+        "recall_index": getattr(args, "index", None),
+        "recall_host": getattr(args, "host", None),
+        "recall_port": getattr(args, "port", None),
+    }
+    return dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from recall.server import serve
+
+    serve(_apply(args, settings))
+    return 0
+
+
+def _index(args: argparse.Namespace, settings: Settings) -> int:
+    from model_export.bundle import load_bundle
+    from recall.index import open_index
+
+    settings = _apply(args, settings)
+    bundle = load_bundle(settings.bundle_path)
+    item_index = open_index(bundle, settings, progress=sys.stderr.isatty())
+    description = item_index.describe()
+    if args.check:
+        from recall.quality import recall_at_k_vs_exact
+
+        description["recall_at_50_vs_exact"] = recall_at_k_vs_exact(bundle, item_index, k=50)
+    print(json.dumps(description, indent=2))
+    return 0
+
+
+def _openapi(args: argparse.Namespace, settings: Settings) -> int:
+    from recall.service import OPENAPI_PATH
+
+    sys.stdout.write(OPENAPI_PATH.read_text(encoding="utf-8"))
+    return 0

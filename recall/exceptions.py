@@ -35,3 +35,11 @@ class StoreUnavailable(RecallError):
 
 class UserNotFound(RecallError):
     """No interest record exists for the user."""
+
+
+class InvalidRequest(RecallError):
+    """A request parameter or body field has a value the service cannot use."""
+
+    def __init__(self, parameter: str, detail: str) -> None:
+        self.parameter = parameter
+        super().__init__(f"{parameter}: {detail}")

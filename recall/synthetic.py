@@ -7,9 +7,17 @@ or worse than they are. This module draws a Gaussian mixture with log-normal nor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from model_export.bundle import write_bundle
+
+# Recall never runs the user tower; bundles written here for recall's tests and benchmarks
+# carry this in place of an ONNX model, so the stream worker cannot load them by mistake.
+PLACEHOLDER_TOWER = b"not an onnx model: a catalogue-only bundle for recall tests and benchmarks"
 
 
 @dataclass(frozen=True)
@@ -73,3 +81,26 @@ def interest_vectors(
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     squash = norms**2 / (1.0 + norms**2) / np.maximum(norms, 1e-12)
     return (vectors * squash).astype(np.float32)
+
+
+def write_catalogue_bundle(
+    out_root: Path,
+    embeddings: np.ndarray,
+    *,
+    k: int = 4,
+    item_ids: Sequence[str] | None = None,
+    make_current: bool = True,
+    metrics: dict[str, object] | None = None,
+) -> Path:
+    """Write a catalogue-only bundle (item embeddings and ids, a placeholder tower) with the
+    real bundle writer; item ids default to ``i0``, ``i1``..."""
+    n, dim = embeddings.shape
+    return write_bundle(
+        out_root,
+        onnx_model=PLACEHOLDER_TOWER,
+        item_embeddings=embeddings,
+        item_ids=list(item_ids) if item_ids is not None else [f"i{i}" for i in range(n)],
+        model={"kind": "mind", "dim": dim, "k": k, "max_len": 50, "routing_iterations": 3},
+        metrics={"note": "synthetic catalogue, placeholder tower", **(metrics or {})},
+        make_current=make_current,
+    )

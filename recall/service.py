@@ -1,0 +1,516 @@
+"""The recall HTTP service (aiohttp): users' interests from Redis, candidates from the index.
+
+Handlers are thin: parse and check the request, read records through ``stream.record``, pick the
+index of the record's bundle version from the registry, and call the pure recall functions.
+Errors are raised as the recall exceptions and turned into JSON responses in one middleware:
+404 unknown user, 422 bad parameters, 409 vectors from a bundle version that is not loaded,
+503 Redis unavailable (the client reconnects by itself once Redis is back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import prometheus_client
+import redis.asyncio
+from aiohttp import web
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from mindstream.settings import Settings
+from recall.candidates import Query, recall_many
+from recall.exceptions import (
+    InvalidRequest,
+    ModelVersionUnavailable,
+    RecallError,
+    StoreUnavailable,
+    UserNotFound,
+)
+from recall.index import ItemIndex
+from recall.merge import Candidate
+from recall.metrics import RecallMetrics
+from recall.registry import BundleWatcher, IndexRegistry
+from stream.exceptions import RecordError
+from stream.record import InterestRecord, decode_record, read_interests_async, record_key
+
+logger = logging.getLogger(__name__)
+
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+MAX_USER_ID_LENGTH = 256
+# Searches of more query vectors than this run in a worker thread (Faiss releases the GIL), so a
+# big batch does not hold up the event loop; small ones run inline, which is faster.
+INLINE_MAX_QUERIES = 64
+RETRY_AFTER_S = "1"
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off"}
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _dumps(payload: Any) -> str:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
+def error_response(
+    status: int, code: str, detail: str, headers: Mapping[str, str] | None = None, **extra: Any
+) -> web.Response:
+    """A JSON error body: ``{"error": code, "detail": message, ...}``."""
+    return web.json_response(
+        {"error": code, "detail": detail, **extra}, status=status, headers=headers, dumps=_dumps
+    )
+
+
+def candidate_json(item_index: ItemIndex, candidate: Candidate) -> dict[str, Any]:
+    return {
+        "item_id": item_index.item_ids[candidate.row],
+        "score": candidate.score,
+        "interest": candidate.interest,
+    }
+
+
+class RecallService:
+    """The request handlers and what they share: settings, indexes, Redis, metrics."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: IndexRegistry,
+        *,
+        metrics: RecallMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.metrics = metrics or RecallMetrics()
+        self.redis: redis.asyncio.Redis | None = None
+        self._openapi = OPENAPI_PATH.read_bytes()
+        registry.on_swap(self._on_swap)
+        if registry.current is not None:
+            self._on_swap(registry.current, [])
+
+    # --- wiring --------------------------------------------------------------------------
+
+    def _on_swap(self, item_index: ItemIndex, evicted: list[str]) -> None:
+        self.metrics.index_swaps.inc()
+        self.metrics.loaded_versions.set(len(self.registry.versions))
+        self.metrics.index_items.set(item_index.n_items)
+
+    def connect_redis(self) -> redis.asyncio.Redis:
+        timeout = self.settings.recall_redis_timeout_ms / 1000
+        # One immediate retry: the first command on a connection that Redis closed (restart)
+        # fails, the retry reconnects. More retries with backoff would only delay the 503.
+        return redis.asyncio.Redis.from_url(
+            self.settings.redis_url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),
+            decode_responses=False,
+        )
+
+    def _client(self) -> redis.asyncio.Redis:
+        if self.redis is None:
+            raise RecallError("the Redis client is not started (the app is not running)")
+        return self.redis
+
+    # --- Redis reads ---------------------------------------------------------------------
+
+    async def read_record(self, user_id: str) -> InterestRecord:
+        started = time.perf_counter()
+        try:
+            record = await read_interests_async(self._client(), self.settings.redis_prefix, user_id)
+        except REDIS_DOWN as exc:
+            self.metrics.redis_errors.inc()
+            raise StoreUnavailable(f"Redis did not answer: {exc}") from exc
+        except ResponseError as exc:
+            raise RecordError(f"Redis refused to read the record of {user_id!r}: {exc}") from exc
+        finally:
+            self.metrics.redis_seconds.observe(time.perf_counter() - started)
+        if record is None:
+            self.metrics.users.labels("not_found").inc()
+            raise UserNotFound(
+                f"no interest record for user {user_id!r}: the stream worker writes one after "
+                "the user's first click on an item the model knows"
+            )
+        return record
+
+    async def read_records(
+        self, user_ids: Sequence[str]
+    ) -> list[InterestRecord | RecordError | None]:
+        """Records of many users in one pipeline; a malformed record fails only its user."""
+        started = time.perf_counter()
+        prefix = self.settings.redis_prefix
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            for user_id in user_ids:
+                pipe.hgetall(record_key(prefix, user_id))
+            replies = await pipe.execute(raise_on_error=False)
+        except REDIS_DOWN as exc:
+            self.metrics.redis_errors.inc()
+            raise StoreUnavailable(f"Redis did not answer: {exc}") from exc
+        finally:
+            self.metrics.redis_seconds.observe(time.perf_counter() - started)
+        out: list[InterestRecord | RecordError | None] = []
+        for user_id, fields in zip(user_ids, replies, strict=True):
+            if isinstance(fields, Exception):
+                out.append(RecordError(f"Redis refused to read {user_id!r}: {fields}"))
+            elif not fields:
+                out.append(None)
+            else:
+                try:
+                    out.append(decode_record(user_id, fields))
+                except RecordError as exc:
+                    out.append(exc)
+        return out
+
+    # --- search ----------------------------------------------------------------------------
+
+    async def search(
+        self, item_index: ItemIndex, queries: Sequence[Query]
+    ) -> list[list[Candidate]]:
+        n_vectors = sum(len(q.vectors) for q in queries)
+        started = time.perf_counter()
+        if n_vectors <= INLINE_MAX_QUERIES:
+            results = recall_many(item_index, queries)
+        else:
+            loop = asyncio.get_running_loop()
+            results = await loop.run_in_executor(None, recall_many, item_index, queries)
+        self.metrics.search_seconds.labels(item_index.kind).observe(time.perf_counter() - started)
+        return results
+
+    def index_for(self, record: InterestRecord, users: int = 1) -> ItemIndex:
+        """The index of the record's bundle version (``users`` records share it)."""
+        try:
+            item_index = self.registry.require(record.model)
+        except ModelVersionUnavailable:
+            self.metrics.users.labels("model_unavailable").inc(users)
+            raise
+        current = self.registry.current
+        is_current = current is not None and current.version == item_index.version
+        self.metrics.served_by_version.labels(record.model, str(is_current).lower()).inc(users)
+        return item_index
+
+    def query_for(self, record: InterestRecord, n: int, exclude_seen: bool) -> Query:
+        return Query(record.vectors, n, record.items if exclude_seen else ())
+
+    def candidates_json(
+        self,
+        record: InterestRecord,
+        item_index: ItemIndex,
+        candidates: list[Candidate],
+        n: int,
+        exclude_seen: bool,
+    ) -> dict[str, Any]:
+        current = self.registry.current
+        return {
+            "user_id": record.user_id,
+            "model": record.model,
+            "current_model": current.version if current is not None else None,
+            "index": {"kind": item_index.kind, "exact": item_index.exact},
+            "n": n,
+            "exclude_seen": exclude_seen,
+            "event_ts": record.event_ts,
+            "updated_ms": record.updated_ms,
+            "seq": record.seq,
+            "candidates": [candidate_json(item_index, c) for c in candidates],
+        }
+
+    # --- handlers ------------------------------------------------------------------------
+
+    async def get_interests(self, request: web.Request) -> web.Response:
+        check_query(request, set())
+        record = await self.read_record(user_id_of(request))
+        self.metrics.users.labels("ok").inc()
+        return web.json_response(
+            {
+                "user_id": record.user_id,
+                "model": record.model,
+                "k": record.k,
+                "dim": record.dim,
+                "event_ts": record.event_ts,
+                "updated_ms": record.updated_ms,
+                "n_behaviours": record.n_behaviours,
+                "seq": record.seq,
+                "src": record.src,
+                "items": list(record.items),
+                "interests": record.vectors.astype(float).tolist(),
+            },
+            dumps=_dumps,
+        )
+
+    async def get_candidates(self, request: web.Request) -> web.Response:
+        check_query(request, {"n", "exclude_seen"})
+        n = parse_n(request.query.get("n"), self.settings)
+        exclude_seen = parse_bool("exclude_seen", request.query.get("exclude_seen"), True)
+        record = await self.read_record(user_id_of(request))
+        item_index = self.index_for(record)
+        (candidates,) = await self.search(item_index, [self.query_for(record, n, exclude_seen)])
+        self.metrics.users.labels("ok").inc()
+        return web.json_response(
+            self.candidates_json(record, item_index, candidates, n, exclude_seen), dumps=_dumps
+        )
+
+    async def post_candidates(self, request: web.Request) -> web.Response:
+        check_query(request, set())
+        user_ids, n, exclude_seen = await self.parse_batch(request)
+        records = await self.read_records(user_ids)
+        results: list[dict[str, Any] | None] = [None] * len(user_ids)
+        by_version: dict[str, list[tuple[int, InterestRecord]]] = {}
+        for position, (user_id, record) in enumerate(zip(user_ids, records, strict=True)):
+            if record is None:
+                self.metrics.users.labels("not_found").inc()
+                results[position] = {
+                    "user_id": user_id,
+                    "status": "not_found",
+                    "detail": f"no interest record for user {user_id!r}",
+                }
+            elif isinstance(record, RecordError):
+                self.metrics.users.labels("bad_record").inc()
+                results[position] = {
+                    "user_id": user_id,
+                    "status": "bad_record",
+                    "detail": str(record),
+                }
+            else:
+                by_version.setdefault(record.model, []).append((position, record))
+        for version, group in by_version.items():
+            try:
+                item_index = self.index_for(group[0][1], users=len(group))
+            except ModelVersionUnavailable as exc:
+                for position, record in group:
+                    results[position] = {
+                        "user_id": record.user_id,
+                        "status": "model_unavailable",
+                        "detail": str(exc),
+                        "model": version,
+                    }
+                continue
+            found = await self.search(
+                item_index, [self.query_for(r, n, exclude_seen) for _, r in group]
+            )
+            for (position, record), candidates in zip(group, found, strict=True):
+                self.metrics.users.labels("ok").inc()
+                body = self.candidates_json(record, item_index, candidates, n, exclude_seen)
+                results[position] = {"status": "ok", **body}
+        return web.json_response(
+            {"n": n, "exclude_seen": exclude_seen, "results": results}, dumps=_dumps
+        )
+
+    async def parse_batch(self, request: web.Request) -> tuple[list[str], int, bool]:
+        try:
+            body = await request.json(loads=json.loads)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidRequest("body", f"not valid JSON ({exc})") from None
+        if not isinstance(body, dict):
+            raise InvalidRequest("body", "expected a JSON object with user_ids")
+        unknown = sorted(set(body) - {"user_ids", "n", "exclude_seen"})
+        if unknown:
+            raise InvalidRequest(
+                "body", f"unknown fields {unknown}; expected user_ids, n, exclude_seen"
+            )
+        user_ids = body.get("user_ids")
+        limit = self.settings.recall_batch_max_users
+        if not isinstance(user_ids, list) or not 1 <= len(user_ids) <= limit:
+            raise InvalidRequest("user_ids", f"expected a list of 1 to {limit} user ids")
+        for user_id in user_ids:
+            check_user_id(user_id)
+        n = body.get("n", self.settings.recall_default_n)
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise InvalidRequest("n", f"expected an integer, got {n!r}")
+        check_n(n, self.settings)
+        exclude_seen = body.get("exclude_seen", True)
+        if not isinstance(exclude_seen, bool):
+            raise InvalidRequest("exclude_seen", f"expected true or false, got {exclude_seen!r}")
+        return user_ids, n, exclude_seen
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        current = self.registry.current
+        redis_ok = True
+        try:
+            await self._client().ping()
+        except (*REDIS_DOWN, RedisError):
+            redis_ok = False
+        healthy = redis_ok and current is not None
+        return web.json_response(
+            {
+                "status": "ok" if healthy else "unavailable",
+                "redis": "ok" if redis_ok else "unavailable",
+                "model": current.version if current is not None else None,
+                "loaded_models": self.registry.versions,
+                "index": current.describe() if current is not None else None,
+            },
+            status=200 if healthy else 503,
+            dumps=_dumps,
+        )
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        body = prometheus_client.generate_latest(self.metrics.registry)
+        return web.Response(
+            body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
+        )
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._openapi, content_type="application/json")
+
+    # --- middleware ------------------------------------------------------------------------
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        route = _route_name(request)
+        try:
+            response = await handler(request)
+        except InvalidRequest as exc:
+            response = error_response(422, "invalid_request", str(exc), parameter=exc.parameter)
+        except UserNotFound as exc:
+            response = error_response(404, "user_not_found", str(exc))
+        except ModelVersionUnavailable as exc:
+            response = error_response(
+                409,
+                "model_version_unavailable",
+                str(exc),
+                model=exc.record_version,
+                loaded_models=exc.loaded,
+            )
+        except StoreUnavailable as exc:
+            logger.warning("redis unavailable route=%s error=%s", route, exc)
+            response = error_response(
+                503, "store_unavailable", str(exc), headers={"Retry-After": RETRY_AFTER_S}
+            )
+        except RecordError as exc:
+            logger.error("bad interest record route=%s error=%s", route, exc)
+            response = error_response(500, "bad_record", str(exc))
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = error_response(exc.status, _http_code(exc.status), exc.reason)
+        except Exception:
+            logger.exception("request failed route=%s", route)
+            response = error_response(
+                500, "internal_error", "unexpected error; see the service log"
+            )
+        self.metrics.requests.labels(route, request.method, str(response.status)).inc()
+        self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+        return response
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _http_code(status: int) -> str:
+    return {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
+        status, "http_error"
+    )
+
+
+def user_id_of(request: web.Request) -> str:
+    user_id = request.match_info["user_id"]
+    check_user_id(user_id)
+    return user_id
+
+
+def check_user_id(user_id: object) -> None:
+    if not isinstance(user_id, str) or not 1 <= len(user_id) <= MAX_USER_ID_LENGTH:
+        raise InvalidRequest(
+            "user_id", f"expected a non-empty string of at most {MAX_USER_ID_LENGTH} characters"
+        )
+
+
+def check_query(request: web.Request, allowed: set[str]) -> None:
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        raise InvalidRequest(
+            unknown[0], f"unknown query parameters {unknown}; expected {sorted(allowed) or 'none'}"
+        )
+
+
+def parse_n(raw: str | None, settings: Settings) -> int:
+    if raw is None:
+        return settings.recall_default_n
+    try:
+        n = int(raw)
+    except ValueError:
+        raise InvalidRequest("n", f"expected an integer, got {raw!r}") from None
+    check_n(n, settings)
+    return n
+
+
+def check_n(n: int, settings: Settings) -> None:
+    if not 1 <= n <= settings.recall_max_n:
+        raise InvalidRequest(
+            "n", f"expected 1 <= n <= {settings.recall_max_n} (MINDSTREAM_RECALL_MAX_N), got {n}"
+        )
+
+
+def parse_bool(name: str, raw: str | None, default: bool) -> bool:
+    if raw is None:
+        return default
+    lowered = raw.strip().lower()
+    if lowered in TRUE_WORDS:
+        return True
+    if lowered in FALSE_WORDS:
+        return False
+    raise InvalidRequest(name, f"expected true or false, got {raw!r}")
+
+
+def create_app(
+    settings: Settings,
+    registry: IndexRegistry,
+    *,
+    metrics: RecallMetrics | None = None,
+    watch: bool = True,
+) -> web.Application:
+    """The aiohttp application; Redis is connected and the bundle watcher started on startup."""
+    service = RecallService(settings, registry, metrics=metrics)
+    app = web.Application(middlewares=[service.middleware])
+    app[SERVICE_KEY] = service
+    # Any user id but "/" (the default pattern also refuses braces, which user ids may hold).
+    app.router.add_get("/v1/users/{user_id:[^/]+}/interests", service.get_interests)
+    app.router.add_get("/v1/users/{user_id:[^/]+}/candidates", service.get_candidates)
+    app.router.add_post("/v1/candidates", service.post_candidates)
+    app.router.add_get("/healthz", service.healthz)
+    app.router.add_get("/metrics", service.prometheus)
+    app.router.add_get("/openapi.json", service.openapi)
+
+    async def redis_client(app: web.Application) -> AsyncIterator[None]:
+        service.redis = service.connect_redis()
+        yield
+        await service.redis.aclose()  # type: ignore[attr-defined]  # stubs predate redis 5
+        service.redis = None
+
+    async def bundle_watcher(app: web.Application) -> AsyncIterator[None]:
+        if not watch or settings.recall_watch_interval_s <= 0:
+            yield
+            return
+        watcher = BundleWatcher(
+            registry,
+            settings.bundle_path,
+            settings.recall_watch_interval_s,
+            on_error=lambda path, exc: service.metrics.index_load_failures.inc(),
+        )
+        app[WATCHER_KEY] = watcher
+        task = asyncio.create_task(watcher.run(), name="recall-bundle-watcher")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        watcher.close()
+
+    app.cleanup_ctx.append(redis_client)
+    app.cleanup_ctx.append(bundle_watcher)
+    return app
+
+
+SERVICE_KEY = web.AppKey("recall_service", RecallService)
+WATCHER_KEY = web.AppKey("recall_watcher", BundleWatcher)
