@@ -175,21 +175,26 @@ def evaluate_popularity(
     *,
     ns: Sequence[int] = DEFAULT_NS,
     curve_max_n: int = CURVE_MAX_N,
+    batch_size: int = 1024,
     exclude_history: bool = False,
 ) -> ModelEvaluation:
     """The baseline that recommends the most frequent training items to everyone."""
     began = time.perf_counter()
     depth = max(max(ns), curve_max_n)
     ranking = popularity_ranking(train)
-    exclude = eval_set.histories if exclude_history else None
-    extra = max((len(np.unique(h)) for h in exclude), default=0) if exclude else 0
-    head = ranking[: depth + extra]
-    users = len(eval_set)
-    # The same ranked list for everyone, merged through the one merge so exclusion matches.
-    ids = np.broadcast_to(head, (users, 1, len(head)))
-    scores = np.broadcast_to(-np.arange(len(head), dtype=np.float32), (users, 1, len(head)))
-    merged, _ = merge_by_best_score(ids, scores, depth, exclude=exclude)
-    items = np.where(merged == NO_ID, 0, merged)
+    items = np.zeros((len(eval_set), depth), dtype=np.int64)
+    for start in range(0, len(eval_set), batch_size):
+        stop = min(start + batch_size, len(eval_set))
+        exclude = eval_set.histories[start:stop] if exclude_history else None
+        extra = max((len(np.unique(h)) for h in exclude), default=0) if exclude else 0
+        head = ranking[: depth + extra]
+        # The same ranked list for everyone, merged through the one merge so exclusion matches.
+        shape = (stop - start, 1, len(head))
+        scores = np.broadcast_to(-np.arange(len(head), dtype=np.float32), shape)
+        merged, _ = merge_by_best_score(
+            np.broadcast_to(head, shape), scores, depth, exclude=exclude
+        )
+        items[start:stop] = np.where(merged == NO_ID, 0, merged)
     return _score(POPULARITY, items, eval_set, ns, curve_max_n, began)
 
 
@@ -226,6 +231,7 @@ def evaluate_split(
                 eval_set,
                 ns=ns,
                 curve_max_n=curve_max_n,
+                batch_size=batch_size,
                 exclude_history=exclude_history,
             )
         )

@@ -118,10 +118,14 @@ def _locate(path: Path) -> Path:
         return path
     if path.is_dir():
         candidates = sorted(p for p in path.glob("*.txt") if p.is_file())
-        if len(candidates) == 1:
-            return candidates[0]
+        paired = [p for p in candidates if _attributes_beside(p) is not None]
+        # A folder may hold a README.txt too: the file with an attribute file wins.
+        for group in (paired, candidates):
+            if len(group) == 1:
+                return group[0]
         raise DataFormatError(
-            f"{path}: expected exactly one <name>.txt sequence file, found "
+            f"{path}: expected one <name>.txt sequence file (or one with a <name>"
+            f"{ATTRIBUTES_SUFFIX}), found "
             f"{[p.name for p in candidates]}; pass the file itself"
         )
     raise DataFormatError(f"{path}: no such file or directory")

@@ -67,8 +67,19 @@ def test_fixture_order_attributes_and_cap(tmp_path: Path) -> None:
 
 
 def test_without_attributes(tmp_path: Path) -> None:
-    data = load(_fixture(tmp_path, "a x y\n")).interactions
+    folder = _fixture(tmp_path, "a x y\n")
+    data = load(folder).interactions
     assert data.item_ids == ["x", "y"] and not data.item_features
+    (folder / "README.txt").write_text("notes\n")
+    with pytest.raises(DataFormatError, match=r"expected one <name>\.txt"):
+        read_amazon(folder)
+
+
+def test_folder_with_a_readme_picks_the_file_with_attributes(tmp_path: Path) -> None:
+    folder = _fixture(tmp_path, "u1 1 2\n", {"1": [3]})
+    (folder / "README.txt").write_text("notes\n")
+    result = load(folder)
+    assert result.source.endswith("Toys.txt") and result.interactions.n_interactions == 2
 
 
 def test_malformed_and_duplicate_users(tmp_path: Path) -> None:

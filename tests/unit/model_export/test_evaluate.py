@@ -170,6 +170,10 @@ def test_popularity_by_hand() -> None:
     # user 0 target a (rank 3), user 1 target d (rank 2)
     assert plain.metrics["hit_rate@2"] == 0.5 and plain.metrics["hit_rate@3"] == 1.0
     excluded = evaluate_popularity(train, cases, ns=(2,), curve_max_n=5, exclude_history=True)
+    one_by_one = evaluate_popularity(
+        train, cases, ns=(2,), curve_max_n=5, exclude_history=True, batch_size=1
+    )
+    assert one_by_one.metrics == excluded.metrics
     # user 0 no longer gets b: its list is d, a, ... so a is at rank 2
     assert excluded.metrics["hit_rate@2"] == 1.0
     assert excluded.hit_rate_curve[:2] == [0.0, 1.0]
