@@ -225,6 +225,12 @@ class Settings:
         2,
         "Bundle versions whose indexes recall keeps loaded (the current one and older ones).",
     )
+    recall_search_threads: int = _setting(
+        "MINDSTREAM_RECALL_SEARCH_THREADS",
+        1,
+        "OpenMP threads per Faiss search in recall (0 = Faiss default). 1 keeps latency low on "
+        "shared cores: a parallel search stalls whenever one of its threads is descheduled.",
+    )
     recall_redis_timeout_ms: int = _setting(
         "MINDSTREAM_RECALL_REDIS_TIMEOUT_MS",
         250,
