@@ -103,7 +103,13 @@ class ItemIndex:
     """
 
     def __init__(
-        self, index: faiss.Index, spec: IndexSpec, bundle: Bundle, *, source: str = "built"
+        self,
+        index: faiss.Index,
+        spec: IndexSpec,
+        bundle: Bundle,
+        *,
+        source: str = "built",
+        search_threads: int = 0,
     ) -> None:
         if index.ntotal != bundle.n_items or index.d != bundle.dim:
             raise IndexMismatchError(
@@ -118,6 +124,9 @@ class ItemIndex:
         self.item_ids = bundle.item_ids
         self._model_index = bundle.item_index
         self.source = source
+        # OpenMP thread counts are per calling thread, so each search sets its own (0 = leave
+        # Faiss's default); see MINDSTREAM_RECALL_SEARCH_THREADS.
+        self.search_threads = search_threads
         _apply_search_params(index, spec)
 
     @property
@@ -144,6 +153,8 @@ class ItemIndex:
             raise ItemIndexError(f"queries have shape {x.shape}; expected [m, {self.dim}]")
         if n < 1:
             raise ItemIndexError(f"n={n}: expected at least 1")
+        if self.search_threads > 0:
+            faiss.omp_set_num_threads(self.search_threads)
         scores, rows = self.index.search(x, n)
         return scores, rows
 
@@ -336,20 +347,23 @@ def open_index(
     cache folder that cannot be written only costs a rebuild next start."""
     spec = choose_spec(bundle.n_items, settings, kind)
     directory = cache_dir if cache_dir is not None else cache_dir_for(bundle, settings)
+    item_index: ItemIndex | None = None
     if spec.kind != "flat":
         try:
-            return load_index(bundle, spec, directory)
+            item_index = load_index(bundle, spec, directory)
         except IndexMismatchError as exc:
             logger.warning("cached index not used, rebuilding: %s", exc)
         except ItemIndexError:
             pass
-    item_index = build_index(bundle, spec, progress=progress)
-    # Exact indexes are rebuilt faster than they are hashed and read back: never cached.
-    if save and spec.kind != "flat":
-        try:
-            save_index(item_index, bundle, directory)
-        except OSError as exc:
-            logger.warning("index not cached dir=%s error=%s", directory, exc)
+    if item_index is None:
+        item_index = build_index(bundle, spec, progress=progress)
+        # Exact indexes are rebuilt faster than they are hashed and read back: never cached.
+        if save and spec.kind != "flat":
+            try:
+                save_index(item_index, bundle, directory)
+            except OSError as exc:
+                logger.warning("index not cached dir=%s error=%s", directory, exc)
+    item_index.search_threads = settings.recall_search_threads
     return item_index
 
 

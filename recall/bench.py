@@ -1,0 +1,464 @@
+"""``mindstream bench recall``: latency and throughput of the recall service next to bare Faiss.
+
+For each catalogue size it writes (or reuses) a structured synthetic catalogue bundle, loads
+(or builds) its default index, writes users' interest records to a throw-away Redis with the
+stream's record writer, and measures: bare Faiss search for the same queries the service runs,
+search + merge in-process, single-user HTTP requests (sequential, then concurrent), batched HTTP
+requests, and ANN recall@k against exact search. With ``--bundle`` it also measures ANN recall
+on a trained bundle, with queries from its user tower over real behaviour windows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mindstream.settings import Settings
+from model_export.bundle import Bundle, load_bundle
+from recall.candidates import Query, recall_many
+from recall.index import ItemIndex, build_index, choose_spec, open_index
+from recall.quality import recall_at_k
+from recall.synthetic import gaussian_mixture_catalogue, write_catalogue_bundle
+
+logger = logging.getLogger(__name__)
+
+ITEMS_PER_CLUSTER = 500
+SERVICE_START_TIMEOUT_S = 900.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mindstream bench recall", description=__doc__)
+    p.add_argument("--sizes", default="100000,1000000", help="catalogue sizes, comma separated")
+    p.add_argument("--dim", type=int, default=64, help="embedding dimension (default 64)")
+    p.add_argument("--k", type=int, default=4, help="interests per user (default 4)")
+    p.add_argument("--n", type=int, default=50, help="candidates per request (default 50)")
+    p.add_argument("--window", type=int, default=20, help="seen items per user (default 20)")
+    p.add_argument("--users", type=int, default=5000, help="users written to Redis")
+    p.add_argument("--requests", type=int, default=2000, help="single-user requests timed")
+    p.add_argument("--concurrency", type=int, default=8, help="clients in the throughput run")
+    p.add_argument("--batch-users", type=int, default=100, help="users per batch request")
+    p.add_argument("--batch-requests", type=int, default=100, help="batch requests timed")
+    p.add_argument("--recall-queries", type=int, default=1000, help="queries for recall@n")
+    p.add_argument(
+        "--index", choices=("auto", "flat", "ivf", "hnsw"), default=None, help="index kind"
+    )
+    p.add_argument("--compare", default="ivf,hnsw", help="ANN kinds measured for recall@n")
+    p.add_argument("--work-dir", default=None, help="catalogues and Redis (default var/bench)")
+    p.add_argument("--redis-url", default=None, help="use this Redis instead of starting one")
+    p.add_argument("--bundle", default=None, help="a trained bundle: measure ANN recall on it")
+    p.add_argument("--data", default=None, help="behaviour data for --bundle's tower queries")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--no-service", action="store_true", help="skip the HTTP measurements")
+    return p
+
+
+def main(argv: Sequence[str], settings: Settings) -> int:
+    args = build_parser().parse_args(list(argv)[1:])
+    if args.index:
+        settings = dataclasses.replace(settings, recall_index=args.index)
+    work_dir = Path(args.work_dir) if args.work_dir else settings.data_path / "bench" / "recall"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"machine": machine(), "args": vars(args), "catalogues": []}
+    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
+    with redis_for_bench(args.redis_url, work_dir) as redis_url:
+        for n_items in sizes:
+            result = bench_catalogue(n_items, args, settings, work_dir, redis_url)
+            results["catalogues"].append(result)
+            print_catalogue(result)
+    if args.bundle:
+        results["bundle"] = bench_bundle_recall(args, settings)
+        print(json.dumps({"bundle": results["bundle"]}, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+# --- set-up ----------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    import faiss
+
+    cpu = ""
+    with open("/proc/cpuinfo", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "faiss": faiss.__version__,
+        "faiss_threads": faiss.omp_get_max_threads(),
+        "python": sys.version.split()[0],
+    }
+
+
+@contextmanager
+def redis_for_bench(url: str | None, work_dir: Path) -> Iterator[str]:
+    if url:
+        yield url
+        return
+    from infra import processes
+    from infra.launch import launch
+    from infra.redis_server import REDIS
+
+    record = launch(REDIS, work_dir / "redis", host="127.0.0.1", timeout_s=30)
+    try:
+        yield f"redis://{record.host}:{record.port}/0"
+    finally:
+        processes.stop(record.process)
+
+
+def catalogue_bundle(work_dir: Path, n_items: int, dim: int, k: int, seed: int = 0) -> Bundle:
+    """The synthetic catalogue bundle for these parameters, written on first use."""
+    n_clusters = max(50, n_items // ITEMS_PER_CLUSTER)
+    root = work_dir / f"catalogue-n{n_items}-d{dim}-c{n_clusters}-s{seed}"
+    current = root / "current"
+    if current.exists():
+        return load_bundle(current)
+    print(f"writing catalogue n={n_items} dim={dim} clusters={n_clusters} -> {root}", flush=True)
+    catalogue = gaussian_mixture_catalogue(n_items, dim, n_clusters=n_clusters, seed=seed)
+    write_catalogue_bundle(root, catalogue.embeddings, k=k)
+    return load_bundle(current)
+
+
+def bench_users(bundle: Bundle, n_users: int, k: int, window: int, seed: int) -> list[Any]:
+    """Interest records of synthetic users: interests near the catalogue's clusters (estimated
+    from the bundle itself), windows of random catalogue items."""
+    from stream.record import InterestRecord, now_ms
+
+    rng = np.random.default_rng(seed)
+    # Cluster structure as a user would see it: interests near real items, squashed.
+    anchors = bundle.item_embeddings[rng.choice(bundle.n_items, size=(n_users, k))]
+    noise = rng.standard_normal(anchors.shape, dtype=np.float32) * (0.5 / np.sqrt(bundle.dim))
+    vectors = anchors + noise
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    vectors = (vectors * (norms / (1 + norms**2))).astype(np.float32)
+    records = []
+    for u in range(n_users):
+        items = [bundle.item_ids[i] for i in rng.choice(bundle.n_items, size=window)]
+        records.append(
+            InterestRecord(
+                user_id=f"bench-{u}",
+                vectors=vectors[u],
+                k=k,
+                dim=bundle.dim,
+                model=bundle.version,
+                event_ts=1_700_000_000_000,
+                updated_ms=now_ms(),
+                n_behaviours=window,
+                seq=1,
+                src="bench/0/0",
+                items=tuple(items),
+            )
+        )
+    return records
+
+
+# --- measurements ----------------------------------------------------------------------------
+
+
+def percentiles_ms(seconds: Sequence[float]) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1000
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "mean_ms": round(float(ms.mean()), 3),
+    }
+
+
+def time_calls(calls: int, fn: Any) -> tuple[list[float], float]:
+    latencies = []
+    started = time.perf_counter()
+    for i in range(calls):
+        t0 = time.perf_counter()
+        fn(i)
+        latencies.append(time.perf_counter() - t0)
+    return latencies, time.perf_counter() - started
+
+
+def bench_bare(item_index: ItemIndex, records: list[Any], args: argparse.Namespace) -> dict:
+    users = len(records)
+    queries = [Query(r.vectors, args.n, r.items) for r in records]
+    widths = [args.n + len(item_index.rows_of(r.items)) for r in records]
+
+    def search(i: int) -> None:
+        item_index.search(records[i % users].vectors, widths[i % users])
+
+    def search_merge(i: int) -> None:
+        recall_many(item_index, [queries[i % users]])
+
+    b = args.batch_users
+
+    def batch_search(i: int) -> None:
+        chosen = [(i * b + j) % users for j in range(b)]
+        stacked = np.concatenate([records[u].vectors for u in chosen])
+        item_index.search(stacked, max(widths[u] for u in chosen))
+
+    def batch_merge(i: int) -> None:
+        recall_many(item_index, [queries[(i * b + j) % users] for j in range(b)])
+
+    out = {}
+    for name, fn, calls in (
+        ("faiss_single", search, args.requests),
+        ("search_merge_single", search_merge, args.requests),
+        ("faiss_batch", batch_search, args.batch_requests),
+        ("search_merge_batch", batch_merge, args.batch_requests),
+    ):
+        fn(0)  # warm-up
+        latencies, total = time_calls(calls, fn)
+        out[name] = {**percentiles_ms(latencies), "calls_per_s": round(calls / total, 1)}
+    return out
+
+
+def bench_ann_recall(
+    bundle: Bundle, settings: Settings, queries: np.ndarray, kinds: Sequence[str], n: int
+) -> dict[str, Any]:
+    exact = build_index(bundle, choose_spec(bundle.n_items, settings, "flat"), progress=False)
+    _, truth = exact.search(queries, n)
+    out: dict[str, Any] = {}
+    for kind in kinds:
+        started = time.perf_counter()
+        approx = open_index(bundle, settings, kind=kind, progress=sys.stderr.isatty())
+        load_s = time.perf_counter() - started
+        t0 = time.perf_counter()
+        _, rows = approx.search(queries, n)
+        search_s = time.perf_counter() - t0
+        out[kind] = {
+            f"recall@{n}": round(recall_at_k(rows, truth), 4),
+            "params": {**approx.spec.build, **approx.spec.search},
+            "open_s": round(load_s, 1),
+            "source": approx.source,
+            "search_ms_per_query": round(search_s / len(queries) * 1000, 4),
+        }
+    return out
+
+
+def bench_catalogue(
+    n_items: int, args: argparse.Namespace, settings: Settings, work_dir: Path, redis_url: str
+) -> dict[str, Any]:
+    import redis
+
+    from stream.record import write_records
+
+    bundle = catalogue_bundle(work_dir, n_items, args.dim, args.k)
+    started = time.perf_counter()
+    item_index = open_index(bundle, settings, progress=sys.stderr.isatty())
+    result: dict[str, Any] = {
+        "n_items": n_items,
+        "dim": bundle.dim,
+        "index": item_index.describe(),
+        "index_open_s": round(time.perf_counter() - started, 1),
+    }
+    records = bench_users(bundle, args.users, args.k, args.window, seed=n_items)
+    result["bare"] = bench_bare(item_index, records, args)
+    queries = np.concatenate([r.vectors for r in records[: max(1, args.recall_queries // args.k)]])
+    kinds = [k for k in args.compare.split(",") if k]
+    result["ann_recall"] = bench_ann_recall(bundle, settings, queries, kinds, args.n)
+    if args.no_service:
+        return result
+    prefix = f"bench:recall:{uuid.uuid4().hex[:8]}:"
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for start in range(0, len(records), 1000):
+            write_records(client, prefix, records[start : start + 1000])
+        service_settings = dataclasses.replace(
+            settings,
+            redis_url=redis_url,
+            redis_prefix=prefix,
+            bundle_path=str(bundle.path),
+            recall_watch_interval_s=0.0,
+            recall_max_n=max(settings.recall_max_n, args.n),
+            recall_batch_max_users=max(settings.recall_batch_max_users, args.batch_users),
+        )
+        result["service"] = bench_service(service_settings, records, args)
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.unlink(*keys[start : start + 1000])
+        client.close()
+    return result
+
+
+@contextmanager
+def service_process(settings: Settings) -> Iterator[str]:
+    from infra.ports import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MINDSTREAM_")}
+    env.update(settings.as_env())
+    env.update({"MINDSTREAM_RECALL_PORT": str(port), "REDIS_URL": settings.redis_url})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recall", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        line = (
+            process.stdout.readline() if process.stdout is not None else ""
+        )  # "recall serving on ..." once the index is loaded
+        if "recall serving" not in line:
+            raise RuntimeError(f"recall service did not start (exit {process.poll()}): {line}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def bench_service(settings: Settings, records: list[Any], args: argparse.Namespace) -> dict:
+    with service_process(settings) as base:
+        return asyncio.run(_http_bench(base, [r.user_id for r in records], args))
+
+
+async def _http_bench(base: str, user_ids: list[str], args: argparse.Namespace) -> dict:
+    import aiohttp
+
+    users = len(user_ids)
+    out: dict[str, Any] = {}
+    connector = aiohttp.TCPConnector(limit=args.concurrency + 2)
+    async with aiohttp.ClientSession(base, connector=connector) as session:
+        await _wait_healthy(session)
+
+        async def single(i: int) -> float:
+            t0 = time.perf_counter()
+            path = f"/v1/users/{user_ids[i % users]}/candidates"
+            async with session.get(path, params={"n": str(args.n)}) as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"GET {path}: {response.status} {await response.text()}")
+            return time.perf_counter() - t0
+
+        async def batch(i: int) -> float:
+            chosen = [user_ids[(i * args.batch_users + j) % users] for j in range(args.batch_users)]
+            t0 = time.perf_counter()
+            async with session.post(
+                "/v1/candidates", json={"user_ids": chosen, "n": args.n}
+            ) as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"POST /v1/candidates: {response.status}")
+            return time.perf_counter() - t0
+
+        for i in range(200):
+            await single(i)
+        started = time.perf_counter()
+        latencies = [await single(i) for i in range(args.requests)]
+        total = time.perf_counter() - started
+        out["single_sequential"] = {
+            **percentiles_ms(latencies),
+            "req_per_s": round(args.requests / total, 1),
+        }
+
+        counter = iter(range(args.requests * 2))
+        concurrent: list[float] = []
+
+        async def worker() -> None:
+            for i in counter:
+                concurrent.append(await single(i))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+        total = time.perf_counter() - started
+        out[f"single_concurrency_{args.concurrency}"] = {
+            **percentiles_ms(concurrent),
+            "req_per_s": round(len(concurrent) / total, 1),
+        }
+
+        await batch(0)
+        started = time.perf_counter()
+        latencies = [await batch(i) for i in range(args.batch_requests)]
+        total = time.perf_counter() - started
+        out[f"batch_{args.batch_users}_sequential"] = {
+            **percentiles_ms(latencies),
+            "req_per_s": round(args.batch_requests / total, 1),
+            "users_per_s": round(args.batch_requests * args.batch_users / total, 1),
+        }
+    return out
+
+
+async def _wait_healthy(session: Any) -> None:
+    deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
+    while True:
+        try:
+            async with session.get("/healthz") as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("recall service not healthy in time")
+        await asyncio.sleep(0.2)
+
+
+def bench_bundle_recall(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """ANN recall@n on a trained bundle; queries are its tower's interests over real windows
+    (``--data``), else its own item embeddings."""
+    bundle = load_bundle(args.bundle)
+    source = "item embeddings"
+    queries = bundle.item_embeddings[
+        np.random.default_rng(0).choice(
+            bundle.n_items, min(bundle.n_items, args.recall_queries), replace=False
+        )
+    ]
+    if args.data:
+        from model_export.data import load
+        from stream.tower import UserTower
+
+        data = load(args.data).interactions
+        tower = UserTower(bundle, provider="cpu")
+        windows = [[data.item_ids[i - 1] for i in seq[-bundle.max_len :]] for seq in data.sequences]
+        rng = np.random.default_rng(0)
+        picked = rng.choice(
+            len(windows), size=min(len(windows), args.recall_queries), replace=False
+        )
+        interests = tower.compute([windows[i] for i in picked])
+        queries = np.concatenate([u.vectors for u in interests if u.k])
+        source = f"user tower interests of {len(picked)} users of {args.data}"
+    kinds = [k for k in args.compare.split(",") if k]
+    return {
+        "bundle": bundle.version,
+        "n_items": bundle.n_items,
+        "dim": bundle.dim,
+        "queries": len(queries),
+        "query_source": source,
+        "ann_recall": bench_ann_recall(bundle, settings, queries, kinds, args.n),
+    }
+
+
+def print_catalogue(result: dict[str, Any]) -> None:
+    index = result["index"]
+    print(
+        f"\n== {result['n_items']:,} items, dim {result['dim']}, index {index['kind']} "
+        f"{index['build'] | index['search']} ({index['source']}, {result['index_open_s']} s)"
+    )
+    rows = [(f"bare {k}", v) for k, v in result["bare"].items()]
+    rows += [(f"http {k}", v) for k, v in result.get("service", {}).items()]
+    print(f"{'measurement':<36} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'per s':>10}")
+    for name, v in rows:
+        rate = v.get("req_per_s", v.get("calls_per_s"))
+        print(f"{name:<36} {v['p50_ms']:>8.3f} {v['p99_ms']:>8.3f} {v['mean_ms']:>8.3f} {rate:>10}")
+    for kind, v in result["ann_recall"].items():
+        n_key = next(key for key in v if key.startswith("recall@"))
+        print(f"ANN {kind} {v['params']}: {n_key} vs exact = {v[n_key]} ({v['source']})")
