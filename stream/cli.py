@@ -1,9 +1,99 @@
-"""Subcommands of the ``stream`` stage (imports only the standard library at import time)."""
+"""Subcommands of the ``stream`` stage (imports only the standard library at import time).
+
+``mindstream stream worker`` runs the Faust worker (also ``python -m stream worker``, or the
+Faust CLI: ``faust -A stream.agents:app -L uvloop worker``); ``mindstream stream show USER``
+prints users' interest records from Redis.
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+import json
+import sys
 from typing import Any
+
+from mindstream.settings import Settings
 
 
 def register(sub: Any) -> None:
     """Add this stage's subcommands to the ``mindstream`` parser."""
+    stream = sub.add_parser(
+        "stream",
+        help="the streaming interest updater (Kafka clicks -> windows -> tower -> Redis)",
+        description="Run the stream worker, or read interest records from Redis.",
+    )
+    actions = stream.add_subparsers(dest="stream_command", metavar="ACTION", required=True)
+    worker = actions.add_parser(
+        "worker",
+        help="run the Faust worker (topics from MINDSTREAM_CLICKS_TOPIC, bundle from "
+        "MINDSTREAM_BUNDLE, Redis from REDIS_URL)",
+    )
+    worker.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default=None,
+        help="event loop (default: uvloop when installed)",
+    )
+    worker.add_argument(
+        "--without-web",
+        action="store_true",
+        help="no health/metrics endpoint (default: on MINDSTREAM_WORKER_WEB_PORT)",
+    )
+    worker.add_argument(
+        "--skip-preflight",
+        action="store_true",
+        help="do not create/check topics or verify the bundle before starting",
+    )
+    worker.set_defaults(handler=_worker)
+
+    show = actions.add_parser("show", help="print users' interest records (JSON lines)")
+    show.add_argument("users", nargs="+", metavar="USER")
+    show.add_argument("--vectors", action="store_true", help="include the vectors")
+    show.set_defaults(handler=_show)
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.skip_preflight:
+        from stream.preflight import preflight
+
+        preflight(settings)
+    from stream.agents import app
+
+    loop = args.loop or ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
+    web = ["--without-web"] if args.without_web else ["--web-port", str(settings.worker_web_port)]
+    sys.argv = ["mindstream stream", "-L", loop, "worker", "-l", settings.log_level.lower(), *web]
+    app.main()
+    return 0
+
+
+def _show(args: argparse.Namespace, settings: Settings) -> int:
+    import redis
+
+    from stream.record import read_many
+
+    client = redis.Redis.from_url(settings.redis_url)
+    missing = 0
+    for user, record in zip(
+        args.users, read_many(client, settings.redis_prefix, args.users), strict=True
+    ):
+        if record is None:
+            print(json.dumps({"user_id": user, "record": None}))
+            missing += 1
+            continue
+        out: dict[str, Any] = {
+            "user_id": user,
+            "k": record.k,
+            "dim": record.dim,
+            "model": record.model,
+            "event_ts": record.event_ts,
+            "updated_ms": record.updated_ms,
+            "n_behaviours": record.n_behaviours,
+            "seq": record.seq,
+            "src": record.src,
+            "items": list(record.items),
+        }
+        if args.vectors:
+            out["vectors"] = record.vectors.tolist()
+        print(json.dumps(out, ensure_ascii=False))
+    return 1 if missing == len(args.users) else 0

@@ -70,6 +70,8 @@ REASONS = (
     "unknown_event",
     "empty_key",
     "key_mismatch",
+    # a record on the re-key topic without a valid origin header (not forwarded by a worker)
+    "bad_origin",
 )
 
 # C0/C1 controls, U+2028/2029 (str.splitlines() splits on them, and bundles store item ids one

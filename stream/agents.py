@@ -1,0 +1,77 @@
+"""The agent (micro-batches of clicks -> Redis), the bundle watcher, and the web pages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from prometheus_client import generate_latest
+
+from stream.app import app, settings
+from stream.runtime import KafkaOutbox, Runtime, TableWindowStore, exit_without_commit
+from stream.tables import windows
+from stream.topics import clicks_in, dead_letters, rekey_out
+
+logger = logging.getLogger(__name__)
+
+BATCH_DEADLINE_S = max(settings.batch_deadline_ms, 1) / 1000  # 0 would wait for a full batch
+_runtime: Runtime | None = None
+_runtime_lock = asyncio.Lock()
+
+
+async def get_runtime() -> Runtime:
+    global _runtime
+    async with _runtime_lock:
+        if _runtime is None:
+            n = app.consumer.topic_partitions(settings.clicks_topic) or settings.topic_partitions
+            if n != settings.topic_partitions:
+                exit_without_commit(
+                    f"topic {settings.clicks_topic} has {n} partitions but "
+                    f"MINDSTREAM_TOPIC_PARTITIONS={settings.topic_partitions}: the window "
+                    "changelog must have as many partitions as its source"
+                )
+            _runtime = await Runtime.start(
+                settings,
+                n,
+                TableWindowStore(windows),
+                KafkaOutbox(dead_letters, rekey_out),
+                stopping=lambda: app.should_stop,
+            )
+        return _runtime
+
+
+@app.agent(clicks_in)
+async def process_clicks(stream: Any) -> None:
+    """Micro-batches of click records: one recompute per dirty user, one Redis pipeline."""
+    runtime = await get_runtime()
+    async for events in stream.take_events(settings.batch_size, BATCH_DEADLINE_S):
+        await runtime.run_batch([event.message for event in events])
+
+
+if settings.stream_watch_interval_s > 0:
+
+    @app.timer(interval=settings.stream_watch_interval_s)
+    async def watch_bundle() -> None:
+        if _runtime is not None:
+            await _runtime.maybe_reload()
+
+
+@app.page("/health")
+async def health(self: Any, request: Any) -> Any:
+    if _runtime is None:
+        return self.json({"status": "starting"}, status=503)
+    healthy, state = _runtime.health()
+    return self.json(state, status=200 if healthy else 503)
+
+
+@app.page("/metrics")
+async def prometheus_metrics(self: Any, request: Any) -> Any:
+    # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 anyway.
+    return self.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
+
+
+@app.on_before_shutdown.connect  # type: ignore[arg-type]
+async def close_runtime(sender: Any, **kwargs: Any) -> None:
+    if _runtime is not None:
+        await _runtime.close()

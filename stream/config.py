@@ -1,0 +1,80 @@
+"""Faust options from :class:`~mindstream.settings.Settings` (broker, security, store, profile).
+
+The ``local`` broker profile's quirks (one record per producer batch so that changelog recovery
+is exact on Tansu, short session timeouts) come from ``settings.profile`` and apply only when
+``MINDSTREAM_KAFKA_PROFILE=local``; ``standard`` leaves Faust's defaults for Apache Kafka.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from infra.kafka_config import bootstrap_servers
+from mindstream.errors import ConfigError
+from mindstream.settings import Settings
+
+
+def table_store(settings: Settings) -> str:
+    store = settings.table_store
+    if store.startswith("rocksdb://"):
+        if importlib.util.find_spec("rocksdict") is None:
+            raise ConfigError(
+                f"MINDSTREAM_TABLE_STORE={store} requires rocksdict: pip install rocksdict"
+            )
+    elif not store.startswith("memory://"):
+        raise ConfigError(f"MINDSTREAM_TABLE_STORE={store!r}: expected memory:// or rocksdb://")
+    return store
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """Faust credentials for the Kafka security settings (None for PLAINTEXT)."""
+    import faust
+
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    ssl_context = None
+    if protocol in {"SSL", "SASL_SSL"}:
+        from aiokafka.helpers import create_ssl_context
+
+        ssl_context = create_ssl_context(cafile=settings.kafka_ssl_cafile or None)
+    if protocol == "SSL":
+        return faust.SSLCredentials(ssl_context)
+    if protocol in {"SASL_PLAINTEXT", "SASL_SSL"}:
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password,
+            ssl_context=ssl_context,
+            mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+        )
+    raise ConfigError(f"MINDSTREAM_KAFKA_SECURITY_PROTOCOL={protocol!r} is not supported")
+
+
+def app_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of ``faust.App`` for these settings."""
+    profile = settings.profile
+    datadir = Path(settings.data_dir) / "stream" / settings.app_id
+    # Faust creates only the last folder of its datadir.
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    options: dict[str, Any] = {
+        "broker": [f"kafka://{server}" for server in bootstrap_servers(settings)],
+        "broker_credentials": broker_credentials(settings),
+        "store": table_store(settings),
+        "topic_partitions": settings.topic_partitions,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "datadir": str(datadir),
+        "web_enabled": True,
+        "web_port": settings.worker_web_port,
+        "consumer_auto_offset_reset": "earliest",
+        "processing_guarantee": "at_least_once",
+        "broker_session_timeout": profile.session_timeout_ms / 1000,
+        "broker_heartbeat_interval": profile.heartbeat_interval_ms / 1000,
+        "autodiscover": False,
+        "origin": "stream.app",
+    }
+    if profile.producer_max_batch_size is not None:
+        options["producer_max_batch_size"] = profile.producer_max_batch_size
+    return options

@@ -1,0 +1,402 @@
+"""One micro-batch of click records, end to end: the worker's logic without Faust around it.
+
+validate each record (bad ones to the dead-letter topic) -> re-key those not on their user's
+partition -> apply the rest to their users' windows (replays are no-ops) -> recompute each user
+touched by the batch once with the current tower -> write all their records to Redis in one
+monotonic pipeline, retrying with backoff until it succeeds.
+
+Every user touched by a valid event is rewritten, replays included: after a crash the changelog
+can hold a window whose Redis write never happened, and the monotonic check makes the rewrite
+harmless. :meth:`BatchProcessor.process` never raises on bad data or a Redis outage; it raises
+:class:`FatalBatchError` only when the batch cannot be completed (the worker is stopping while
+Redis keeps failing, or a bug), and the caller must then exit without acknowledging the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+from redis.exceptions import RedisError
+
+from mindstream.settings import Settings
+from stream import metrics
+from stream.deadletter import DeadLetter
+from stream.events import decode_event
+from stream.exceptions import BadEvent, StreamError
+from stream.record import InterestRecord
+from stream.rekey import origin_headers, parse_origin, rekey_topic_name, user_partition
+from stream.tower import UserTower
+from stream.window import Behaviour, BehaviourWindow, apply_events, decode_window, encode_window
+
+logger = logging.getLogger(__name__)
+
+RETRY_FIRST_S = 0.05
+
+
+class FatalBatchError(StreamError):
+    """The batch cannot be completed; exit without acknowledging it (it will be replayed)."""
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    clicks_topic: str
+    rekey_topic: str
+    n_partitions: int
+    max_len: int
+    horizon_ms: int
+    max_skew_ms: int
+    retry_max_s: float
+    shutdown_grace_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings, n_partitions: int) -> ProcessorConfig:
+        return cls(
+            clicks_topic=settings.clicks_topic,
+            rekey_topic=rekey_topic_name(settings.app_id, settings.clicks_topic),
+            n_partitions=n_partitions,
+            max_len=settings.window_max_len,
+            horizon_ms=settings.window_horizon_s * 1000,
+            max_skew_ms=settings.event_max_skew_s * 1000,
+            retry_max_s=settings.stream_retry_max_s,
+            shutdown_grace_s=settings.stream_shutdown_grace_s,
+        )
+
+
+class SourceMessage(Protocol):
+    """What the processor reads of a consumed record (a Faust ``Message`` has all of it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float  # seconds
+    headers: Any
+    key: bytes | None
+    value: bytes | None
+
+
+class WindowStore(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def set(self, key: bytes, value: bytes, message: SourceMessage) -> None:
+        """Store a window; ``message`` is the user's latest record (its partition owns the key)."""
+
+
+class Outbox(Protocol):
+    async def dead_letter(self, letter: DeadLetter) -> None: ...
+
+    async def forward(
+        self, key: bytes, value: bytes, partition: int, headers: list[tuple[str, bytes]]
+    ) -> None: ...
+
+
+class TowerHolder(Protocol):
+    tower: UserTower
+
+
+RecordWriter = Callable[[Sequence[InterestRecord]], Awaitable[list[bool]]]
+
+
+@dataclass
+class BatchOutcome:
+    records: int = 0
+    applied: int = 0
+    replayed: int = 0
+    bad: int = 0
+    rekeyed: int = 0
+    users: int = 0
+    written: int = 0
+    kept_newer: int = 0
+    bundle: str = ""
+
+
+@dataclass
+class _UserBatch:
+    behaviours: list[Behaviour] = field(default_factory=list)
+    record_ts_ms: list[int] = field(default_factory=list)
+    message: Any = None
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes]]:
+    if not raw:
+        return []
+    items: Iterable[Any] = raw.items() if hasattr(raw, "items") else raw
+    return [(str(name), bytes(value or b"")) for name, value in items]
+
+
+def span(messages: Sequence[SourceMessage]) -> str:
+    """``topic[partition] first..last`` for each partition in a batch, for logs."""
+    ranges: dict[tuple[str, int], list[int]] = {}
+    for m in messages:
+        r = ranges.setdefault((m.topic, m.partition), [m.offset, m.offset])
+        r[0], r[1] = min(r[0], m.offset), max(r[1], m.offset)
+    return " ".join(f"{t}[{p}]{lo}..{hi}" for (t, p), (lo, hi) in sorted(ranges.items()))
+
+
+class BatchProcessor:
+    """Turns micro-batches of click records into Redis interest records."""
+
+    def __init__(
+        self,
+        config: ProcessorConfig,
+        holder: TowerHolder,
+        store: WindowStore,
+        outbox: Outbox,
+        writer: RecordWriter,
+        *,
+        stopping: Callable[[], bool] = lambda: False,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        run_tower: Callable[[UserTower, list[tuple[str, ...]]], Awaitable[list[Any]]] | None = None,
+    ) -> None:
+        self.config = config
+        self.holder = holder
+        self.store = store
+        self.outbox = outbox
+        self.writer = writer
+        self.stopping = stopping
+        self.sleep = sleep
+        self.run_tower = run_tower or _tower_in_thread
+        self.redis_failing_since: float | None = None
+        self.last_batch_at: float | None = None
+        self.batches = 0
+
+    async def process(self, messages: Sequence[SourceMessage]) -> BatchOutcome:
+        """Process one batch; raise FatalBatchError only if it must not be acknowledged."""
+        try:
+            return await self._process(messages)
+        except FatalBatchError:
+            raise
+        except Exception as exc:
+            raise FatalBatchError(f"unexpected error in batch {span(messages)}: {exc!r}") from exc
+
+    async def _process(self, messages: Sequence[SourceMessage]) -> BatchOutcome:
+        cfg = self.config
+        tower = self.holder.tower
+        outcome = BatchOutcome(records=len(messages), bundle=tower.version)
+        now_ms = int(time.time() * 1000)
+        per_user: dict[str, _UserBatch] = {}
+        per_topic: dict[str, int] = {}
+        for m in messages:
+            per_topic[m.topic] = per_topic.get(m.topic, 0) + 1
+            ts_ms = int(m.timestamp * 1000)
+            forwarded = m.topic == cfg.rekey_topic
+            if forwarded:
+                try:
+                    o_topic, o_partition, o_offset, o_ts = parse_origin(_headers(m.headers))
+                except StreamError as exc:
+                    await self._dead_letter(
+                        m, "bad_origin", str(exc), m.topic, m.partition, m.offset, ts_ms
+                    )
+                    outcome.bad += 1
+                    continue
+            else:
+                o_topic, o_partition, o_offset, o_ts = m.topic, m.partition, m.offset, ts_ms
+            try:
+                event = decode_event(
+                    m.key, m.value, now_ms=now_ms, max_future_skew_ms=cfg.max_skew_ms
+                )
+            except BadEvent as exc:
+                await self._dead_letter(
+                    m, exc.reason, exc.detail, o_topic, o_partition, o_offset, o_ts
+                )
+                outcome.bad += 1
+                continue
+            key = event.user_id.encode("utf-8")
+            home = user_partition(key, cfg.n_partitions)
+            if m.key is None or m.partition != home:
+                why = "no_key" if m.key is None else "wrong_partition"
+                # decode_event has rejected a missing value already
+                value = cast(bytes, m.value)
+                await self.outbox.forward(
+                    key, value, home, origin_headers(o_topic, o_partition, o_offset, o_ts)
+                )
+                metrics.REKEYED.labels(why).inc()
+                outcome.rekeyed += 1
+                continue
+            batch = per_user.get(event.user_id)
+            if batch is None:
+                batch = per_user[event.user_id] = _UserBatch()
+            batch.behaviours.append(
+                Behaviour(event.item_id, event.ts, f"{o_topic}/{o_partition}", o_offset)
+            )
+            batch.record_ts_ms.append(o_ts)
+            batch.message = m
+        for topic, n in per_topic.items():
+            metrics.EVENTS_IN.labels(topic).inc(n)
+        metrics.BATCH_EVENTS.observe(len(messages))
+        if not per_user:
+            self._batch_done()
+            return outcome
+
+        users = list(per_user)
+        windows: list[BehaviourWindow] = []
+        fresh_ts: list[int] = []
+        unknown = 0
+        index = tower.bundle.item_index
+        for user in users:
+            batch = per_user[user]
+            key = user.encode("utf-8")
+            old = self._load_window(key, batch.message)
+            window, applied = apply_events(
+                old, batch.behaviours, max_len=cfg.max_len, horizon_ms=cfg.horizon_ms
+            )
+            if applied:
+                self.store.set(key, encode_window(window), batch.message)
+                done = old.offsets if old is not None else {}
+                for b, ts in zip(batch.behaviours, batch.record_ts_ms, strict=True):
+                    if b.offset > done.get(b.source, -1):
+                        fresh_ts.append(ts)
+                        if b.item_id not in index:
+                            unknown += 1
+            outcome.applied += applied
+            outcome.replayed += len(batch.behaviours) - applied
+            windows.append(window)
+
+        started = time.perf_counter()
+        interests = await self.run_tower(tower, [w.items for w in windows])
+        metrics.TOWER_LATENCY.observe(time.perf_counter() - started)
+        updated_ms = int(time.time() * 1000)
+        records = []
+        for user, window, result in zip(users, windows, interests, strict=True):
+            source = per_user[user].behaviours[-1].source
+            records.append(
+                InterestRecord(
+                    user_id=user,
+                    vectors=result.vectors,
+                    k=result.k,
+                    dim=tower.dim,
+                    model=tower.version,
+                    event_ts=window.newest_ts or 0,
+                    updated_ms=updated_ms,
+                    n_behaviours=len(window),
+                    seq=window.seq,
+                    src=f"{source}/{window.offsets[source]}",
+                    items=window.items,
+                )
+            )
+        written = await self._write(records, messages)
+        outcome.users = len(records)
+        outcome.written = sum(written)
+        outcome.kept_newer = len(written) - outcome.written
+
+        done_s = time.time()
+        for ts in fresh_ts:
+            metrics.FRESHNESS.observe(max(0.0, done_s - ts / 1000))
+        metrics.EVENTS_APPLIED.inc(outcome.applied)
+        metrics.EVENTS_REPLAYED.inc(outcome.replayed)
+        metrics.UNKNOWN_ITEMS.inc(unknown)
+        metrics.BATCH_USERS.observe(len(records))
+        metrics.USERS_RECOMPUTED.inc(len(records))
+        metrics.RECORDS_WRITTEN.labels("written").inc(outcome.written)
+        metrics.RECORDS_WRITTEN.labels("kept_newer").inc(outcome.kept_newer)
+        self._batch_done()
+        return outcome
+
+    def _batch_done(self) -> None:
+        self.batches += 1
+        self.last_batch_at = time.time()
+        metrics.LAST_BATCH.set(self.last_batch_at)
+
+    def _load_window(self, key: bytes, message: SourceMessage) -> BehaviourWindow | None:
+        raw = self.store.get(key)
+        if raw is None:
+            return None
+        try:
+            return decode_window(raw)
+        except StreamError as exc:
+            # Not retryable: a window this code cannot read starts afresh (and says so).
+            logger.error(
+                "window reset user_key=%r topic=%s partition=%d offset=%d error=%s",
+                key[:64],
+                message.topic,
+                message.partition,
+                message.offset,
+                exc,
+            )
+            return None
+
+    async def _dead_letter(
+        self,
+        m: SourceMessage,
+        reason: str,
+        detail: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int,
+    ) -> None:
+        logger.warning(
+            "bad event reason=%s topic=%s partition=%d offset=%d detail=%s",
+            reason,
+            topic,
+            partition,
+            offset,
+            detail[:200],
+        )
+        metrics.BAD_EVENTS.labels(reason).inc()
+        original = [(n, v) for n, v in _headers(m.headers) if not n.startswith("mindstream.")]
+        await self.outbox.dead_letter(
+            DeadLetter(
+                key=m.key,
+                value=m.value,
+                reason=reason,
+                detail=detail,
+                source_topic=topic,
+                source_partition=partition,
+                source_offset=offset,
+                source_timestamp_ms=timestamp_ms,
+                original_headers=tuple(original),
+            )
+        )
+
+    async def _write(
+        self, records: list[InterestRecord], messages: Sequence[SourceMessage]
+    ) -> list[bool]:
+        delay = RETRY_FIRST_S
+        stop_seen: float | None = None
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            try:
+                written = await self.writer(records)
+            except (TimeoutError, RedisError, OSError) as exc:
+                metrics.REDIS_FAILURES.inc()
+                if self.redis_failing_since is None:
+                    self.redis_failing_since = time.time()
+                logger.warning(
+                    "redis write failed attempt=%d users=%d batch=%s retry_in_s=%.2f error=%r",
+                    attempt,
+                    len(records),
+                    span(messages),
+                    delay,
+                    exc,
+                )
+                if self.stopping():
+                    stop_seen = stop_seen if stop_seen is not None else time.monotonic()
+                    if time.monotonic() - stop_seen >= self.config.shutdown_grace_s:
+                        raise FatalBatchError(
+                            f"stopping while Redis writes keep failing; batch {span(messages)} "
+                            "is not written and must not be committed"
+                        ) from exc
+                await self.sleep(delay)
+                delay = min(delay * 2, self.config.retry_max_s)
+                continue
+            metrics.REDIS_LATENCY.observe(time.perf_counter() - started)
+            if self.redis_failing_since is not None:
+                logger.info(
+                    "redis write recovered after_s=%.1f attempts=%d",
+                    time.time() - self.redis_failing_since,
+                    attempt,
+                )
+                self.redis_failing_since = None
+            return written
+
+
+async def _tower_in_thread(tower: UserTower, windows: list[tuple[str, ...]]) -> list[Any]:
+    # onnxruntime releases the GIL, so the consumer keeps fetching while the tower runs.
+    return await asyncio.get_running_loop().run_in_executor(None, tower.compute, windows)

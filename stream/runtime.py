@@ -1,0 +1,225 @@
+"""What the agent holds at run time: the hot-swappable tower, Redis, the batch processor.
+
+Also the Faust adapters the processor is written against (window table, Kafka outbox) and the
+one way out when a batch cannot be completed: exit the process at once, before Faust can
+acknowledge and commit the batch (it is replayed on restart; every step is idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import faust.streams
+import redis.asyncio
+
+from mindstream.settings import Settings
+from model_export.exceptions import BundleError
+from stream import metrics
+from stream.deadletter import DeadLetter
+from stream.exceptions import TowerError
+from stream.processor import BatchProcessor, FatalBatchError, ProcessorConfig, SourceMessage, span
+from stream.record import write_records_async
+from stream.tower import UserTower
+
+logger = logging.getLogger(__name__)
+
+# EX_TEMPFAIL: the batch in flight was not written; restart and it is replayed.
+EXIT_UNWRITTEN = 75
+
+
+def exit_without_commit(reason: str) -> None:
+    """Leave now: no acknowledgement, no commit, no changelog flush. Never returns."""
+    logger.critical("exiting without committing the batch in flight: %s", reason)
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    os._exit(EXIT_UNWRITTEN)
+
+
+class _EventRef:
+    """Stands in for the Faust event whose partition owns a table write."""
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, message: SourceMessage) -> None:
+        self.message = message
+
+
+class TableWindowStore:
+    """The window table, written as Faust writes it from a stream: the changelog partition is
+    the partition of the user's event (take() bodies have no current event, so set it)."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def get(self, key: bytes) -> bytes | None:
+        value = self.table.get(key)
+        return None if value is None else bytes(value)
+
+    def set(self, key: bytes, value: bytes, message: SourceMessage) -> None:
+        ref = _EventRef(message)
+        token = faust.streams._current_event.set(weakref.ref(ref))  # type: ignore[arg-type]
+        try:
+            self.table[key] = value
+        finally:
+            faust.streams._current_event.reset(token)
+
+
+class KafkaOutbox:
+    """Dead letters and re-keyed clicks, through the app's producer (flushed before commit)."""
+
+    def __init__(self, dead_letters: Any, rekey_out: Any) -> None:
+        self.dead_letters = dead_letters
+        self.rekey_out = rekey_out
+
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        await self.dead_letters.send(key=letter.key, value=letter.value, headers=letter.headers())
+
+    async def forward(
+        self, key: bytes, value: bytes, partition: int, headers: list[tuple[str, bytes]]
+    ) -> None:
+        await self.rekey_out.send(key=key, value=value, partition=partition, headers=headers)
+
+
+class Runtime:
+    """The worker's state between batches."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        tower: UserTower,
+        redis_client: redis.asyncio.Redis,
+        processor_config: ProcessorConfig,
+        store: Any,
+        outbox: Any,
+        stopping: Any,
+    ) -> None:
+        self.settings = settings
+        self.tower = tower
+        self.redis = redis_client
+        self.bundle_link = Path(settings.bundle_path)
+        self._rejected: Path | None = None
+        self.processor = BatchProcessor(
+            processor_config,
+            self,
+            store,
+            outbox,
+            functools.partial(write_records_async, redis_client, settings.redis_prefix),
+            stopping=stopping,
+        )
+        self._export_tower_info(None)
+
+    @classmethod
+    async def start(
+        cls, settings: Settings, n_partitions: int, store: Any, outbox: Any, stopping: Any
+    ) -> Runtime:
+        loop = asyncio.get_running_loop()
+        tower = await loop.run_in_executor(
+            None,
+            functools.partial(
+                UserTower.load,
+                settings.bundle_path,
+                provider=settings.onnx_provider,
+                threads=settings.onnx_threads,
+            ),
+        )
+        client = redis.asyncio.Redis.from_url(
+            settings.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0
+        )
+        config = ProcessorConfig.from_settings(settings, n_partitions)
+        logger.info(
+            "stream runtime ready bundle=%s provider=%s partitions=%d batch_size=%d "
+            "deadline_ms=%d rekey_topic=%s",
+            tower.version,
+            tower.provider,
+            n_partitions,
+            settings.batch_size,
+            settings.batch_deadline_ms,
+            config.rekey_topic,
+        )
+        return cls(settings, tower, client, config, store, outbox, stopping)
+
+    async def run_batch(self, messages: list[SourceMessage]) -> None:
+        """Process a batch to the end; if that is impossible, exit without acknowledging it."""
+        task = asyncio.ensure_future(self.processor.process(messages))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # Cancelled mid-batch (the worker is stopping): the batch is acknowledged as soon
+            # as this body returns, so finish it first, or leave without acknowledging it.
+            logger.info("finishing the batch in flight before stopping batch=%s", span(messages))
+            done, _ = await asyncio.wait({task}, timeout=self.settings.stream_shutdown_grace_s)
+            if not done or task.exception() is not None:
+                exit_without_commit(f"batch {span(messages)} not completed while stopping")
+            raise
+        except FatalBatchError as exc:
+            exit_without_commit(str(exc))
+
+    async def maybe_reload(self) -> bool:
+        """Swap in the bundle the link points to now, if it is new and verifies."""
+        target = self.bundle_link.resolve()
+        if target == self.tower.bundle.path or target == self._rejected:
+            return False
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            tower = await loop.run_in_executor(
+                None,
+                functools.partial(
+                    UserTower.load,
+                    target,
+                    provider=self.settings.onnx_provider,
+                    threads=self.settings.onnx_threads,
+                ),
+            )
+        except (BundleError, TowerError, OSError) as exc:
+            self._rejected = target
+            metrics.BUNDLE_RELOADS.labels("rejected").inc()
+            logger.error("bundle reload rejected path=%s error=%s", target, exc)
+            return False
+        old = self.tower
+        self.tower = tower  # the batch in flight keeps the tower it started with
+        self._rejected = None
+        metrics.BUNDLE_RELOADS.labels("swapped").inc()
+        self._export_tower_info(old)
+        logger.info(
+            "bundle swapped from=%s to=%s provider=%s load_s=%.2f",
+            old.version,
+            tower.version,
+            tower.provider,
+            time.perf_counter() - started,
+        )
+        return True
+
+    def _export_tower_info(self, old: UserTower | None) -> None:
+        if old is not None:
+            with contextlib.suppress(KeyError):
+                metrics.TOWER_INFO.remove(old.version, old.provider)
+        metrics.TOWER_INFO.labels(self.tower.version, self.tower.provider).set(1)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        p = self.processor
+        now = time.time()
+        failing = p.redis_failing_since
+        healthy = failing is None
+        return healthy, {
+            "status": "ok" if healthy else "degraded",
+            "bundle": self.tower.version,
+            "provider": self.tower.provider,
+            "batches": p.batches,
+            "last_batch_age_s": None
+            if p.last_batch_at is None
+            else round(now - p.last_batch_at, 3),
+            "redis_failing_for_s": None if failing is None else round(now - failing, 3),
+        }
+
+    async def close(self) -> None:
+        await self.redis.aclose()  # type: ignore[attr-defined]  # stubs predate redis 5
