@@ -231,6 +231,11 @@ class Settings:
         "OpenMP threads per Faiss search in recall (0 = Faiss default). 1 keeps latency low on "
         "shared cores: a parallel search stalls whenever one of its threads is descheduled.",
     )
+    recall_precompute_ttl_s: int = _setting(
+        "MINDSTREAM_RECALL_PRECOMPUTE_TTL_S",
+        7 * 24 * 3600,
+        "Expiry of precomputed candidates in Redis (0 = never); refreshed on every update.",
+    )
     recall_redis_timeout_ms: int = _setting(
         "MINDSTREAM_RECALL_REDIS_TIMEOUT_MS",
         250,
