@@ -49,6 +49,34 @@ def register(sub: Any) -> None:
     openapi = actions.add_parser("openapi", help="print the service's OpenAPI document")
     openapi.set_defaults(handler=_openapi)
 
+    precompute = actions.add_parser(
+        "precompute",
+        help="keep every updated user's candidates in Redis (<prefix>c:{user})",
+        description="Listen to Redis keyspace notifications for interest records and write "
+        "each updated user's candidates back to Redis. Turns on notify-keyspace-events K and h.",
+    )
+    _bundle_options(precompute)
+    precompute.add_argument(
+        "--full", action="store_true", help="first refresh every user that has a record"
+    )
+    precompute.add_argument(
+        "--n",
+        type=_positive_int,
+        default=None,
+        help="candidates per user [MINDSTREAM_RECALL_DEFAULT_N]",
+    )
+    precompute.add_argument(
+        "--include-seen", action="store_true", help="keep items of the user's window"
+    )
+    precompute.set_defaults(handler=_precompute)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
 
 def _bundle_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -105,4 +133,27 @@ def _openapi(args: argparse.Namespace, settings: Settings) -> int:
     from recall.service import OPENAPI_PATH
 
     sys.stdout.write(OPENAPI_PATH.read_text(encoding="utf-8"))
+    return 0
+
+
+def _precompute(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from recall.precompute import precompute_forever
+    from recall.registry import IndexRegistry
+    from recall.server import new_event_loop
+
+    settings = _apply(args, settings)
+    registry = IndexRegistry(settings, progress=sys.stderr.isatty())
+    registry.load(settings.bundle_path)
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(
+            precompute_forever(
+                settings,
+                registry,
+                full=args.full,
+                n=args.n,
+                exclude_seen=not args.include_seen,
+            )
+        )
     return 0

@@ -1,0 +1,389 @@
+"""Precomputed candidates: keep each user's candidates in Redis fresh as their interests change.
+
+The stream worker writes interest records; Redis keyspace notifications (``notify-keyspace-events``
+with ``K`` and ``h``) tell this process which records changed. Changed users are collected for
+a short deadline, their records read in one pipeline, searched in one Faiss call per bundle
+version, and their candidates written in one pipeline, so a ranking stage can read them
+without calling the recall service. Notifications are fire-and-forget: ``refresh_all`` (run at
+start with ``--full``) catches up with whatever changed while this process was down.
+
+Candidates hash, key ``<prefix>c:{<user_id>}`` (same hash tag, so same Cluster slot, as the
+record), every value a byte string:
+
+==============  =====================================================================
+field           value
+==============  =====================================================================
+``model``       bundle version of the record's vectors and of the index searched
+``seq``         the record's ``seq`` the candidates were computed from (monotonic guard)
+``n``           candidates asked for, ASCII decimal
+``exclude_seen`` ``1`` when the window's items were left out, else ``0``
+``updated_ms``  when the candidates were written, epoch milliseconds
+``candidates``  UTF-8 JSON array of ``{"item_id", "score", "interest"}``, best first
+==============  =====================================================================
+
+Writes are monotonic like the record's: candidates from an older ``seq`` never replace newer ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from mindstream.settings import Settings
+from recall.candidates import Query, recall_many
+from recall.exceptions import RecallError
+from recall.registry import IndexRegistry
+from stream.exceptions import RecordError
+from stream.record import InterestRecord, decode_record, now_ms, record_key
+
+logger = logging.getLogger(__name__)
+
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+BATCH_MAX_USERS = 1000
+BATCH_DEADLINE_S = 0.05
+STATS_EVERY_S = 30.0
+SCAN_COUNT = 1000
+# K = keyspace events, h = hash commands; the worker's write script runs DEL then HSET.
+NEEDED_EVENT_FLAGS = "Kh"
+
+# KEYS[1] = candidates key; ARGV[1] = seq; ARGV[2] = ttl seconds (0 = none); ARGV[3..] = fields.
+MONOTONIC_CANDIDATES_LUA = """
+local current = redis.call('HGET', KEYS[1], 'seq')
+if current and tonumber(current) > tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+if tonumber(ARGV[2]) > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+"""
+MONOTONIC_CANDIDATES_SHA = hashlib.sha1(MONOTONIC_CANDIDATES_LUA.encode()).hexdigest()  # noqa: S324
+
+
+def candidates_key(prefix: str, user_id: str) -> str:
+    """The Redis key of a user's precomputed candidates: ``<prefix>c:{<user_id>}``."""
+    return f"{prefix}c:{{{user_id}}}"
+
+
+def user_of_record_key(prefix: str, key: str) -> str | None:
+    """The user id in a record key (see ``stream.record.record_key``), or None."""
+    head = f"{prefix}u:{{"
+    if key.startswith(head) and key.endswith("}") and len(key) > len(head) + 1:
+        return key[len(head) : -1]
+    return None
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def merged_event_flags(current: str) -> str:
+    """``notify-keyspace-events`` with the flags precompute needs added to ``current``."""
+    flags = current
+    for flag in NEEDED_EVENT_FLAGS:
+        # "A" stands for every event class, including "h".
+        if flag not in flags and not (flag == "h" and "A" in flags):
+            flags += flag
+    return flags
+
+
+@dataclass
+class PrecomputeStats:
+    users: int = 0
+    written: int = 0
+    not_found: int = 0
+    model_unavailable: int = 0
+    bad_records: int = 0
+    stale: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    by_model: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: PrecomputeStats) -> None:
+        for name in ("users", "written", "not_found", "model_unavailable", "bad_records"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.stale += other.stale
+        self.batches += other.batches
+        self.seconds += other.seconds
+        for model, count in other.by_model.items():
+            self.by_model[model] = self.by_model.get(model, 0) + count
+
+
+class Precomputer:
+    """Computes and stores candidates for users whose interest records changed."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: IndexRegistry,
+        client: redis.asyncio.Redis,
+        *,
+        n: int | None = None,
+        exclude_seen: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.client = client
+        self.n = n or settings.recall_default_n
+        self.exclude_seen = exclude_seen
+        self.total = PrecomputeStats()
+
+    async def refresh(self, user_ids: Sequence[str]) -> PrecomputeStats:
+        """Recompute and store the candidates of ``user_ids``."""
+        started = time.perf_counter()
+        stats = PrecomputeStats(users=len(user_ids), batches=1)
+        prefix = self.settings.redis_prefix
+        pipe = self.client.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.hgetall(record_key(prefix, user_id))
+        replies = await pipe.execute(raise_on_error=False)
+        by_version: dict[str, list[InterestRecord]] = {}
+        for user_id, fields in zip(user_ids, replies, strict=True):
+            if isinstance(fields, Exception) or not fields:
+                stats.not_found += 1
+                continue
+            try:
+                record = decode_record(user_id, fields)
+            except RecordError as exc:
+                stats.bad_records += 1
+                logger.warning("bad interest record user=%s error=%s", user_id, exc)
+                continue
+            by_version.setdefault(record.model, []).append(record)
+        writes: list[tuple[InterestRecord, list[dict[str, Any]]]] = []
+        for version, records in by_version.items():
+            item_index = self.registry.get(version)
+            if item_index is None:
+                stats.model_unavailable += len(records)
+                continue
+            queries = [
+                Query(r.vectors, self.n, r.items if self.exclude_seen else ()) for r in records
+            ]
+            if sum(len(q.vectors) for q in queries) > 64:
+                loop = asyncio.get_running_loop()
+                found = await loop.run_in_executor(None, recall_many, item_index, queries)
+            else:
+                found = recall_many(item_index, queries)
+            stats.by_model[version] = stats.by_model.get(version, 0) + len(records)
+            for record, candidates in zip(records, found, strict=True):
+                payload = [
+                    {
+                        "item_id": item_index.item_ids[c.row],
+                        "score": c.score,
+                        "interest": c.interest,
+                    }
+                    for c in candidates
+                ]
+                writes.append((record, payload))
+        if writes:
+            written = await self._write(writes)
+            stats.written = sum(written)
+            stats.stale = len(written) - stats.written
+        stats.seconds = time.perf_counter() - started
+        self.total.add(stats)
+        return stats
+
+    async def _write(self, writes: list[tuple[InterestRecord, list[dict[str, Any]]]]) -> list[bool]:
+        prefix = self.settings.redis_prefix
+        ttl = str(self.settings.recall_precompute_ttl_s)
+        updated = str(now_ms())
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for record, payload in writes:
+                pipe.evalsha(
+                    MONOTONIC_CANDIDATES_SHA,
+                    1,
+                    candidates_key(prefix, record.user_id),
+                    str(record.seq),
+                    ttl,
+                    "model",
+                    record.model,
+                    "seq",
+                    str(record.seq),
+                    "n",
+                    str(self.n),
+                    "exclude_seen",
+                    "1" if self.exclude_seen else "0",
+                    "updated_ms",
+                    updated,
+                    "candidates",
+                    json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
+                )
+            try:
+                return [bool(r) for r in await pipe.execute()]
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await self.client.script_load(MONOTONIC_CANDIDATES_LUA)
+        raise AssertionError("unreachable")
+
+    async def refresh_all(self) -> PrecomputeStats:
+        """Recompute every user that has a record (catch-up after downtime)."""
+        prefix = self.settings.redis_prefix
+        total = PrecomputeStats()
+        batch: list[str] = []
+        pattern = glob_escape(f"{prefix}u:{{") + "*}"
+        async for raw in self.client.scan_iter(match=pattern, count=SCAN_COUNT):
+            key = raw.decode() if isinstance(raw, bytes) else str(raw)
+            user_id = user_of_record_key(prefix, key)
+            if user_id is not None:
+                batch.append(user_id)
+            if len(batch) >= BATCH_MAX_USERS:
+                total.add(await self.refresh(batch))
+                batch = []
+        if batch:
+            total.add(await self.refresh(batch))
+        logger.info(
+            "precompute full refresh users=%d written=%d seconds=%.1f",
+            total.users,
+            total.written,
+            total.seconds,
+        )
+        return total
+
+    async def enable_notifications(self) -> None:
+        """Turn on the keyspace notifications precompute listens to, keeping existing flags."""
+        try:
+            current = (await self.client.config_get("notify-keyspace-events")).get(
+                "notify-keyspace-events", ""
+            )
+            current = current.decode() if isinstance(current, bytes) else str(current)
+            wanted = merged_event_flags(current)
+            if wanted != current:
+                await self.client.config_set("notify-keyspace-events", wanted)
+                logger.info("redis notify-keyspace-events %r -> %r", current, wanted)
+        except ResponseError as exc:
+            raise RecallError(
+                "precompute needs Redis keyspace notifications and cannot turn them on "
+                f"({exc}); set `notify-keyspace-events Kh` (or add K and h to the existing "
+                "flags) in the Redis configuration"
+            ) from exc
+
+    async def run(
+        self, stop: asyncio.Event, *, full: bool = False, ready: asyncio.Event | None = None
+    ) -> None:
+        """Listen for record updates and refresh their users until ``stop`` is set. When Redis
+        goes away, wait and resubscribe, then refresh everyone (notifications were lost)."""
+        catch_up = full
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                await self._listen(stop, catch_up=catch_up, ready=ready)
+                return
+            except REDIS_DOWN as exc:
+                logger.warning("precompute lost Redis (%s); retrying in %.1fs", exc, backoff)
+                catch_up = True
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def _listen(
+        self, stop: asyncio.Event, *, catch_up: bool, ready: asyncio.Event | None
+    ) -> None:
+        await self.enable_notifications()
+        db = self.client.connection_pool.connection_kwargs.get("db", 0)
+        channel_head = f"__keyspace@{db}__:"
+        pattern = glob_escape(f"{channel_head}{self.settings.redis_prefix}u:{{") + "*}"
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            # Subscribe first, then catch up: an update in between is seen at least once.
+            await pubsub.psubscribe(pattern)
+            logger.info("precompute listening pattern=%s n=%d", pattern, self.n)
+            if catch_up:
+                await self.refresh_all()
+            if ready is not None:
+                ready.set()
+            last_stats = time.monotonic()
+            while not stop.is_set():
+                dirty = await self._collect(pubsub, channel_head, stop)
+                if dirty:
+                    await self.refresh(sorted(dirty))
+                if time.monotonic() - last_stats >= STATS_EVERY_S:
+                    last_stats = time.monotonic()
+                    self.log_totals()
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[attr-defined]  # stubs predate redis 5
+
+    def log_totals(self) -> None:
+        t = self.total
+        logger.info(
+            "precompute users=%d written=%d stale=%d not_found=%d model_unavailable=%d "
+            "bad=%d batches=%d",
+            t.users,
+            t.written,
+            t.stale,
+            t.not_found,
+            t.model_unavailable,
+            t.bad_records,
+            t.batches,
+        )
+
+    async def _collect(self, pubsub: Any, channel_head: str, stop: asyncio.Event) -> set[str]:
+        """Users whose record was written, gathered until the batch is full or the deadline
+        after the first one passes."""
+        dirty: set[str] = set()
+        deadline: float | None = None
+        prefix = self.settings.redis_prefix
+        while len(dirty) < BATCH_MAX_USERS and not stop.is_set():
+            timeout = 0.5 if deadline is None else max(0.0, deadline - time.monotonic())
+            if deadline is not None and timeout == 0.0:
+                break
+            message = await pubsub.get_message(timeout=timeout)
+            if message is None or message.get("type") != "pmessage":
+                continue
+            data = message["data"]
+            if (data.decode() if isinstance(data, bytes) else data) != "hset":
+                continue
+            channel = message["channel"]
+            channel = channel.decode() if isinstance(channel, bytes) else str(channel)
+            user_id = user_of_record_key(prefix, channel[len(channel_head) :])
+            if user_id is None:
+                continue
+            dirty.add(user_id)
+            if deadline is None:
+                deadline = time.monotonic() + BATCH_DEADLINE_S
+        return dirty
+
+
+async def precompute_forever(
+    settings: Settings, registry: IndexRegistry, *, full: bool, n: int | None, exclude_seen: bool
+) -> None:
+    """The ``recall precompute`` process: follow the bundle link, listen, stop on SIGTERM/SIGINT."""
+    import signal
+
+    from recall.registry import BundleWatcher
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    client = redis.asyncio.Redis.from_url(
+        settings.redis_url, socket_timeout=10, socket_connect_timeout=5, decode_responses=False
+    )
+    watcher = BundleWatcher(registry, settings.bundle_path, settings.recall_watch_interval_s)
+    watch_task = asyncio.create_task(watcher.run(), name="precompute-bundle-watcher")
+    precomputer = Precomputer(settings, registry, client, n=n, exclude_seen=exclude_seen)
+    try:
+        await precomputer.run(stop, full=full)
+    finally:
+        watch_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch_task
+        watcher.close()
+        precomputer.log_totals()
+        await client.aclose()  # type: ignore[attr-defined]  # stubs predate redis 5
