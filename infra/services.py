@@ -94,7 +94,8 @@ def shell_exports(env: Mapping[str, str]) -> str:
 
 
 def services_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / SERVICES_DIR
+    """Absolute: the services run in their own folders, so relative paths would mislead them."""
+    return Path(data_dir).resolve() / SERVICES_DIR
 
 
 def read_state(data_dir: Path) -> LocalServices | None:

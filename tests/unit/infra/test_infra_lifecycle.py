@@ -38,9 +38,15 @@ def _run(data_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
         for k, v in os.environ.items()
         if not k.startswith("MINDSTREAM_") and k not in {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"}
     }
-    env["MINDSTREAM_DATA_DIR"] = str(data_dir)
+    # Relative, as the default `var` is: the services must not depend on the caller's cwd.
+    env["MINDSTREAM_DATA_DIR"] = data_dir.name
     return subprocess.run(
-        [sys.executable, *argv], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, *argv],
+        env=env,
+        cwd=data_dir.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
