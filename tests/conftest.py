@@ -125,9 +125,10 @@ def _base_settings(config: pytest.Config) -> Settings:
 
 def pytest_report_header(config: pytest.Config) -> str:
     choice = _report(config).choice
+    when = "used as given" if choice.source is Source.ENV else "started on first use"
     return (
         f"mindstream test services: {choice.source.value} - {choice.source.description} "
-        f"({choice.reason}; started on first use)"
+        f"({choice.reason}; {when})"
     )
 
 
@@ -157,8 +158,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         f"(profile {endpoints.kafka_profile}), redis {endpoints.redis_url}; "
         f"ready in {report.start_s or 0.0:.1f}s"
     )
-    state = "stopped" if report.stopped or source is Source.ENV else "NOT stopped"
-    terminalreporter.write_line(f"{endpoints.detail} - {state}")
+    if source is Source.ENV:
+        terminalreporter.write_line(endpoints.detail)
+    else:
+        state = "stopped" if report.stopped else "NOT stopped"
+        terminalreporter.write_line(f"{endpoints.detail} - {state}")
 
 
 def _local_root(config: pytest.Config) -> Path:

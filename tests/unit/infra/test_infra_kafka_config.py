@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 import ssl
+from collections.abc import Callable
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
@@ -108,3 +110,30 @@ def test_plaintext_sends_no_sasl_or_tls_options() -> None:
 def test_inconsistent_security_settings_are_refused(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+@pytest.mark.integration
+async def test_aiokafka_options_work_and_keep_end_offsets_exact(
+    service_settings: Settings, unique_topic: Callable[..., str]
+) -> None:
+    """Bursts that aiokafka would batch: the broker must still count every record (on Tansu
+    only one record per batch does that, which the local profile's options give)."""
+    topic = unique_topic("aio", partitions=1)
+    producer = AIOKafkaProducer(**kafka_config.aiokafka_producer_kwargs(service_settings))
+    await producer.start()
+    try:
+        for burst in range(3):
+            sent = [await producer.send(topic, b"%d" % i, key=b"k") for i in range(100)]
+            await asyncio.gather(*sent)
+            await producer.flush()
+            consumer = AIOKafkaConsumer(
+                **kafka_config.aiokafka_consumer_kwargs(service_settings, group_id=None)
+            )
+            await consumer.start()
+            try:
+                tp = TopicPartition(topic, 0)
+                assert (await consumer.end_offsets([tp]))[tp] == 100 * (burst + 1)
+            finally:
+                await consumer.stop()
+    finally:
+        await producer.stop()
