@@ -233,9 +233,9 @@ class B2IRouting(nn.Module):
             w = torch.softmax(masked, dim=-1) * weight_mask  # [B, L, K]
             last = it == self.iterations - 1
             u = u_hat if last else u_fixed
-            capsules = squash(torch.einsum("blk,bld->bkd", w, u))
+            capsules = squash(torch.matmul(w.transpose(1, 2), u))  # [B, K, d]
             if not last:
-                logits = logits + torch.einsum("bld,bkd->blk", u_fixed, capsules)
+                logits = logits + torch.matmul(u_fixed, capsules.transpose(1, 2))  # [B, L, K]
         return capsules, capsule_mask
 
 
