@@ -36,6 +36,7 @@ from stream.window import Behaviour, BehaviourWindow, apply_events, decode_windo
 logger = logging.getLogger(__name__)
 
 RETRY_FIRST_S = 0.05
+REKEYED = "+rekey"
 
 
 class FatalBatchError(StreamError):
@@ -119,6 +120,17 @@ class _UserBatch:
     behaviours: list[Behaviour] = field(default_factory=list)
     record_ts_ms: list[int] = field(default_factory=list)
     message: Any = None
+
+
+def source_id(topic: str, partition: int, forwarded: bool) -> str:
+    """The window's de-duplication channel of an event: its origin partition, and the path.
+
+    Events of one channel reach the window in origin-offset order, which is what makes
+    "offset <= last applied" mean "replay". A re-keyed event travels through the re-key
+    topic and arrives later than direct events of the same origin partition with higher
+    offsets, so the two paths are separate channels (a record always takes the same path).
+    """
+    return f"{topic}/{partition}{REKEYED}" if forwarded else f"{topic}/{partition}"
 
 
 def _headers(raw: Any) -> list[tuple[str, bytes]]:
@@ -221,7 +233,9 @@ class BatchProcessor:
             if batch is None:
                 batch = per_user[event.user_id] = _UserBatch()
             batch.behaviours.append(
-                Behaviour(event.item_id, event.ts, f"{o_topic}/{o_partition}", o_offset)
+                Behaviour(
+                    event.item_id, event.ts, source_id(o_topic, o_partition, forwarded), o_offset
+                )
             )
             batch.record_ts_ms.append(o_ts)
             batch.message = m
@@ -274,7 +288,7 @@ class BatchProcessor:
                     updated_ms=updated_ms,
                     n_behaviours=len(window),
                     seq=window.seq,
-                    src=f"{source}/{window.offsets[source]}",
+                    src=f"{source.removesuffix(REKEYED)}/{window.offsets[source]}",
                     items=window.items,
                 )
             )

@@ -9,8 +9,9 @@ the re-key topic (``<app id>-<clicks topic>-rekey``) with the same value and the
     mindstream.origin     "<topic>/<partition>/<offset>" where it was first published
     mindstream.origin_ts  that record's Kafka timestamp, epoch milliseconds
 
-The window de-duplicates by the origin position, so a crash that forwards an event twice, or a
-replay of either topic, applies it once.
+The window de-duplicates by the origin position (re-keyed events form their own channel per
+origin partition, see ``stream.processor.source_id``), so a crash that forwards an event twice,
+or a replay of either topic, applies it once.
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@ by (ts, arrival order), keep those with ``ts >= newest_ts - horizon_ms``, keep t
 than the horizon, or older than ``max_len`` newer ones, changes nothing but ``seq`` and the
 source offset.
 
-"Source partition" is where the event was first published (``"<topic>/<partition>"``); events
-re-keyed through another topic keep their original position, so replays of either topic are
-recognised.
+A "source" is a channel whose events reach the window in offset order: the partition where the
+event was first published (``"<topic>/<partition>"``), or, for events re-keyed through another
+topic, that origin partition marked as re-keyed (``"<topic>/<partition>+rekey"``); re-keyed
+events keep their original offsets, so replays of either topic are recognised.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class BehaviourWindow:
 
     items: tuple[str, ...] = ()
     ts: tuple[int, ...] = ()
-    # source partition ("topic/partition") -> last applied offset there
+    # source ("topic/partition", or "topic/partition+rekey") -> last offset applied from it
     offsets: Mapping[str, int] = field(default_factory=dict)
     seq: int = 0
 

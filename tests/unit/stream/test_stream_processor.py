@@ -161,7 +161,7 @@ def test_forwarded_events_apply_once_by_origin(tiny_bundle: Path) -> None:
     second = run(p.process([again]))
     assert (first.applied, second.applied, second.replayed) == (1, 0, 1)
     window = decode_window(store.data[b"bob"])
-    assert window.items == ("i3",) and window.offsets == {f"clicks/{wrong}": 5}
+    assert window.items == ("i3",) and window.offsets == {f"clicks/{wrong}+rekey": 5}
     assert redis.records["bob"].src == f"clicks/{wrong}/5"
     assert second.written == 1  # a replay still rewrites (equal seq)
 
@@ -230,3 +230,17 @@ def test_rekey_topic_without_origin_and_corrupt_windows(tiny_bundle: Path) -> No
 
 def test_origin_headers_round_trip() -> None:
     assert parse_origin(origin_headers("clicks.v1", 3, 42, T0)) == ("clicks.v1", 3, 42, T0)
+
+
+def test_rekeyed_events_arriving_after_direct_ones_are_not_replays(tiny_bundle: Path) -> None:
+    """An unkeyed click can land on its user's own partition, then arrive (re-keyed) after
+    direct clicks with higher offsets there: it is new, not a replay."""
+    p, store, outbox, redis = make(tiny_bundle)
+    part = home("ann")
+    run(p.process([click("ann", "i1", T0, 10, key=None, part=part)]))
+    key, value, _, headers = outbox.forwarded[0]
+    run(p.process([click("ann", "i2", T0 + 1, 11)]))
+    outcome = run(p.process([Msg("app-clicks-rekey", part, 0, key, value, headers=headers)]))
+    assert (outcome.applied, outcome.replayed) == (1, 0)
+    assert decode_window(store.data[b"ann"]).items == ("i1", "i2")
+    assert redis.records["ann"].seq == 2 and redis.records["ann"].src == f"clicks/{part}/10"
