@@ -113,6 +113,8 @@ def bench_train(
     negatives: int,
     steps: int,
     threads: int,
+    synthetic_users: int = 2000,
+    synthetic_items: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Training samples/s for ``steps`` steps of each model kind on the given data."""
@@ -120,7 +122,11 @@ def bench_train(
     from model_export.train import TrainConfig, train
     from model_export.workflow import DataSpec, load_data
 
-    spec = DataSpec(path=data, format=fmt if data else "synthetic")
+    spec = DataSpec(
+        path=data,
+        format=fmt if data else "synthetic",
+        synthetic={"n_users": synthetic_users, "n_items": synthetic_items},
+    )
     interactions, _ = load_data(spec)
     rows = []
     for kind in kinds:
@@ -191,6 +197,8 @@ def _parser(target: str) -> argparse.ArgumentParser:
         parser.add_argument("--batch-size", type=int, default=256)
         parser.add_argument("--negatives", type=int, default=1000)
         parser.add_argument("--steps", type=int, default=200)
+        parser.add_argument("--synthetic-users", type=int, default=2000)
+        parser.add_argument("--synthetic-items", type=int, default=1000)
     return parser
 
 
@@ -230,6 +238,8 @@ def main(argv: Sequence[str], settings: Any = None) -> int:
             negatives=args.negatives,
             steps=args.steps,
             threads=args.threads,
+            synthetic_users=args.synthetic_users,
+            synthetic_items=args.synthetic_items,
         )
         print(
             f"training on {report['data']}: batch {args.batch_size}, {args.negatives} "

@@ -274,3 +274,47 @@ def test_cli_train_evaluate_export(tmp_path, capsys):
     torch_metrics = torch_result["models"]["mind"]["metrics"]
     for key, value in torch_metrics.items():
         assert onnx_metrics[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_bench_commands_report_throughput_and_machine(tmp_path, capsys):
+    from mindstream.cli import main
+
+    tower_json = tmp_path / "tower.json"
+    code = main(
+        [
+            "bench",
+            "tower",
+            "--n-items=50",
+            "--dim=8",
+            "--seq-len=6",
+            "--batches=1,4",
+            "--seconds=0.05",
+            f"--json={tower_json}",
+        ]
+    )
+    assert code == 0
+    report = json.loads(tower_json.read_text())
+    assert [r["batch"] for r in report["results"]] == [1, 4]
+    assert all(r["users_per_s"] > 0 for r in report["results"])
+    assert report["provider"] == "CPUExecutionProvider"
+    train_json = tmp_path / "train.json"
+    code = main(
+        [
+            "bench",
+            "train",
+            "--dim=8",
+            "--steps=3",
+            "--batch-size=16",
+            "--negatives=10",
+            "--kinds=mind,youtube_dnn",
+            "--synthetic-users=100",
+            "--synthetic-items=60",
+            f"--json={train_json}",
+        ]
+    )
+    assert code == 0
+    report = json.loads(train_json.read_text())
+    assert [r["kind"] for r in report["results"]] == ["mind", "youtube_dnn"]
+    assert all(r["steps"] == 3 and r["samples_per_s"] > 0 for r in report["results"])
+    out = capsys.readouterr().out
+    assert "users/s" in out and "samples/s" in out and "machine:" in out

@@ -1,0 +1,235 @@
+"""The model comparison: MIND (K=4) vs YouTube-DNN vs MIND K=1 on a real data set, both split
+protocols, a small equal tuning grid per model and several seeds.
+
+``python -m model_export.experiments run --data PATH --out results/beauty`` trains every
+(protocol, model, lr, seed) of the plan that has no result file yet (one small JSON per run,
+so a run can be resumed or sharded with ``--shard i/n``); ``... summarize --out
+results/beauty`` aggregates them into ``summary.json`` and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+MODELS: dict[str, dict[str, Any]] = {
+    "mind": {"kind": "mind", "k": 4},
+    "youtube_dnn": {"kind": "youtube_dnn", "k": 1},
+    "mind_k1": {"kind": "mind", "k": 1},
+}
+METRICS = ("hit_rate@50", "recall@50", "ndcg@50", "hit_rate@20", "recall@20")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    protocol: str
+    model: str
+    lr: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.protocol}-{self.model}-lr{self.lr:g}-seed{self.seed}"
+
+
+def plan(
+    protocols: Sequence[str], models: Sequence[str], lrs: Sequence[float], seeds: Sequence[int]
+) -> list[RunPlan]:
+    return [RunPlan(*combo) for combo in itertools.product(protocols, models, lrs, seeds)]
+
+
+def run_one(run: RunPlan, args: argparse.Namespace) -> dict[str, Any]:
+    from model_export.train import TrainConfig
+    from model_export.workflow import DataSpec, train_job
+
+    spec = DataSpec(
+        path=str(Path(args.data).resolve()),
+        format=args.format,
+        protocol=run.protocol,
+        split_seed=0,  # one split per protocol; seeds vary the model, not the data
+    )
+    overrides = {
+        **MODELS[run.model],
+        "dim": args.dim,
+        "max_len": args.max_len,
+        "seed": run.seed,
+    }
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=run.lr,
+        negatives=args.negatives,
+        patience=args.patience,
+        log_every=args.log_every,
+        threads=args.threads,
+        seed=run.seed,
+    )
+    outcome = train_job(
+        spec,
+        overrides,
+        config,
+        run_dir=None,
+        bundle_root=None,
+        valid_users=args.valid_users,
+        ns=(20, 50, 100),
+    )
+    summary = outcome.summary()
+    summary["plan"] = {"protocol": run.protocol, "model": run.model, "lr": run.lr, "seed": run.seed}
+    summary["command_options"] = {
+        k: v for k, v in vars(args).items() if k not in ("handler", "command")
+    } | {"data": str(args.data)}
+    return summary
+
+
+def summarize(out: Path) -> dict[str, Any]:
+    """Mean ± std over seeds of each (protocol, model, lr); the best lr per model by validation."""
+    runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+    for r in runs:
+        key = (r["plan"]["protocol"], r["plan"]["model"], r["plan"]["lr"])
+        groups.setdefault(key, []).append(r)
+    rows = []
+    for (protocol, model, lr), members in sorted(groups.items()):
+        tests = [m["test"][model]["metrics"] for m in members]
+        popularity = members[0]["test"].get("popularity", {}).get("metrics", {})
+        row: dict[str, Any] = {
+            "protocol": protocol,
+            "model": model,
+            "lr": lr,
+            "seeds": sorted(m["plan"]["seed"] for m in members),
+            "valid_hit_rate@50": _stats([m["train"]["best_score"] for m in members]),
+            "epochs": _stats([m["train"]["best_epoch"] for m in members]),
+            "train_seconds": _stats([m["train"]["seconds"] for m in members]),
+            "interest_cosine": _stats(
+                [
+                    m["test"][model]["interest_cosine"]
+                    for m in members
+                    if m["test"][model]["interest_cosine"] is not None
+                ]
+            ),
+            "popularity": {k: popularity.get(k) for k in METRICS},
+        }
+        for metric in METRICS:
+            row[metric] = _stats([t[metric] for t in tests])
+        rows.append(row)
+    best: dict[str, dict[str, float]] = {}
+    for row in rows:
+        slot = best.setdefault(row["protocol"], {})
+        current = next(
+            (
+                r
+                for r in rows
+                if r["protocol"] == row["protocol"]
+                and r["model"] == row["model"]
+                and r["lr"] == slot.get(row["model"])
+            ),
+            None,
+        )
+        if (
+            current is None
+            or row["valid_hit_rate@50"]["mean"] > current["valid_hit_rate@50"]["mean"]
+        ):
+            slot[row["model"]] = row["lr"]
+    summary = {"rows": rows, "best_lr_by_validation": best}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    lines = [
+        "| protocol | model | lr | seeds | valid HR@50 | test HR@50 | test Recall@50 | "
+        "test NDCG@50 | interest cos | best epoch | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summary["rows"]:
+        chosen = summary["best_lr_by_validation"].get(row["protocol"], {}).get(row["model"])
+        mark = " **(chosen)**" if chosen == row["lr"] else ""
+        lines.append(
+            f"| {row['protocol']} | {row['model']}{mark} | {row['lr']:g} | "
+            f"{','.join(map(str, row['seeds']))} | {_fmt(row['valid_hit_rate@50'])} | "
+            f"{_fmt(row['hit_rate@50'])} | {_fmt(row['recall@50'])} | {_fmt(row['ndcg@50'])} | "
+            f"{_fmt(row['interest_cosine'], 3)} | {_fmt(row['epochs'], 1)} | "
+            f"{_fmt(row['train_seconds'], 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def _stats(values: Sequence[float]) -> dict[str, Any]:
+    values = [float(v) for v in values]
+    if not values:
+        return {"mean": None, "std": None, "n": 0}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+        "values": values,
+    }
+
+
+def _fmt(stats: dict[str, Any], digits: int = 4) -> str:
+    if stats.get("mean") is None:
+        return "-"
+    if stats["n"] > 1:
+        return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+    return f"{stats['mean']:.{digits}f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model_export.experiments")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run")
+    run.add_argument("--data", required=True)
+    run.add_argument("--format", default="auto")
+    run.add_argument("--out", type=Path, required=True)
+    run.add_argument("--protocols", default="leave_last_out,comirec")
+    run.add_argument("--models", default="mind,youtube_dnn,mind_k1")
+    run.add_argument("--lrs", default="0.001,0.003")
+    run.add_argument("--seeds", default="0,1,2")
+    run.add_argument("--dim", type=int, default=64)
+    run.add_argument("--max-len", type=int, default=50)
+    run.add_argument("--epochs", type=int, default=40)
+    run.add_argument("--batch-size", type=int, default=256)
+    run.add_argument("--negatives", type=int, default=1000)
+    run.add_argument("--patience", type=int, default=3)
+    run.add_argument("--valid-users", type=int, default=0)
+    run.add_argument("--threads", type=int, default=1)
+    run.add_argument("--log-every", type=int, default=500)
+    run.add_argument("--shard", default="0/1", help="i/n: run every n-th plan entry from i")
+    summary = sub.add_parser("summarize")
+    summary.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "summarize":
+        print(markdown(summarize(args.out)))
+        return 0
+    index, count = (int(x) for x in args.shard.split("/"))
+    runs = plan(
+        args.protocols.split(","),
+        args.models.split(","),
+        [float(x) for x in args.lrs.split(",")],
+        [int(x) for x in args.seeds.split(",")],
+    )[index::count]
+    (args.out / "runs").mkdir(parents=True, exist_ok=True)
+    for entry in runs:
+        target = args.out / "runs" / f"{entry.name}.json"
+        if target.exists():
+            logger.info("skip %s (done)", entry.name)
+            continue
+        logger.info("run %s", entry.name)
+        result = run_one(entry, args)
+        target.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
