@@ -1,12 +1,16 @@
-"""Subcommands that span stages: ``demo`` and ``bench``.
+"""Subcommands that span stages: ``publish``, ``bench`` (and ``demo``, ``report``).
 
-``bench TARGET`` dispatches to ``<package>.bench:main``; the demo arrives with its issue.
+``publish`` replays a click log or the synthetic generator onto the clicks topic
+(:mod:`stream.publish`); ``bench TARGET`` dispatches to ``<package>.bench:main``. Heavy imports
+happen inside the handlers.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
+from pathlib import Path
 from typing import Any
 
 from mindstream.errors import MindstreamError
@@ -21,6 +25,7 @@ BENCH_TARGETS = {
 
 
 def register(sub: Any) -> None:
+    _register_publish(sub)
     bench = sub.add_parser("bench", help="run a benchmark and print its numbers")
     bench.add_argument("target", choices=sorted(BENCH_TARGETS))
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="options for that benchmark")
@@ -34,3 +39,91 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     except ModuleNotFoundError as exc:
         raise MindstreamError(f"benchmark {args.target!r} is not available: {exc}") from exc
     return int(module.main([args.target, *args.rest], settings) or 0)
+
+
+def _register_publish(sub: Any) -> None:
+    publish = sub.add_parser(
+        "publish",
+        help="replay a click log or the synthetic generator to the clicks topic",
+        description="Send click events keyed by user id to $MINDSTREAM_CLICKS_TOPIC (created with "
+        "$MINDSTREAM_TOPIC_PARTITIONS partitions when missing), in event-time order, at --rate "
+        "events/s. Malformed lines and events the worker would reject are counted and skipped. "
+        "Exit status 1 when any event was not acknowledged by the broker.",
+    )
+    source = publish.add_mutually_exclusive_group(required=True)
+    source.add_argument("path", nargs="?", type=Path, help="a log file or folder")
+    source.add_argument(
+        "--synthetic", action="store_true", help="the synthetic planted-interest generator"
+    )
+    publish.add_argument(
+        "--format",
+        choices=("auto", "movielens", "amazon", "taobao"),
+        default="auto",
+        help="format of PATH (default: detected)",
+    )
+    synthetic = publish.add_argument_group("synthetic generator")
+    synthetic.add_argument("--users", type=_positive, default=2000, help="users (default 2000)")
+    synthetic.add_argument("--items", type=_positive, default=1000, help="items (default 1000)")
+    synthetic.add_argument("--clusters", type=_positive, default=20, help="clusters (default 20)")
+    synthetic.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    publish.add_argument(
+        "--rate", type=float, default=0.0, help="events per second; 0 = as fast as possible"
+    )
+    publish.add_argument("--limit", type=_positive, default=None, help="send the first N events")
+    publish.add_argument("--topic", default=None, help="topic to send to [MINDSTREAM_CLICKS_TOPIC]")
+    publish.add_argument(
+        "--restamp",
+        action="store_true",
+        help="stamp each event with the send time instead of its logged time",
+    )
+    publish.add_argument(
+        "--flush-timeout", type=float, default=60.0, help="seconds to wait for the last acks"
+    )
+    publish.add_argument("--no-progress", action="store_true", help="no progress bar")
+    publish.set_defaults(handler=_publish)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
+
+    from stream import publish
+
+    # kafka-python logs every connection at INFO: keep the progress bar readable.
+    kafka_logger = logging.getLogger("kafka")
+    kafka_logger.setLevel(max(kafka_logger.getEffectiveLevel(), logging.WARNING))
+    if args.rate < 0:
+        raise MindstreamError(f"--rate {args.rate}: expected events per second >= 0")
+    if args.synthetic:
+        from model_export.data.synthetic import SyntheticConfig
+
+        source = publish.synthetic_source(
+            SyntheticConfig(
+                n_users=args.users, n_items=args.items, n_clusters=args.clusters, seed=args.seed
+            )
+        )
+    else:
+        source = publish.file_source(args.path, args.format)
+    for note in source.notes:
+        print(f"note: {note}", file=sys.stderr)
+    source = publish.limited(source, args.limit)
+    print(f"publishing {source.name} ({source.total} events)", file=sys.stderr)
+    stats = publish.publish(
+        settings,
+        source,
+        rate=args.rate,
+        topic=args.topic,
+        restamp=args.restamp,
+        progress=not args.no_progress,
+        flush_timeout_s=args.flush_timeout,
+    )
+    for example in stats.examples:
+        print(f"  {example}", file=sys.stderr)
+    print(stats.summary())
+    return 0 if stats.failed == 0 else 1

@@ -229,14 +229,17 @@ def publish(
     progress: bool = True,
     flush_timeout_s: float = 60.0,
     on_sent: Callable[[dict[str, Any]], None] | None = None,
+    producer: Any = None,
 ) -> PublishStats:
     """Send ``source``'s events to ``topic`` (default the clicks topic), keyed by user id.
 
     ``rate`` events/s (0 = as fast as possible). ``restamp`` replaces each event's ``ts`` by
     the send time (clock-monotonic), so that event time minus Redis write time measures the
     pipeline's freshness. Creates the topic with ``settings.topic_partitions`` when missing.
-    ``on_sent`` sees each event as sent (after restamping). Returns the counts after every
-    send was acknowledged or failed (or ``flush_timeout_s`` ran out: those count as failed).
+    ``on_sent`` sees each event as sent (after restamping). ``producer`` replaces the
+    kafka-python producer built from ``settings`` (it is closed at the end). Returns the counts
+    after every send was acknowledged or failed (or ``flush_timeout_s`` ran out: those count
+    as failed).
     """
     from kafka.errors import KafkaError, KafkaTimeoutError
     from tqdm import tqdm
@@ -249,7 +252,7 @@ def publish(
     stats = PublishStats(topic, bad_lines=source.bad_lines)
     stats.examples += [f"bad line: {line}" for line in source.bad_line_examples]
     deliveries = _Deliveries()
-    producer = make_producer(settings)
+    producer = make_producer(settings) if producer is None else producer
     pacer = Pacer(rate)
     skew_ms = settings.event_max_skew_s * 1000
     last_ts = 0
