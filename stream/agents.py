@@ -59,9 +59,12 @@ if settings.stream_watch_interval_s > 0:
 
 @app.page("/health")
 async def health(self: Any, request: Any) -> Any:
-    if _runtime is None:
+    """200 when consuming with recovered tables and Redis writes succeed; 503 otherwise."""
+    if _runtime is None or not app.tables.recovery.completed.is_set():  # type: ignore[attr-defined]
         return self.json({"status": "starting"}, status=503)
     healthy, state = _runtime.health()
+    if healthy and app.rebalancing:
+        healthy, state["status"] = False, "rebalancing"
     return self.json(state, status=200 if healthy else 503)
 
 
