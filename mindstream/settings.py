@@ -187,7 +187,7 @@ class Settings:
     )
     recall_exact_max_items: int = _setting(
         "MINDSTREAM_RECALL_EXACT_MAX_ITEMS",
-        200_000,
+        50_000,
         "With `auto`, catalogues up to this size use exact search.",
     )
     recall_hnsw_m: int = _setting("MINDSTREAM_RECALL_HNSW_M", 32, "HNSW graph degree.")
@@ -197,7 +197,11 @@ class Settings:
     recall_hnsw_ef_search: int = _setting(
         "MINDSTREAM_RECALL_HNSW_EF_SEARCH", 128, "HNSW query-time beam width."
     )
-    recall_ivf_nlist: int = _setting("MINDSTREAM_RECALL_IVF_NLIST", 4096, "IVF cluster count.")
+    recall_ivf_nlist: int = _setting(
+        "MINDSTREAM_RECALL_IVF_NLIST",
+        0,
+        "IVF cluster count (0 = 4·√items, at most items/39; 4,000 lists at 1M items).",
+    )
     recall_ivf_nprobe: int = _setting(
         "MINDSTREAM_RECALL_IVF_NPROBE", 64, "IVF clusters visited per query."
     )
