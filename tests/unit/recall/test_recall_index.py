@@ -28,12 +28,15 @@ def test_auto_choice_is_exact_up_to_the_limit_and_ivf_above():
     assert choose_spec(1000, settings).kind == "flat"
     above = choose_spec(1001, settings)
     assert above.kind == "ivf"
-    # 4096 lists would leave most of 1001 items' lists empty: capped at 39 points per list.
+    # 4·√1001 = 127 lists would hold 8 items each: capped at 39 points per list.
     assert above.build == {"nlist": 1001 // 39}
     assert above.search == {"nprobe": min(settings.recall_ivf_nprobe, 1001 // 39)}
     assert choose_spec(10, settings, "hnsw").kind == "hnsw"
     assert choose_spec(10**7, dataclasses.replace(settings, recall_index="flat")).kind == "flat"
-    assert choose_spec(10**7, settings).build == {"nlist": settings.recall_ivf_nlist}
+    assert choose_spec(10**6, settings).build == {"nlist": 4000}
+    assert choose_spec(10**6, settings).search == {"nprobe": 64}
+    fixed = dataclasses.replace(settings, recall_ivf_nlist=1000)
+    assert choose_spec(10**6, fixed).build == {"nlist": 1000}
 
 
 def test_unknown_kind_is_refused():
