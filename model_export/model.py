@@ -93,10 +93,15 @@ class MindConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-def squash(s: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
-    """Capsule squash ``|s|^2 / (1 + |s|^2) * s / |s|``, written so that s = 0 gives 0, not 0/0."""
+def squash(s: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Capsule squash ``|s|^2 / (1 + |s|^2) * s / |s|``, written so that s = 0 gives 0, not 0/0.
+
+    The norm is taken of ``max(|s|^2, eps)``: a clamp, not ``|s|^2 + eps``, because the dynamo
+    exporter's graph optimiser drops an ``Add`` of a constant this small (it tests ``allclose``
+    to 0) and brings the 0/0 back. The clamp also has zero gradient at s = 0.
+    """
     n2 = (s * s).sum(-1, keepdim=True)
-    return s * (n2 / (1.0 + n2)) / torch.sqrt(n2 + eps)
+    return s * (n2 / (1.0 + n2)) / torch.sqrt(torch.clamp(n2, min=eps))
 
 
 def interest_count(n: torch.Tensor, k: int) -> torch.Tensor:

@@ -90,6 +90,18 @@ def test_onnx_matches_torch(overrides):
         np.testing.assert_array_equal(again_mask, got_mask)
 
 
+@pytest.mark.slow
+def test_dynamo_exporter_matches_torch_too():
+    tower = make_tower()
+    runtime = OnnxUserTower(export_onnx(tower, exporter="dynamo"), threads=1)
+    for seq in awkward_batches(np.random.default_rng(1)):
+        with torch.no_grad():
+            want, want_mask = tower(torch.from_numpy(seq))
+        got, got_mask = runtime(seq)
+        np.testing.assert_array_equal(got_mask, want_mask.numpy())
+        assert np.abs(got - want.numpy()).max() <= TOLERANCE, seq.shape
+
+
 def test_onnx_rows_do_not_depend_on_the_rest_of_the_batch():
     tower = make_tower()
     runtime = OnnxUserTower(export_onnx(tower), threads=1)
