@@ -86,17 +86,14 @@ class TrainingPositions:
             if len(sequences)
             else np.zeros(0, dtype=np.int64)
         )
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        users = np.repeat(np.arange(len(lengths)), np.maximum(lengths - 1, 0))
-        self.user = users
-        # Global index of every label (position t >= 1) and of its sequence's first item.
-        first = offsets[:-1][users]
-        within = np.arange(len(users)) - np.repeat(
-            np.concatenate([[0], np.cumsum(np.maximum(lengths - 1, 0))])[:-1],
-            np.maximum(lengths - 1, 0),
-        )
-        self.label_at = first + within + 1
-        self.start_at = first
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        per_user = np.maximum(lengths - 1, 0)  # labels at positions 1..n-1
+        self.user = np.repeat(np.arange(len(lengths)), per_user)
+        # Position of each label inside its sequence: 1, 2, ..., n-1 for every user in turn.
+        first_label = np.repeat(np.cumsum(per_user) - per_user, per_user)
+        position = np.arange(len(self.user)) - first_label + 1
+        self.start_at = starts[self.user]  # flat index of the sequence's first item
+        self.label_at = self.start_at + position  # flat index of the label
 
     def __len__(self) -> int:
         return len(self.label_at)

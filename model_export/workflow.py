@@ -259,14 +259,13 @@ def evaluate_job(
         model = tower_retrieval_model(restored.tower, model_name(restored.config))
         trained_on = dict(restored.info.get("data", {}))
         item_ids = restored.item_ids
-    else:
-        assert bundle is not None
-        model = bundle_retrieval_model(bundle)
+    elif bundle is not None:
         from model_export.bundle import load_bundle
 
         loaded = load_bundle(bundle)
+        model = bundle_retrieval_model(loaded.path)
         item_ids = loaded.item_ids
-        trained_on = dict(loaded.manifest.get("metrics", {}).get("data_spec", {}))
+        trained_on = dict(loaded.manifest.get("metrics", {}).get("data_spec") or {})
     if spec is None:
         if not trained_on:
             raise ModelExportError("say which data to evaluate on (--data / --format)")
