@@ -34,10 +34,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Redis comes from Debian; the local Kafka-compatible broker comes with the `local` extra.
+# Chromium (Debian's) renders `mindstream report` in its test.
 system-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  echo "redis-server not found: installing it from Debian's packages"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "chromium not found: installing it from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

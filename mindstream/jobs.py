@@ -26,6 +26,7 @@ BENCH_TARGETS = {
 
 def register(sub: Any) -> None:
     _register_publish(sub)
+    _register_report(sub)
     bench = sub.add_parser("bench", help="run a benchmark and print its numbers")
     bench.add_argument("target", choices=sorted(BENCH_TARGETS))
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="options for that benchmark")
@@ -127,3 +128,116 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  {example}", file=sys.stderr)
     print(stats.summary())
     return 0 if stats.failed == 0 else 1
+
+
+def _register_report(sub: Any) -> None:
+    report = sub.add_parser(
+        "report",
+        help="write one self-contained HTML page (and PNGs) from the latest results",
+        description="Read evaluation results (results.json of `mindstream evaluate`) and "
+        "measurements (`mindstream demo`, benchmarks) under --results, and write report.html "
+        "with its figures embedded, plus the PNGs, into --out. Sections without input say "
+        "which command produces it. With --bundle and --data (or --synthetic) the interests "
+        "section is computed from that bundle and log.",
+    )
+    report.add_argument(
+        "--results", type=Path, default=Path("results"), help="results folder (default results)"
+    )
+    report.add_argument(
+        "--out", type=Path, default=None, help="output folder (default <results>/report)"
+    )
+    report.add_argument("--bundle", type=Path, default=None, help="bundle for the interests")
+    data = report.add_mutually_exclusive_group()
+    data.add_argument("--data", type=Path, default=None, help="log whose users to show")
+    data.add_argument(
+        "--synthetic", action="store_true", help="the synthetic log (planted interests known)"
+    )
+    report.add_argument(
+        "--format", choices=("auto", "movielens", "amazon", "taobao"), default="auto"
+    )
+    synthetic = report.add_argument_group("synthetic generator (as the bundle was trained)")
+    synthetic.add_argument("--users", type=_positive, default=2000)
+    synthetic.add_argument("--items", type=_positive, default=1000)
+    synthetic.add_argument("--clusters", type=_positive, default=20)
+    synthetic.add_argument("--max-interests", type=_positive, default=4)
+    synthetic.add_argument("--seed", type=int, default=0)
+    report.add_argument(
+        "--sample", type=_positive, default=200, help="users analysed for the interests section"
+    )
+    report.add_argument(
+        "--from-redis",
+        action="store_true",
+        help="read the users' interest vectors from Redis [REDIS_URL, MINDSTREAM_REDIS_PREFIX] "
+        "instead of running the bundle's tower over the log",
+    )
+    report.set_defaults(handler=_report)
+
+
+def _report(args: argparse.Namespace, settings: Settings) -> int:
+    from mindstream.report import build_report
+
+    interests = match = None
+    origin = ""
+    if args.bundle is not None:
+        if args.data is None and not args.synthetic:
+            raise MindstreamError(
+                "--bundle needs the log its users come from: --data or --synthetic"
+            )
+        interests, match, origin = _interests(args, settings)
+    elif args.data is not None or args.synthetic:
+        raise MindstreamError(
+            "--data/--synthetic need --bundle (the model whose interests to show)"
+        )
+    out = args.out if args.out is not None else args.results / "report"
+    outcome = build_report(
+        args.results,
+        out,
+        interests=interests,
+        interest_match=match,
+        interests_origin=origin,
+        progress=lambda line: print(f"  {line}", file=sys.stderr),
+    )
+    print(f"report: {outcome.page} ({len(outcome.figures)} figures, PNGs beside it)")
+    return 0
+
+
+def _interests(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any, str]:
+    from mindstream.report import interests_from_bundle
+
+    vocab = None
+    planted = None
+    if args.synthetic:
+        from model_export.data.synthetic import SyntheticConfig, category_name, generate
+
+        data, truth = generate(
+            SyntheticConfig(
+                n_users=args.users,
+                n_items=args.items,
+                n_clusters=args.clusters,
+                max_interests=args.max_interests,
+                seed=args.seed,
+            )
+        )
+        vocab = {"category": [category_name(c) for c in range(truth.n_clusters)]}
+        planted = [[category_name(c) for c in cs] for cs in truth.user_clusters]
+    else:
+        from model_export.data import load
+
+        result = load(args.data, args.format, skip_bad=True)
+        data, vocab = result.interactions, result.feature_vocab
+    records = None
+    if args.from_redis:
+        import redis
+
+        from stream.record import read_many
+
+        client = redis.Redis.from_url(settings.redis_url)
+
+        def records(user_ids: list[str]) -> list[Any]:
+            return list(read_many(client, settings.redis_prefix, user_ids))
+
+    views, match = interests_from_bundle(
+        args.bundle, data, vocab=vocab, planted=planted, sample=args.sample, records=records
+    )
+    origin = f"bundle {args.bundle}, " + ("Redis records" if args.from_redis else "its tower")
+    return views, match, origin

@@ -32,8 +32,6 @@ logger = logging.getLogger(__name__)
 
 # How many bad lines, rejected events and delivery errors a run keeps as examples.
 MAX_EXAMPLES = 5
-# Item features whose (first) value becomes an event's ``category``, in order of preference.
-CATEGORY_FEATURES = ("category", "genre")
 # A source without timestamps (Amazon) is stamped this far apart per user, ending now.
 UNTIMED_GAP_MS = 1_000
 
@@ -58,10 +56,12 @@ def interactions_source(
 ) -> EventSource:
     """Every behaviour of ``data`` as a click event, in global event-time order.
 
-    ``category`` comes from the first of ``CATEGORY_FEATURES`` the data has (its first value
-    when multi-valued), named by ``category_names[feature]`` when given. Data without
+    ``category`` is the first value of the item feature that names categories (``category``,
+    else ``genre``: :func:`mindstream.report_interests.category_feature`), named by
+    ``category_names[feature]`` when given. Data without
     timestamps is stamped ``UNTIMED_GAP_MS`` apart per user, each user's last event at now.
     """
+    from mindstream.report_interests import category_feature
     from model_export.data.events import iter_click_events
 
     notes: list[str] = []
@@ -76,7 +76,7 @@ def interactions_source(
             f"the source has no timestamps: each user's events are stamped "
             f"{UNTIMED_GAP_MS} ms apart in sequence order, the last one now"
         )
-    feature = next((f for f in CATEGORY_FEATURES if f in data.item_features), None)
+    feature = category_feature(data)
     names = (category_names or {}).get(feature) if feature else None
     if feature is not None and feature != "category":
         notes.append(f"category = the item's first {feature!r} value")
