@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from infra import broker, processes, redis_server, services
+from infra import broker, processes, redis_server, services, state
 from infra.exceptions import BinaryNotFoundError, ServiceStateError
 from infra.launch import ServiceRecord
 
@@ -44,9 +44,9 @@ def test_shell_exports_survive_a_posix_shell() -> None:
 
 
 def test_state_round_trips_through_the_state_file(tmp_path: Path) -> None:
-    state = services.LocalServices(_state().services, owner=processes.current_process())
-    services._write_state(tmp_path, state)
-    assert services.read_state(tmp_path) == state
+    owned = services.LocalServices(_state().services, owner=processes.current_process())
+    state.write_state(tmp_path, owned)
+    assert services.read_state(tmp_path) == owned
     assert services.read_state(tmp_path / "elsewhere") is None
 
 
@@ -54,7 +54,7 @@ def test_state_round_trips_through_the_state_file(tmp_path: Path) -> None:
     "text", ["{not json", json.dumps({"version": 99, "services": {}}), json.dumps({"version": 1})]
 )
 def test_unreadable_state_is_refused_with_advice(tmp_path: Path, text: str) -> None:
-    path = services.services_dir(tmp_path) / services.STATE_FILE
+    path = services.services_dir(tmp_path) / state.STATE_FILE
     path.parent.mkdir(parents=True)
     path.write_text(text)
     with pytest.raises(ServiceStateError, match="delete it"):
@@ -70,10 +70,8 @@ def test_services_of_a_dead_owner_are_reaped(tmp_path: Path) -> None:
     try:
         record = ServiceRecord("redis", "127.0.0.1", 1, orphan, tmp_path / "sleep.log")
         kept_record = ServiceRecord("redis", "127.0.0.1", 2, kept, tmp_path / "kept.log")
-        services._write_state(
-            tmp_path / "dead", services.LocalServices({"redis": record}, finished)
-        )
-        services._write_state(
+        state.write_state(tmp_path / "dead", services.LocalServices({"redis": record}, finished))
+        state.write_state(
             tmp_path / "live", services.LocalServices({"redis": kept_record}, alive_owner)
         )
         assert services.reap_orphans(tmp_path) == [tmp_path / "dead"]

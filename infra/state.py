@@ -1,0 +1,119 @@
+"""The state file of the local services: what was started, where it listens, who owns it.
+
+``<data_dir>/services/services.json`` is written atomically as soon as a process exists, so
+``down`` can always stop what ``up`` started; a lock file serialises concurrent commands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from infra import processes
+from infra.exceptions import ServiceStateError
+from infra.launch import ServiceRecord
+
+SERVICES_DIR = "services"
+STATE_FILE = "services.json"
+LOCK_FILE = "services.lock"
+STATE_VERSION = 1
+# The local broker needs the local profile of the Kafka client settings (DESIGN.md).
+KAFKA_PROFILE = "local"
+
+
+@dataclass(frozen=True)
+class LocalServices:
+    """The started services, and the process that owns them when they must not outlive it."""
+
+    services: dict[str, ServiceRecord] = field(default_factory=dict)
+    owner: processes.ProcessHandle | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        broker = self.services["broker"]
+        return f"{broker.host}:{broker.port}"
+
+    @property
+    def redis_url(self) -> str:
+        redis = self.services["redis"]
+        return f"redis://{redis.host}:{redis.port}/0"
+
+    def connection_env(self) -> dict[str, str]:
+        """The settings' environment variables that point a mindstream process at these."""
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "REDIS_URL": self.redis_url,
+            "MINDSTREAM_KAFKA_PROFILE": KAFKA_PROFILE,
+        }
+
+    def with_service(self, record: ServiceRecord) -> LocalServices:
+        return LocalServices({**self.services, record.name: record}, self.owner)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "owner": None if self.owner is None else self.owner.to_dict(),
+            "services": {name: record.to_dict() for name, record in self.services.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LocalServices:
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"state version {data.get('version')!r}, expected {STATE_VERSION}")
+        owner = data.get("owner")
+        return cls(
+            services={n: ServiceRecord.from_dict(r) for n, r in data["services"].items()},
+            owner=None if owner is None else processes.ProcessHandle.from_dict(owner),
+        )
+
+
+def services_dir(data_dir: Path) -> Path:
+    """Absolute: the services run in their own folders, so relative paths would mislead them."""
+    return Path(data_dir).resolve() / SERVICES_DIR
+
+
+def read_state(data_dir: Path) -> LocalServices | None:
+    """The recorded services, or None when nothing is recorded."""
+    path = services_dir(data_dir) / STATE_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        return LocalServices.from_dict(json.loads(text))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ServiceStateError(
+            f"cannot read the local services' state file {path}: {exc}; stop the processes it "
+            f"names by hand if they still run, then delete it"
+        ) from exc
+
+
+def write_state(data_dir: Path, state: LocalServices) -> None:
+    path = services_dir(data_dir) / STATE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state.to_dict(), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def clear_state(data_dir: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (services_dir(data_dir) / STATE_FILE).unlink()
+
+
+@contextlib.contextmanager
+def locked(data_dir: Path) -> Iterator[None]:
+    directory = services_dir(data_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
