@@ -168,6 +168,12 @@ class Settings:
         5.0,
         "Longest pause between retries of a failed Redis write (backoff doubles up to it).",
     )
+    stream_producer_linger_ms: int = _setting(
+        "MINDSTREAM_STREAM_PRODUCER_LINGER_MS",
+        10,
+        "How long the worker's producer gathers changelog, dead-letter and re-key records "
+        "into one request (not on the Redis freshness path).",
+    )
     stream_shutdown_grace_s: float = _setting(
         "MINDSTREAM_STREAM_SHUTDOWN_GRACE_S",
         15.0,

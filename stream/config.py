@@ -72,6 +72,9 @@ def app_options(settings: Settings) -> dict[str, Any]:
         "processing_guarantee": "at_least_once",
         "broker_session_timeout": profile.session_timeout_ms / 1000,
         "broker_heartbeat_interval": profile.heartbeat_interval_ms / 1000,
+        # Changelog records (one per dirty user per batch) are the bulk of what the worker
+        # produces; lingering lets one request carry many of them.
+        "producer_linger": settings.stream_producer_linger_ms / 1000,
         "autodiscover": False,
         "origin": "stream.app",
     }

@@ -33,10 +33,19 @@ Record = tuple[bytes | None, bytes | None]
 class WorkerProcess:
     """``python -m stream worker`` with ``settings`` as its whole configuration."""
 
-    def __init__(self, settings: Settings, log_path: Path, *, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        *,
+        args: Sequence[str] = (),
+        python_args: Sequence[str] = (),
+    ) -> None:
+        """``python_args`` go before ``-m stream``, e.g. ``["-m", "cProfile", "-o", "w.prof"]``."""
         self.settings = settings
         self.log_path = Path(log_path)
         self.args = list(args)
+        self.python_args = list(python_args)
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -51,7 +60,7 @@ class WorkerProcess:
             log.write(f"\n===== start {self.starts} =====\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "stream", "worker", *self.args],
+                [sys.executable, *self.python_args, "-m", "stream", "worker", *self.args],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

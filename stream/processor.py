@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 RETRY_FIRST_S = 0.05
 REKEYED = "+rekey"
+# decoded windows kept between batches (LRU, by user key)
+WINDOW_CACHE_SIZE = 100_000
 
 
 class FatalBatchError(StreamError):
@@ -163,6 +166,7 @@ class BatchProcessor:
         stopping: Callable[[], bool] = lambda: False,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         run_tower: Callable[[UserTower, list[tuple[str, ...]]], Awaitable[list[Any]]] | None = None,
+        window_cache_size: int = WINDOW_CACHE_SIZE,
     ) -> None:
         self.config = config
         self.holder = holder
@@ -171,7 +175,9 @@ class BatchProcessor:
         self.writer = writer
         self.stopping = stopping
         self.sleep = sleep
-        self.run_tower = run_tower or _tower_in_thread
+        self.run_tower = run_tower or _tower_inline
+        self.window_cache_size = window_cache_size
+        self._decoded: OrderedDict[bytes, tuple[bytes, BehaviourWindow]] = OrderedDict()
         self.redis_failing_since: float | None = None
         self.last_batch_at: float | None = None
         self.batches = 0
@@ -259,7 +265,9 @@ class BatchProcessor:
                 old, batch.behaviours, max_len=cfg.max_len, horizon_ms=cfg.horizon_ms
             )
             if applied:
-                self.store.set(key, encode_window(window), batch.message)
+                raw = encode_window(window)
+                self.store.set(key, raw, batch.message)
+                self._remember(key, raw, window)
                 done = old.offsets if old is not None else {}
                 for b, ts in zip(batch.behaviours, batch.record_ts_ms, strict=True):
                     if b.offset > done.get(b.source, -1):
@@ -310,6 +318,14 @@ class BatchProcessor:
         self._batch_done()
         return outcome
 
+    def _remember(self, key: bytes, raw: bytes, window: BehaviourWindow) -> None:
+        # Decoding a window costs about as much as applying an event to it; the table holds
+        # the same bytes, so a hit is exact (compared by value, a miss just decodes).
+        self._decoded[key] = (raw, window)
+        self._decoded.move_to_end(key)
+        if len(self._decoded) > self.window_cache_size:
+            self._decoded.popitem(last=False)
+
     def _batch_done(self) -> None:
         self.batches += 1
         self.last_batch_at = time.time()
@@ -319,6 +335,10 @@ class BatchProcessor:
         raw = self.store.get(key)
         if raw is None:
             return None
+        cached = self._decoded.get(key)
+        if cached is not None and cached[0] == raw:
+            self._decoded.move_to_end(key)
+            return cached[1]
         try:
             return decode_window(raw)
         except StreamError as exc:
@@ -411,6 +431,12 @@ class BatchProcessor:
             return written
 
 
-async def _tower_in_thread(tower: UserTower, windows: list[tuple[str, ...]]) -> list[Any]:
-    # onnxruntime releases the GIL, so the consumer keeps fetching while the tower runs.
+async def _tower_inline(tower: UserTower, windows: list[tuple[str, ...]]) -> list[Any]:
+    # Inline: a batch's tower call takes milliseconds, the take() buffer is paused meanwhile
+    # anyway, and a thread hand-off per batch cost more than it saved on 2 busy cores.
+    return tower.compute(windows)
+
+
+async def tower_in_thread(tower: UserTower, windows: list[tuple[str, ...]]) -> list[Any]:
+    """Run the tower in the default executor (onnxruntime releases the GIL): for big models."""
     return await asyncio.get_running_loop().run_in_executor(None, tower.compute, windows)

@@ -244,3 +244,17 @@ def test_rekeyed_events_arriving_after_direct_ones_are_not_replays(tiny_bundle: 
     assert (outcome.applied, outcome.replayed) == (1, 0)
     assert decode_window(store.data[b"ann"]).items == ("i1", "i2")
     assert redis.records["ann"].seq == 2 and redis.records["ann"].src == f"clicks/{part}/10"
+
+
+def test_the_table_wins_over_the_decoded_window_cache(tiny_bundle: Path) -> None:
+    """After a rebalance or recovery the table can hold another window than the one cached."""
+    p, store, _, redis = make(tiny_bundle)
+    run(p.process([click("ann", "i1", T0, 1)]))
+    cached = store.data[b"ann"]
+    other = make(tiny_bundle)[0]
+    run(other.process([click("ann", "i7", T0, 1), click("ann", "i8", T0 + 1, 2)]))
+    store.data[b"ann"] = other.store.data[b"ann"]
+    assert store.data[b"ann"] != cached
+    run(p.process([click("ann", "i9", T0 + 2, 3)]))
+    assert decode_window(store.data[b"ann"]).items == ("i7", "i8", "i9")
+    assert redis.records["ann"].seq == 3
