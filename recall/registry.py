@@ -9,6 +9,7 @@ started with. The newest bundle is the current one; older versions stay loaded, 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -94,6 +95,11 @@ class IndexRegistry:
                 evicted.append(oldest)
             self._indexes = MappingProxyType(indexes)
             self._current = item_index
+        # An index brings millions of long-lived objects (item ids, the id -> row dict); a full
+        # GC pass over them took ~10 ms at 1M items, straight into request latency. Freezing
+        # moves everything alive now out of the collector's scans (refcounting still frees
+        # an evicted index).
+        gc.freeze()
         logger.info(
             "index installed version=%s kind=%s loaded=%s evicted=%s",
             item_index.version,
