@@ -36,16 +36,25 @@ class RunPlan:
     model: str
     lr: float
     seed: int
+    p: float = 1.0  # label-aware attention exponent (MIND with K > 1 only)
 
     @property
     def name(self) -> str:
-        return f"{self.protocol}-{self.model}-lr{self.lr:g}-seed{self.seed}"
+        suffix = f"-p{self.p:g}" if self.p != 1.0 and self.model == "mind" else ""
+        return f"{self.protocol}-{self.model}{suffix}-lr{self.lr:g}-seed{self.seed}"
 
 
 def plan(
-    protocols: Sequence[str], models: Sequence[str], lrs: Sequence[float], seeds: Sequence[int]
+    protocols: Sequence[str],
+    models: Sequence[str],
+    lrs: Sequence[float],
+    seeds: Sequence[int],
+    p: float = 1.0,
 ) -> list[RunPlan]:
-    return [RunPlan(*combo) for combo in itertools.product(protocols, models, lrs, seeds)]
+    return [
+        RunPlan(*combo, p=p if combo[1] == "mind" else 1.0)
+        for combo in itertools.product(protocols, models, lrs, seeds)
+    ]
 
 
 def run_one(run: RunPlan, args: argparse.Namespace) -> dict[str, Any]:
@@ -62,6 +71,7 @@ def run_one(run: RunPlan, args: argparse.Namespace) -> dict[str, Any]:
         **MODELS[run.model],
         "dim": args.dim,
         "max_len": args.max_len,
+        "pow_p": run.p,
         "seed": run.seed,
     }
     config = TrainConfig(
@@ -84,7 +94,14 @@ def run_one(run: RunPlan, args: argparse.Namespace) -> dict[str, Any]:
         ns=(20, 50, 100),
     )
     summary = outcome.summary()
-    summary["plan"] = {"protocol": run.protocol, "model": run.model, "lr": run.lr, "seed": run.seed}
+    summary["plan"] = {
+        "protocol": run.protocol,
+        "model": run.model,
+        "variant": run.name.split("-lr")[0].split("-", 1)[1],
+        "lr": run.lr,
+        "p": run.p,
+        "seed": run.seed,
+    }
     summary["command_options"] = {
         k: v for k, v in vars(args).items() if k not in ("handler", "command")
     } | {"data": str(args.data)}
@@ -96,15 +113,16 @@ def summarize(out: Path) -> dict[str, Any]:
     runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
     groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
     for r in runs:
-        key = (r["plan"]["protocol"], r["plan"]["model"], r["plan"]["lr"])
+        key = (r["plan"]["protocol"], r["plan"]["variant"], r["plan"]["lr"])
         groups.setdefault(key, []).append(r)
     rows = []
-    for (protocol, model, lr), members in sorted(groups.items()):
+    for (protocol, variant, lr), members in sorted(groups.items()):
+        model = members[0]["plan"]["model"]
         tests = [m["test"][model]["metrics"] for m in members]
         popularity = members[0]["test"].get("popularity", {}).get("metrics", {})
         row: dict[str, Any] = {
             "protocol": protocol,
-            "model": model,
+            "model": variant,
             "lr": lr,
             "seeds": sorted(m["plan"]["seed"] for m in members),
             "valid_hit_rate@50": _stats([m["train"]["best_score"] for m in members]),
@@ -195,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--models", default="mind,youtube_dnn,mind_k1")
     run.add_argument("--lrs", default="0.001,0.003")
     run.add_argument("--seeds", default="0,1,2")
+    run.add_argument("--p", type=float, default=1.0, help="label-aware p for MIND (K > 1)")
     run.add_argument("--dim", type=int, default=64)
     run.add_argument("--max-len", type=int, default=50)
     run.add_argument("--epochs", type=int, default=40)
@@ -218,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.models.split(","),
         [float(x) for x in args.lrs.split(",")],
         [int(x) for x in args.seeds.split(",")],
+        args.p,
     )[index::count]
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     for entry in runs:
