@@ -41,6 +41,10 @@ class KafkaProfile:
     heartbeat_interval_ms: int
     # aiokafka's idempotent/transactional producer fails against Tansu.
     idempotent_producer: bool
+    # The stream worker produces its window changelog a micro-batch at a time in multi-record
+    # batches; on Tansu the last batch of each partition must then hold a single record, so
+    # that "latest offset" (the last batch's first offset + 1 there) is exact.
+    single_record_tail_batch: bool
 
 
 KAFKA_PROFILES: dict[str, KafkaProfile] = {
@@ -50,6 +54,7 @@ KAFKA_PROFILES: dict[str, KafkaProfile] = {
         session_timeout_ms=30_000,
         heartbeat_interval_ms=3_000,
         idempotent_producer=True,
+        single_record_tail_batch=False,
     ),
     "local": KafkaProfile(
         name="local",
@@ -57,6 +62,7 @@ KAFKA_PROFILES: dict[str, KafkaProfile] = {
         session_timeout_ms=6_000,
         heartbeat_interval_ms=1_000,
         idempotent_producer=False,
+        single_record_tail_batch=True,
     ),
 }
 
