@@ -73,14 +73,19 @@ def main(argv: Sequence[str], settings: Settings) -> int:
     if args.index:
         settings = dataclasses.replace(settings, recall_index=args.index)
     work_dir = Path(args.work_dir) if args.work_dir else settings.data_path / "bench" / "recall"
+    # Absolute: redis-server runs in a folder of its own and resolves paths from there.
+    work_dir = work_dir.resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": machine(), "args": vars(args), "catalogues": []}
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
-    with redis_for_bench(args.redis_url, work_dir) as redis_url:
-        for n_items in sizes:
-            result = bench_catalogue(n_items, args, settings, work_dir, redis_url)
-            results["catalogues"].append(result)
-            print_catalogue(result)
+    try:
+        with redis_for_bench(args.redis_url if sizes else "unused", work_dir) as redis_url:
+            for n_items in sizes:
+                result = bench_catalogue(n_items, args, settings, work_dir, redis_url)
+                results["catalogues"].append(result)
+                print_catalogue(result)
+    finally:
+        gc.unfreeze()
     if args.bundle:
         results["bundle"] = bench_bundle_recall(args, settings)
         print(json.dumps({"bundle": results["bundle"]}, indent=2))

@@ -144,7 +144,7 @@ def _precompute(args: argparse.Namespace, settings: Settings) -> int:
     from recall.server import new_event_loop
 
     settings = _apply(args, settings)
-    registry = IndexRegistry(settings, progress=sys.stderr.isatty())
+    registry = IndexRegistry(settings, progress=sys.stderr.isatty(), freeze_gc=True)
     registry.load(settings.bundle_path)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(

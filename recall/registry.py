@@ -29,10 +29,18 @@ SwapListener = Callable[[ItemIndex, list[str]], None]
 
 
 class IndexRegistry:
-    """Loaded item indexes keyed by bundle version, the newest one current."""
+    """Loaded item indexes keyed by bundle version, the newest one current.
+
+    ``freeze_gc``: call ``gc.freeze()`` after each install (what the serving processes do).
+    """
 
     def __init__(
-        self, settings: Settings, *, kind: str | None = None, progress: bool = False
+        self,
+        settings: Settings,
+        *,
+        kind: str | None = None,
+        progress: bool = False,
+        freeze_gc: bool = False,
     ) -> None:
         if settings.recall_keep_versions < 1:
             raise ConfigError(
@@ -41,6 +49,7 @@ class IndexRegistry:
         self._settings = settings
         self._kind = kind
         self._progress = progress
+        self._freeze_gc = freeze_gc
         self._write_lock = threading.Lock()
         # Replaced, never mutated: a reader's reference stays a consistent snapshot.
         self._indexes: Mapping[str, ItemIndex] = MappingProxyType({})
@@ -95,11 +104,12 @@ class IndexRegistry:
                 evicted.append(oldest)
             self._indexes = MappingProxyType(indexes)
             self._current = item_index
-        # An index brings millions of long-lived objects (item ids, the id -> row dict); a full
-        # GC pass over them took ~10 ms at 1M items, straight into request latency. Freezing
-        # moves everything alive now out of the collector's scans (refcounting still frees
-        # an evicted index).
-        gc.freeze()
+        if self._freeze_gc:
+            # An index brings millions of long-lived objects (item ids, the id -> row dict); a
+            # full GC pass over them took ~10 ms at 1M items, straight into request latency.
+            # Freezing moves everything alive now out of the collector's scans (refcounting
+            # still frees an evicted index). For serving processes only: it is process-wide.
+            gc.freeze()
         logger.info(
             "index installed version=%s kind=%s loaded=%s evicted=%s",
             item_index.version,

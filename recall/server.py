@@ -27,7 +27,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 def serve(settings: Settings) -> None:
     """Load the bundle's index (failing fast if there is none), then serve HTTP until SIGINT or
     SIGTERM; in-flight requests get ``shutdown_timeout`` seconds to finish."""
-    registry = IndexRegistry(settings, progress=sys.stderr.isatty())
+    registry = IndexRegistry(settings, progress=sys.stderr.isatty(), freeze_gc=True)
     item_index = registry.load(settings.bundle_path)
     app = create_app(settings, registry)
     print(

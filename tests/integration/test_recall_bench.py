@@ -1,0 +1,37 @@
+"""``mindstream bench recall`` end to end on a tiny catalogue (the real numbers are in
+BENCHMARKS.md): every measurement is there and the exact index scores recall 1 against itself."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from mindstream.settings import Settings
+from recall import bench
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_runs_end_to_end(service_settings: Settings, tmp_path, capsys):
+    settings = dataclasses.replace(service_settings, data_dir=str(tmp_path))
+    out = tmp_path / "recall.json"
+    argv = ["recall", "--sizes", "3000", "--dim", "16", "--users", "40", "--requests", "30",
+            "--concurrency", "2", "--batch-users", "5", "--batch-requests", "3",
+            "--recall-queries", "40", "--compare", "flat,ivf", "--redis-url",
+            service_settings.redis_url, "--json", str(out)]  # fmt: skip
+    assert bench.main(argv, settings) == 0
+    result = json.loads(out.read_text())
+    (catalogue,) = result["catalogues"]
+    assert catalogue["n_items"] == 3000 and catalogue["index"]["kind"] == "flat"
+    assert set(catalogue["bare"]) == {
+        "faiss_single", "search_merge_single", "faiss_batch", "search_merge_batch",
+    }  # fmt: skip
+    service = catalogue["service"]
+    assert {"single_sequential", "single_concurrency_2", "batch_5_sequential"} <= set(service)
+    for values in [*catalogue["bare"].values(), service["single_sequential"]]:
+        assert 0 < values["p50_ms"] <= values["p99_ms"]
+    assert catalogue["ann_recall"]["flat"]["recall@50"] == 1.0
+    assert catalogue["ann_recall"]["ivf"]["recall@50"] > 0.5
+    assert "recall@50 vs exact = 1.0" in capsys.readouterr().out
