@@ -79,21 +79,29 @@ def _positive_int(text: str) -> int:
 
 
 def _bundle_options(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: an option left out stays out of the namespace, so `recall --port 9 serve` keeps
+    # the port given before the action instead of the action parser's default.
     parser.add_argument(
-        "--bundle", help="bundle folder or `current` link [MINDSTREAM_BUNDLE]", default=None
+        "--bundle",
+        default=argparse.SUPPRESS,
+        help="bundle folder or `current` link [MINDSTREAM_BUNDLE]",
     )
     parser.add_argument(
         "--index",
         choices=INDEX_KINDS,
-        default=None,
+        default=argparse.SUPPRESS,
         help="item index kind [MINDSTREAM_RECALL_INDEX]",
     )
 
 
 def _serve_options(parser: argparse.ArgumentParser) -> None:
     _bundle_options(parser)
-    parser.add_argument("--host", default=None, help="bind address [MINDSTREAM_RECALL_HOST]")
-    parser.add_argument("--port", type=int, default=None, help="port [MINDSTREAM_RECALL_PORT]")
+    parser.add_argument(
+        "--host", default=argparse.SUPPRESS, help="bind address [MINDSTREAM_RECALL_HOST]"
+    )
+    parser.add_argument(
+        "--port", type=int, default=argparse.SUPPRESS, help="port [MINDSTREAM_RECALL_PORT]"
+    )
 
 
 def _apply(args: argparse.Namespace, settings: Settings) -> Settings:
