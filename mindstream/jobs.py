@@ -1,8 +1,9 @@
-"""Subcommands that span stages: ``publish``, ``bench`` (and ``demo``, ``report``).
+"""Subcommands that span stages: ``demo``, ``publish``, ``report`` and ``bench``.
 
-``publish`` replays a click log or the synthetic generator onto the clicks topic
-(:mod:`stream.publish`); ``bench TARGET`` dispatches to ``<package>.bench:main``. Heavy imports
-happen inside the handlers.
+``demo`` runs the whole system locally (:mod:`mindstream.demo`); ``publish`` replays a click log
+or the synthetic generator onto the clicks topic (:mod:`stream.publish`); ``report`` writes the
+HTML report (:mod:`mindstream.report`); ``bench TARGET`` dispatches to
+``<package>.bench:main``. Heavy imports happen inside the handlers.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ BENCH_TARGETS = {
 
 
 def register(sub: Any) -> None:
+    _register_demo(sub)
     _register_publish(sub)
     _register_report(sub)
     bench = sub.add_parser("bench", help="run a benchmark and print its numbers")
@@ -241,3 +243,25 @@ def _interests(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any, 
     )
     origin = f"bundle {args.bundle}, " + ("Redis records" if args.from_redis else "its tower")
     return views, match, origin
+
+
+def _register_demo(sub: Any) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="run everything locally on a synthetic log and show the interests it finds",
+        description="Start the local broker and Redis, generate a click log with planted "
+        "interests (or read --data), train MIND, export the bundle, start the stream worker "
+        "and the recall service, replay the clicks, and show planted next to recovered "
+        "interests, recalled candidates, freshness and latency. Stops everything it started "
+        "on exit, Ctrl-C or SIGTERM. Writes results for `mindstream report`.",
+    )
+    from mindstream.demo import register_options
+
+    register_options(demo)
+    demo.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from mindstream.demo import main
+
+    return main(args, settings)

@@ -45,7 +45,7 @@ figcaption { color: #555; font-size: .85rem; } code { background: #f3f3f3; paddi
 table { border-collapse: collapse; font-size: .85rem; margin: .6rem 0; }
 th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: right; }
 th:first-child, td:first-child { text-align: left; } .ok { color: #1a7f37; }
-.miss { color: #b42318; } table.text td { text-align: left; }
+.miss { color: #b42318; } table.text td { text-align: left; } .scroll { overflow-x: auto; }
 """
 
 # Sets data attributes on <body> once every image has loaded and decoded, so a headless
@@ -97,7 +97,10 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (
+        f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        "</div>"
+    )
 
 
 # --- sections ----------------------------------------------------------------------------
