@@ -115,6 +115,20 @@ class Settings:
     redis_prefix: str = _setting(
         "MINDSTREAM_REDIS_PREFIX", "mind:", "Prefix of every Redis key mindstream writes."
     )
+    redis_ssl_ca_file: str = _setting(
+        "MINDSTREAM_REDIS_SSL_CA_FILE",
+        "",
+        "CA bundle that verifies the Redis server certificate (`rediss://` only; empty: the "
+        "system CAs). Certificate and host name are always verified.",
+    )
+    redis_ssl_cert_file: str = _setting(
+        "MINDSTREAM_REDIS_SSL_CERT_FILE",
+        "",
+        "Client certificate for Redis servers that require one (`tls-auth-clients`).",
+    )
+    redis_ssl_key_file: str = _setting(
+        "MINDSTREAM_REDIS_SSL_KEY_FILE", "", "Private key of the Redis client certificate."
+    )
 
     # --- Model bundle ------------------------------------------------------------------------
     bundle_path: str = _setting(
@@ -297,6 +311,7 @@ class Settings:
             {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"},
         )
         self._validate_kafka_security()
+        self._validate_redis_tls()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             # `not value >= 0` also refuses NaN.
@@ -326,6 +341,25 @@ class Settings:
             raise ConfigError(
                 f"MINDSTREAM_KAFKA_SASL_USERNAME is empty: SASL {mechanism} needs a user name "
                 "(and MINDSTREAM_KAFKA_SASL_PASSWORD)"
+            )
+
+    def _validate_redis_tls(self) -> None:
+        tls_files = {
+            "MINDSTREAM_REDIS_SSL_CA_FILE": self.redis_ssl_ca_file,
+            "MINDSTREAM_REDIS_SSL_CERT_FILE": self.redis_ssl_cert_file,
+            "MINDSTREAM_REDIS_SSL_KEY_FILE": self.redis_ssl_key_file,
+        }
+        given = [env for env, value in tls_files.items() if value]
+        if given and not self.redis_url.startswith("rediss://"):
+            # Refuse rather than silently talk to Redis in clear text.
+            raise ConfigError(
+                f"{', '.join(given)} set but REDIS_URL is not rediss://: use a rediss:// URL "
+                "for TLS, or unset the TLS files"
+            )
+        if bool(self.redis_ssl_cert_file) != bool(self.redis_ssl_key_file):
+            raise ConfigError(
+                "MINDSTREAM_REDIS_SSL_CERT_FILE and MINDSTREAM_REDIS_SSL_KEY_FILE go together: "
+                "set both (client certificate and its key) or neither"
             )
 
     def as_env(self) -> dict[str, str]:
