@@ -103,8 +103,10 @@ def run_one(run: RunPlan, args: argparse.Namespace) -> dict[str, Any]:
         "seed": run.seed,
     }
     summary["command_options"] = {
-        k: v for k, v in vars(args).items() if k not in ("handler", "command")
-    } | {"data": str(args.data)}
+        k: str(v) if isinstance(v, Path) else v
+        for k, v in vars(args).items()
+        if k not in ("handler", "command")
+    }
     return summary
 
 

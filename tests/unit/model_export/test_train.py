@@ -318,3 +318,42 @@ def test_bench_commands_report_throughput_and_machine(tmp_path, capsys):
     assert all(r["steps"] == 3 and r["samples_per_s"] > 0 for r in report["results"])
     out = capsys.readouterr().out
     assert "users/s" in out and "samples/s" in out and "machine:" in out
+
+
+def test_experiment_runner_writes_runs_and_a_summary(tmp_path, capsys):
+    from model_export import experiments
+
+    rng = np.random.default_rng(0)
+    lines = [
+        " ".join([str(u)] + [str(i) for i in rng.integers(1, 40, size=rng.integers(4, 12))])
+        for u in range(1, 81)
+    ]
+    data = tmp_path / "Tiny.txt"
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "results"
+    args = [
+        "run",
+        f"--data={data}",
+        "--format=amazon",
+        f"--out={out}",
+        "--protocols=leave_last_out",
+        "--models=mind,youtube_dnn",
+        "--lrs=0.01",
+        "--seeds=0,1",
+        "--dim=8",
+        "--epochs=1",
+        "--negatives=10",
+        "--batch-size=64",
+    ]
+    assert experiments.main(args) == 0
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == [
+        f"leave_last_out-{m}-lr0.01-seed{s}.json" for m in ("mind", "youtube_dnn") for s in (0, 1)
+    ]
+    assert experiments.main(args) == 0  # resumes: nothing left to run
+    assert experiments.main(["summarize", f"--out={out}"]) == 0
+    table = capsys.readouterr().out
+    assert "| leave_last_out | mind **(chosen)** | 0.01 | 0,1 |" in table
+    summary = json.loads((out / "summary.json").read_text())
+    row = next(r for r in summary["rows"] if r["model"] == "youtube_dnn")
+    assert row["hit_rate@50"]["n"] == 2
