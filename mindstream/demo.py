@@ -551,11 +551,13 @@ def show(
         names = sorted({c for c in categories.values() if c is not None})
         match = match_planted(views, names, seed=options.seed).to_json()
         summary.append(demo_show.match_text(match))
-    else:
+    elif any(c is not None for c in categories.values()):
         summary.append(
             f"interests whose majority category occurs in the user's window: "
             f"{window_overlap(views):.0%} of {sum(len(v.interests) for v in views):,} interests"
         )
+    else:
+        summary.append("this log names no item categories: interests are shown by their items")
     fresh = [float(r.updated_ms - r.event_ts) for r in records.values()]
     freshness = [{"name": "Redis updated_ms - newest click time, per user", "samples_ms": fresh}]
     worker_hist = _worker_histogram(worker_url)

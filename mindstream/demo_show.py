@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mindstream.report_interests import MIN_PLANTED_BEHAVIOURS, TOP_ITEMS, UserView
+from mindstream.report_interests import MIN_PLANTED_BEHAVIOURS, NO_CATEGORY, TOP_ITEMS, UserView
 from mindstream.report_results import histogram_quantile, percentiles
 
 logger = logging.getLogger(__name__)
@@ -145,20 +145,34 @@ def format_user(user: UserView, items: ItemText, say: Callable[[str], None]) -> 
     window = ", ".join(f"{c} ×{n}" for c, n in user.window[:6])
     more = "" if len(user.window) <= 6 else f", +{len(user.window) - 6} more"
     total = sum(n for _, n in user.window)
-    say(f"\n  user {user.user_id}: {total} clicks in the window: {window}{more}")
+    named = any(c != NO_CATEGORY for c, _ in user.window)
+    say(
+        f"\n  user {user.user_id}: {total} clicks in the window"
+        + (f": {window}{more}" if named else "")
+    )
     if user.planted is not None:
         counts = user.planted_counts()
         planted = ", ".join(f"{c} ({counts[c]} clicks)" for c in user.planted)
         say(f"    planted interests: {planted}")
     expected = set(user.planted) if user.planted is not None else {c for c, _ in user.window}
     for j, interest in enumerate(user.interests, start=1):
+        if interest.majority in (None, NO_CATEGORY):
+            # No categories in this log: name the interest by its top items instead.
+            top = "; ".join(items.describe(i) for i in interest.items[:3])
+            say(f"    interest {j}: top items {top}")
+            continue
         top = ", ".join(f"{c} ×{n}" for c, n in interest.categories[:3])
         if user.planted is not None:
             verdict = f"= planted {interest.majority}" if interest.majority in expected else "-"
         else:
             verdict = "in window" if interest.majority in expected else "not in window"
         nearest = ""
-        if interest.closest is not None and interest.cosine is not None:
+        # On real data categories overlap (first genre, ...): the nearest mean says little.
+        if (
+            user.planted is not None
+            and interest.closest is not None
+            and interest.cosine is not None
+        ):
             nearest = f"nearest mean {interest.closest} (cos {interest.cosine:.2f})"
         say(f"    interest {j}: top-{TOP_ITEMS} items {top:<28} {nearest:<30} {verdict}")
     if user.candidates:

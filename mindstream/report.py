@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mindstream import report_figures as figures
-from mindstream.report_interests import MatchSummary, UserView, window_overlap
+from mindstream.report_interests import NO_CATEGORY, MatchSummary, UserView, window_overlap
 from mindstream.report_results import (
     Measurements,
     find_evaluations,
@@ -245,10 +245,12 @@ def interests_section(
             f"{summary.recovered_all}/{summary.planted_all} ({summary.share_all:.0%}); a random "
             f"non-planted category: {summary.chance:.0%}.</p>"
         )
+    elif math.isnan(overlap := window_overlap(users)):
+        parts.append("<p>This log names no item categories: interests are shown by items.</p>")
     else:
         parts.append(
             f"<p>Interests whose majority category occurs in the user's window: "
-            f"{window_overlap(users):.0%} over {len(users)} users.</p>"
+            f"{overlap:.0%} over {len(users)} users.</p>"
         )
     rows = []
     for user in shown:
@@ -272,7 +274,11 @@ def interests_section(
             cells = [
                 *lead,
                 str(j + 1),
-                _esc(", ".join(f"{c} ×{n}" for c, n in interest.categories[:4])),
+                _esc(
+                    ", ".join(interest.items[:4])
+                    if interest.majority == NO_CATEGORY
+                    else ", ".join(f"{c} ×{n}" for c, n in interest.categories[:4])
+                ),
                 closest,
                 f"<span class={'ok' if hit else 'miss'}>{word if hit else '-'}</span>",
             ]

@@ -24,6 +24,7 @@ TOP_ITEMS = 20
 # not expected to own an interest (one or two clicks do not make a cluster).
 MIN_PLANTED_BEHAVIOURS = 5
 NO_CATEGORY = "(none)"
+ITEMS_KEPT = 5  # top items kept per interest, to name them when there are no categories
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class InterestView:
     categories: list[tuple[str, int]]
     closest: str | None = None  # nearest category mean embedding (cosine), when computed
     cosine: float | None = None
+    items: list[str] = field(default_factory=list)  # its first few top items (producer ids)
 
     @property
     def majority(self) -> str | None:
@@ -43,6 +45,7 @@ class InterestView:
             "categories": [[c, n] for c, n in self.categories],
             "closest": self.closest,
             "cosine": None if self.cosine is None else round(self.cosine, 4),
+            "items": list(self.items),
         }
 
     @classmethod
@@ -51,6 +54,7 @@ class InterestView:
             [(str(c), int(n)) for c, n in data.get("categories", [])],
             data.get("closest"),
             data.get("cosine"),
+            [str(i) for i in data.get("items", [])],
         )
 
 
@@ -131,9 +135,11 @@ def view_interests(
     *,
     means: tuple[list[str], np.ndarray] | None = None,
     top: int = TOP_ITEMS,
+    row_items: Sequence[str] | None = None,
 ) -> list[InterestView]:
     """What each row of ``vectors`` (``[k, d]``) captures; ``means`` from :func:`category_means`
-    adds the nearest category mean by cosine."""
+    adds the nearest category mean by cosine; ``row_items`` (the producer id of each row) adds
+    the first ``ITEMS_KEPT`` top items."""
     if len(vectors) == 0:
         return []
     rows = top_rows(vectors, item_embeddings, top)
@@ -146,7 +152,8 @@ def view_interests(
             best = int(np.argmax(cosines))
             closest, cosine = means[0][best], float(cosines[best])
         categories = count_categories([row_categories[r] for r in rows[j]])
-        views.append(InterestView(categories, closest, cosine))
+        items = [] if row_items is None else [row_items[r] for r in rows[j][:ITEMS_KEPT]]
+        views.append(InterestView(categories, closest, cosine, items))
     return views
 
 
@@ -216,12 +223,13 @@ def match_planted(
 
 def window_overlap(users: Sequence[UserView]) -> float:
     """Share of interests whose majority category occurs in the user's own window (real data:
-    no planted truth, so this says whether interests follow what the user did)."""
+    no planted truth, so this says whether interests follow what the user did); NaN when no
+    interest has a named majority category."""
     hits = total = 0
     for user in users:
         seen = {c for c, _ in user.window}
         for interest in user.interests:
-            if interest.majority is not None:
+            if interest.majority not in (None, NO_CATEGORY):
                 total += 1
                 hits += interest.majority in seen
     return hits / total if total else float("nan")
@@ -277,7 +285,14 @@ def user_views(
             UserView(
                 user_id,
                 count_categories([categories.get(item) for item in windows[u]]),
-                view_interests(vectors[u], item_embeddings, row_categories, means=means, top=top),
+                view_interests(
+                    vectors[u],
+                    item_embeddings,
+                    row_categories,
+                    means=means,
+                    top=top,
+                    row_items=item_ids,
+                ),
                 None if planted is None else planted[u],
                 [] if candidates is None else candidates[u],
             )
