@@ -152,18 +152,24 @@ def freshness_section(found: Measurements, out_dir: Path) -> Section:
             "<code>mindstream_stream_freshness_seconds</code> histogram)"
         )
         return section
-    figure = figures.freshness_figure(found.freshness, out_dir / "freshness.png")
-    section.figures.append((figure, "Distribution of freshness (log scale where samples)."))
+    plottable = [e for e in found.freshness if "samples_ms" in e or "buckets_s" in e]
+    if plottable:
+        figure = figures.freshness_figure(plottable, out_dir / "freshness.png")
+        section.figures.append((figure, "Distribution of freshness (log scale where samples)."))
     rows = []
     for entry in found.freshness:
+        count: Any
         if "samples_ms" in entry:
             stats = percentiles(entry["samples_ms"])
             p50, p95, p99 = stats.get("p50_ms"), stats.get("p95_ms"), stats.get("p99_ms")
-            count: Any = stats.get("count", 0)
-        else:
+            count = stats.get("count", 0)
+        elif "buckets_s" in entry:
             b, c = entry["buckets_s"], entry["counts"]
             p50, p95, p99 = (histogram_quantile(b, c, q) * 1000 for q in (0.5, 0.95, 0.99))
             count = int(sum(c))
+        else:
+            p50, p95, p99 = entry.get("p50_ms"), entry.get("p95_ms"), entry.get("p99_ms")
+            count = entry.get("count")
         rows.append([entry["name"], entry.get("source"), count, p50, p95, p99])
     section.body = _table(["measurement", "source", "count", "p50 ms", "p95 ms", "p99 ms"], rows)
     return section

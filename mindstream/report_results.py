@@ -7,7 +7,8 @@ Two kinds of input, both found by walking a results folder (default ``results/``
   ``models``;
 * measurements: any ``*.json`` in the format below (``"format": "mindstream.results/1"``), as
   written by ``mindstream demo`` and by benchmarks through :func:`write_results`; and the native
-  output of ``mindstream bench recall --json`` (recognised by ``catalogues``), converted here.
+  output of ``mindstream bench recall --json`` (recognised by ``catalogues``) and of
+  ``mindstream bench stream --json`` (recognised by ``phases`` and ``setup``), converted here.
 
 The measurement format (every list optional)::
 
@@ -20,14 +21,16 @@ The measurement format (every list optional)::
       "latency": [{"name": "...", "p50_ms": 2.1, "p95_ms": 4.0, "p99_ms": 7.9,
                    "mean_ms": 2.4, "count": 500}],
       "freshness": [{"name": "...", "samples_ms": [12.0, 15.5, ...]},
-                    {"name": "...", "buckets_s": [0.005, 0.01, ...], "counts": [3, 10, ...]}],
+                    {"name": "...", "buckets_s": [0.005, 0.01, ...], "counts": [3, 10, ...]},
+                    {"name": "...", "p50_ms": 40.0, "p95_ms": 90.0, "p99_ms": 150.0}],
       "interests": [<UserView JSON, see mindstream.report_interests>],
       "interest_match": {<MatchSummary JSON>},
       "notes": ["..."]
     }
 
-``freshness`` entries hold raw samples (milliseconds) or a histogram: ``counts[i]`` events took
-at most ``buckets_s[i]`` seconds and more than the bucket before (not cumulative).
+``freshness`` entries hold raw samples (milliseconds), a histogram (``counts[i]`` events took
+at most ``buckets_s[i]`` seconds and more than the bucket before, not cumulative) or only
+quantiles (shown in the table, not in the figure).
 """
 
 from __future__ import annotations
@@ -157,6 +160,8 @@ def find_measurements(results_dir: Path) -> Measurements:
             newest.setdefault(str(data.get("source", path.stem)), (path, data))
         elif "catalogues" in data and isinstance(data["catalogues"], list):
             newest.setdefault("bench recall", (path, from_recall_bench(data)))
+        elif isinstance(data.get("phases"), dict) and "setup" in data:
+            newest.setdefault("bench stream", (path, from_stream_bench(data)))
     for source, (path, data) in sorted(newest.items()):
         found.files.append(path)
         for section in ("throughput", "latency", "freshness"):
@@ -186,3 +191,32 @@ def from_recall_bench(data: Mapping[str, Any]) -> dict[str, Any]:
                 entry["name"] = f"{prefix} {name} ({size}, {index})"
                 latency.append(entry)
     return {"format": FORMAT, "source": "bench recall", "latency": latency}
+
+
+def from_stream_bench(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``mindstream bench stream --json`` output as a results document: each phase's events/s,
+    and the freshness quantiles of the sustained-rate phase."""
+    throughput, freshness = [], []
+    for name, phase in data.get("phases", {}).items():
+        if not isinstance(phase, dict):
+            continue
+        rate = phase.get("sustained_events_per_s", phase.get("events_per_s"))
+        if isinstance(rate, int | float):
+            entry = {"name": str(name), "events_per_s": float(rate)}
+            if isinstance(phase.get("events"), int):
+                entry["events"] = phase["events"]
+            seconds = phase.get("seconds", phase.get("caught_up_seconds"))
+            if isinstance(seconds, int | float):
+                entry["seconds"] = seconds
+            throughput.append(entry)
+        quantiles = phase.get("freshness")
+        if isinstance(quantiles, dict) and quantiles:
+            offered = phase.get("offered_events_per_s")
+            label = f"{name} at {offered} events/s" if offered else str(name)
+            freshness.append({"name": f"{label}: Redis write - Kafka record time", **quantiles})
+    return {
+        "format": FORMAT,
+        "source": "bench stream",
+        "throughput": throughput,
+        "freshness": freshness,
+    }

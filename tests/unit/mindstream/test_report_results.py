@@ -96,3 +96,41 @@ def test_write_results_refuses_other_formats(tmp_path):
     with pytest.raises(ValueError):
         write_results(tmp_path / "x.json", {"format": "nope"})
     assert new_results("demo")["format"] == FORMAT
+
+
+def test_stream_bench_output_is_read_as_throughput_and_freshness(tmp_path):
+    (tmp_path / "stream.json").write_text(
+        json.dumps(
+            {
+                "machine": {},
+                "setup": {"events": 1000},
+                "phases": {
+                    "publish (kafka-python)": {
+                        "events": 1000,
+                        "seconds": 0.5,
+                        "events_per_s": 2000,
+                    },
+                    "worker, sustained": {
+                        "offered_events_per_s": 500,
+                        "sustained_events_per_s": 480,
+                        "freshness": {"p50_ms": 40.0, "p95_ms": 90.0, "p99_ms": 120.0},
+                    },
+                    "broken": "not a phase",
+                },
+            }
+        )
+    )
+    found = find_measurements(tmp_path)
+    assert [(e["name"], e["events_per_s"]) for e in found.throughput] == [
+        ("publish (kafka-python)", 2000.0),
+        ("worker, sustained", 480.0),
+    ]
+    assert found.freshness == [
+        {
+            "name": "worker, sustained at 500 events/s: Redis write - Kafka record time",
+            "p50_ms": 40.0,
+            "p95_ms": 90.0,
+            "p99_ms": 120.0,
+            "source": "bench stream",
+        }
+    ]
