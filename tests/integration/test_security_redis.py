@@ -11,10 +11,12 @@ clear :class:`RedisConfigError` that never echoes the password.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,11 +46,12 @@ USER = "mind"
 PASSWORD = "s3cret-pw"
 PREFIX = "acl-test:"
 NO_RETRY = Retry(NoBackoff(), 0)
+TlsRedis = tuple[ServiceRecord, dict[str, Path]]
 # What a mindstream process needs: its own keys only, no admin or dangerous commands.
 ACL_RULES = ["on", f">{PASSWORD}", f"~{PREFIX}*", "+@all", "-@admin", "-@dangerous"]
 
 
-def _alive_probe(check) -> object:
+def _alive_probe(check: Callable[[str, int], object]) -> Callable[[str, int], bool]:
     def probe(host: str, port: int) -> bool:
         if not accepts_connections(host, port):
             return False
@@ -97,8 +100,8 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _settings(url: str, **tls: str) -> Settings:
-    settings = Settings(redis_url=url, redis_prefix=PREFIX, **tls)
+def _settings(url: str, **tls: Any) -> Settings:
+    settings = dataclasses.replace(Settings(redis_url=url, redis_prefix=PREFIX), **tls)
     settings.validate()
     return settings
 
@@ -146,7 +149,7 @@ def test_acl_user_from_the_url_authenticates_and_writes_records(acl_redis: Servi
         try:
             return await aclient.acl_whoami()
         finally:
-            await aclient.aclose()
+            await aclient.aclose()  # type: ignore[attr-defined]  # stubs predate redis 5
 
     assert _text(asyncio.run(ping_async())) == USER
 
@@ -225,7 +228,7 @@ def _certificates(root: Path) -> dict[str, Path]:
 
 
 @pytest.fixture
-def tls_redis(tmp_path: Path) -> Iterator[tuple[ServiceRecord, dict[str, Path]]]:
+def tls_redis(tmp_path: Path) -> Iterator[TlsRedis]:
     """redis-server on a TLS-only port, client certificates required, ACL user as above."""
     if shutil.which("openssl") is None:
         pytest.skip("the openssl command is not installed: cannot make test certificates")
@@ -278,7 +281,7 @@ def tls_redis(tmp_path: Path) -> Iterator[tuple[ServiceRecord, dict[str, Path]]]
         processes.stop(record.process, timeout_s=5.0)
 
 
-def test_tls_with_ca_and_client_certificate(tls_redis) -> None:
+def test_tls_with_ca_and_client_certificate(tls_redis: TlsRedis) -> None:
     record, certs = tls_redis
     url = f"rediss://{USER}:{PASSWORD}@{LOOPBACK}:{record.port}/0"
     settings = _settings(
@@ -298,7 +301,7 @@ def test_tls_with_ca_and_client_certificate(tls_redis) -> None:
         client.close()
 
 
-def test_tls_misconfigurations_fail_clearly(tls_redis) -> None:
+def test_tls_misconfigurations_fail_clearly(tls_redis: TlsRedis) -> None:
     record, certs = tls_redis
     tls_url = f"rediss://{USER}:{PASSWORD}@{LOOPBACK}:{record.port}/0"
     client_cert = {
