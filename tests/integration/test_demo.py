@@ -161,3 +161,33 @@ def test_interrupted_demo_stops_everything_it_started(tmp_path, sig):
     assert all(gone(pid) for pid in pids.values()), pids
     assert "stopping everything the demo started" in output
     assert not (tmp_path / "work" / "pids.json").exists()
+
+
+TAOBAO_SAMPLE = REPO.parent / "shared" / "data" / "taobao-userbehavior-10k"
+
+
+@pytest.mark.data
+def test_demo_on_the_taobao_sample_serves_every_user(tmp_path):
+    if not (TAOBAO_SAMPLE / "UserBehavior.csv").is_file():
+        pytest.skip(f"no Taobao sample at {TAOBAO_SAMPLE}")
+    command = [a for a in demo_command(tmp_path) if a != "--quick"]
+    command += ["--data", str(TAOBAO_SAMPLE), "--rate", "0", "--epochs", "1", "--show", "1"]
+    done = subprocess.run(
+        command,
+        cwd=REPO,
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=420,
+        check=False,
+    )
+    output = done.stdout
+    assert done.returncode == 0, output[-4000:] + done.stderr[-4000:]
+    assert "sent 10000, acknowledged 10000, failed 0" in output
+    assert "10,000/10,000 clicks applied for 114 users" in output
+    assert "recall: candidates for 114/114 users" in output
+    # Real behaviour types and categories: the shown user's window is named by category ids.
+    assert re.search(r"clicks in the window: \d+ ×\d+", output), output[-3000:]
+    assert re.search(r"recalled: \d+ \(category \d+\)", output), output[-3000:]
+    pids = pids_in(output)
+    assert len(pids) == 4 and all(gone(pid) for pid in pids.values())
