@@ -9,7 +9,7 @@ from typing import Any
 from prometheus_client import generate_latest
 
 from stream.app import app, settings
-from stream.runtime import KafkaOutbox, Runtime, TableWindowStore, exit_without_commit
+from stream.runtime import KafkaOutbox, Runtime, exit_without_commit
 from stream.tables import windows
 from stream.topics import clicks_in, dead_letters, rekey_out
 
@@ -34,7 +34,7 @@ async def get_runtime() -> Runtime:
             _runtime = await Runtime.start(
                 settings,
                 n,
-                TableWindowStore(windows),
+                windows,
                 KafkaOutbox(dead_letters, rekey_out),
                 stopping=lambda: app.should_stop,
             )

@@ -62,7 +62,11 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
     loop = args.loop or ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
     web = ["--without-web"] if args.without_web else ["--web-port", str(settings.worker_web_port)]
-    sys.argv = ["mindstream stream", "-L", loop, "worker", "-l", settings.log_level.lower(), *web]
+    # Faust's CLI names two levels its own way.
+    level = {"warning": "warn", "critical": "crit"}.get(
+        settings.log_level.lower(), settings.log_level.lower()
+    )
+    sys.argv = ["mindstream stream", "-L", loop, "worker", "-l", level, *web]
     app.main()
     return 0
 

@@ -52,6 +52,15 @@ REDIS_LATENCY = Histogram(
 REDIS_FAILURES = Counter(
     "mindstream_stream_redis_write_failures_total", "Failed Redis pipeline attempts (retried)."
 )
+CHANGELOG_LATENCY = Histogram(
+    "mindstream_stream_changelog_write_seconds",
+    "Window changelog produce time per micro-batch, until acknowledged (successful attempt).",
+    buckets=_LATENCY_BUCKETS,
+)
+CHANGELOG_FAILURES = Counter(
+    "mindstream_stream_changelog_write_failures_total",
+    "Failed window changelog produce attempts (retried).",
+)
 RECORDS_WRITTEN = Counter(
     "mindstream_stream_records_written_total",
     "Interest records written, by outcome (written, or kept because Redis held newer input).",

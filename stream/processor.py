@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from redis.exceptions import RedisError
 
@@ -28,7 +28,7 @@ from mindstream.settings import Settings
 from stream import metrics
 from stream.deadletter import DeadLetter
 from stream.events import decode_event
-from stream.exceptions import BadEvent, StreamError
+from stream.exceptions import BadEvent, StoreUnavailable, StreamError
 from stream.record import InterestRecord
 from stream.rekey import origin_headers, parse_origin, rekey_topic_name, user_partition
 from stream.tower import UserTower
@@ -37,6 +37,11 @@ from stream.window import Behaviour, BehaviourWindow, apply_events, decode_windo
 logger = logging.getLogger(__name__)
 
 RETRY_FIRST_S = 0.05
+T = TypeVar("T")
+_TARGET_METRICS = {
+    "redis": (metrics.REDIS_FAILURES, metrics.REDIS_LATENCY),
+    "changelog": (metrics.CHANGELOG_FAILURES, metrics.CHANGELOG_LATENCY),
+}
 REKEYED = "+rekey"
 # decoded windows kept between batches (LRU, by user key)
 WINDOW_CACHE_SIZE = 100_000
@@ -88,6 +93,9 @@ class WindowStore(Protocol):
 
     def set(self, key: bytes, value: bytes, message: SourceMessage) -> None:
         """Store a window; ``message`` is the user's latest record (its partition owns the key)."""
+
+    async def flush(self) -> None:
+        """Make the windows set since the last flush durable (raise StoreUnavailable if not)."""
 
 
 class Outbox(Protocol):
@@ -178,7 +186,7 @@ class BatchProcessor:
         self.run_tower = run_tower or _tower_inline
         self.window_cache_size = window_cache_size
         self._decoded: OrderedDict[bytes, tuple[bytes, BehaviourWindow]] = OrderedDict()
-        self.redis_failing_since: float | None = None
+        self.failing_since: dict[str, float] = {}
         self.last_batch_at: float | None = None
         self.batches = 0
 
@@ -278,6 +286,9 @@ class BatchProcessor:
             outcome.replayed += len(batch.behaviours) - applied
             windows.append(window)
 
+        # The changelog goes out while the tower runs and Redis is written; both must be
+        # acknowledged before this batch is.
+        changelog = asyncio.ensure_future(self._retry("changelog", self.store.flush, messages))
         started = time.perf_counter()
         interests = await self.run_tower(tower, [w.items for w in windows])
         metrics.TOWER_LATENCY.observe(time.perf_counter() - started)
@@ -300,7 +311,12 @@ class BatchProcessor:
                     items=window.items,
                 )
             )
-        written = await self._write(records, messages)
+        try:
+            written = await self._retry("redis", lambda: self.writer(records), messages)
+        finally:
+            if not changelog.done():
+                await asyncio.wait({changelog})
+        changelog.result()  # re-raises FatalBatchError
         outcome.users = len(records)
         outcome.written = sum(written)
         outcome.kept_newer = len(written) - outcome.written
@@ -387,9 +403,12 @@ class BatchProcessor:
             )
         )
 
-    async def _write(
-        self, records: list[InterestRecord], messages: Sequence[SourceMessage]
-    ) -> list[bool]:
+    async def _retry(
+        self, target: str, operation: Callable[[], Awaitable[T]], messages: Sequence[SourceMessage]
+    ) -> T:
+        """Run ``operation`` until it succeeds (backoff doubling to retry_max_s); while the
+        worker is stopping, give up after shutdown_grace_s with FatalBatchError."""
+        failures, latency = _TARGET_METRICS[target]
         delay = RETRY_FIRST_S
         stop_seen: float | None = None
         attempt = 0
@@ -397,15 +416,14 @@ class BatchProcessor:
             attempt += 1
             started = time.perf_counter()
             try:
-                written = await self.writer(records)
-            except (TimeoutError, RedisError, OSError) as exc:
-                metrics.REDIS_FAILURES.inc()
-                if self.redis_failing_since is None:
-                    self.redis_failing_since = time.time()
+                result = await operation()
+            except (TimeoutError, RedisError, OSError, StoreUnavailable) as exc:
+                failures.inc()
+                self.failing_since.setdefault(target, time.time())
                 logger.warning(
-                    "redis write failed attempt=%d users=%d batch=%s retry_in_s=%.2f error=%r",
+                    "%s write failed attempt=%d batch=%s retry_in_s=%.2f error=%r",
+                    target,
                     attempt,
-                    len(records),
                     span(messages),
                     delay,
                     exc,
@@ -414,21 +432,26 @@ class BatchProcessor:
                     stop_seen = stop_seen if stop_seen is not None else time.monotonic()
                     if time.monotonic() - stop_seen >= self.config.shutdown_grace_s:
                         raise FatalBatchError(
-                            f"stopping while Redis writes keep failing; batch {span(messages)} "
-                            "is not written and must not be committed"
+                            f"stopping while {target} writes keep failing; batch "
+                            f"{span(messages)} is not written and must not be committed"
                         ) from exc
                 await self.sleep(delay)
                 delay = min(delay * 2, self.config.retry_max_s)
                 continue
-            metrics.REDIS_LATENCY.observe(time.perf_counter() - started)
-            if self.redis_failing_since is not None:
+            latency.observe(time.perf_counter() - started)
+            since = self.failing_since.pop(target, None)
+            if since is not None:
                 logger.info(
-                    "redis write recovered after_s=%.1f attempts=%d",
-                    time.time() - self.redis_failing_since,
+                    "%s write recovered after_s=%.1f attempts=%d",
+                    target,
+                    time.time() - since,
                     attempt,
                 )
-                self.redis_failing_since = None
-            return written
+            return result
+
+    @property
+    def redis_failing_since(self) -> float | None:
+        return self.failing_since.get("redis")
 
 
 async def _tower_inline(tower: UserTower, windows: list[tuple[str, ...]]) -> list[Any]:

@@ -19,12 +19,17 @@ from typing import Any
 
 import faust.streams
 import redis.asyncio
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from faust.types import TP
 
+from infra.kafka_config import aiokafka_producer_kwargs
 from mindstream.settings import Settings
 from model_export.exceptions import BundleError
 from stream import metrics
+from stream.changelog import MAX_BATCH_BYTES, ChangelogRecord, ChangelogWriter
 from stream.deadletter import DeadLetter
-from stream.exceptions import TowerError
+from stream.exceptions import StoreUnavailable, TowerError
 from stream.processor import BatchProcessor, FatalBatchError, ProcessorConfig, SourceMessage, span
 from stream.record import write_records_async
 from stream.tower import UserTower
@@ -54,11 +59,14 @@ class _EventRef:
 
 
 class TableWindowStore:
-    """The window table, written as Faust writes it from a stream: the changelog partition is
-    the partition of the user's event (take() bodies have no current event, so set it)."""
+    """The window table: its store is written directly (with the user's event as Faust's
+    current event, which a RocksDB store needs for the partition), and the changelog records
+    of a batch are produced together by :meth:`flush` (see ``stream.changelog``)."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, writer: ChangelogWriter) -> None:
         self.table = table
+        self.writer = writer
+        self.pending: list[ChangelogRecord] = []
 
     def get(self, key: bytes) -> bytes | None:
         value = self.table.get(key)
@@ -68,9 +76,19 @@ class TableWindowStore:
         ref = _EventRef(message)
         token = faust.streams._current_event.set(weakref.ref(ref))  # type: ignore[arg-type]
         try:
-            self.table[key] = value
+            self.table.data[key] = value
         finally:
             faust.streams._current_event.reset(token)
+        self.pending.append((message.partition, key, value))
+
+    async def flush(self) -> None:
+        if not self.pending:
+            return
+        try:
+            await self.writer.write(self.pending)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"window changelog write failed: {exc!r}") from exc
+        self.pending = []
 
 
 class KafkaOutbox:
@@ -107,6 +125,7 @@ class Runtime:
         self.redis = redis_client
         self.bundle_link = Path(settings.bundle_path)
         self._rejected: Path | None = None
+        self.changelog_producer: AIOKafkaProducer | None = None
         self.processor = BatchProcessor(
             processor_config,
             self,
@@ -119,9 +138,31 @@ class Runtime:
 
     @classmethod
     async def start(
-        cls, settings: Settings, n_partitions: int, store: Any, outbox: Any, stopping: Any
+        cls, settings: Settings, n_partitions: int, table: Any, outbox: Any, stopping: Any
     ) -> Runtime:
         loop = asyncio.get_running_loop()
+        producer = AIOKafkaProducer(
+            **{
+                **aiokafka_producer_kwargs(settings, client_id=f"{settings.app_id}-changelog"),
+                # batches are composed explicitly (stream.changelog), so the profile's one
+                # record per batch does not apply; durability as Faust's own producer
+                "max_batch_size": MAX_BATCH_BYTES,
+                "acks": "all",
+            }
+        )
+        await producer.start()
+        topic = table.changelog_topic.get_topic_name()
+
+        def persisted(partition: int, offset: int) -> None:
+            table.data.set_persisted_offset(TP(topic, partition), offset)
+
+        writer = ChangelogWriter(
+            producer,
+            topic,
+            single_record_tail=settings.profile.single_record_tail_batch,
+            on_persisted=persisted,
+        )
+        store = TableWindowStore(table, writer)
         tower = await loop.run_in_executor(
             None,
             functools.partial(
@@ -145,7 +186,9 @@ class Runtime:
             settings.batch_deadline_ms,
             config.rekey_topic,
         )
-        return cls(settings, tower, client, config, store, outbox, stopping)
+        runtime = cls(settings, tower, client, config, store, outbox, stopping)
+        runtime.changelog_producer = producer
+        return runtime
 
     async def run_batch(self, messages: list[SourceMessage]) -> None:
         """Process a batch to the end; if that is impossible, exit without acknowledging it."""
@@ -208,8 +251,7 @@ class Runtime:
     def health(self) -> tuple[bool, dict[str, Any]]:
         p = self.processor
         now = time.time()
-        failing = p.redis_failing_since
-        healthy = failing is None
+        healthy = not p.failing_since
         return healthy, {
             "status": "ok" if healthy else "degraded",
             "bundle": self.tower.version,
@@ -218,8 +260,10 @@ class Runtime:
             "last_batch_age_s": None
             if p.last_batch_at is None
             else round(now - p.last_batch_at, 3),
-            "redis_failing_for_s": None if failing is None else round(now - failing, 3),
+            "failing_for_s": {name: round(now - t, 3) for name, t in p.failing_since.items()},
         }
 
     async def close(self) -> None:
         await self.redis.aclose()  # type: ignore[attr-defined]  # stubs predate redis 5
+        if self.changelog_producer is not None:
+            await self.changelog_producer.stop()

@@ -152,8 +152,11 @@ def _wait_for(
             pytest.fail(f"worker exited with {worker.returncode}:\n{worker.log_tail()}")
         time.sleep(0.2)
     tail = worker.log_tail() if worker is not None else ""
+    got = dict(zip(users, read_many(client, settings.redis_prefix, users), strict=True))
+    detail = [(u, got[u].seq if got[u] else None, expected[u][1]) for u in behind[:5]]
     pytest.fail(
-        f"{len(behind)} users not caught up after {timeout_s:.0f} s, e.g. {behind[:5]}\n{tail}"
+        f"{len(behind)} users not caught up after {timeout_s:.0f} s; (user, seq, expected): "
+        f"{detail}\n{tail}"
     )
 
 

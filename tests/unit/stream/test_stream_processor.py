@@ -14,6 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from stream.deadletter import DeadLetter
 from stream.events import encode_event
+from stream.exceptions import StoreUnavailable
 from stream.processor import BatchProcessor, FatalBatchError, ProcessorConfig
 from stream.record import InterestRecord
 from stream.rekey import H_ORIGIN, origin_headers, parse_origin, user_partition
@@ -53,9 +54,21 @@ class Store:
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
 
+    fail: int = 0  # flushes that fail before one succeeds
+    flushed: list[list[bytes]] = field(default_factory=list)
+    pending: list[bytes] = field(default_factory=list)
+
     def set(self, key: bytes, value: bytes, message: Any) -> None:
         self.data[key] = value
         self.partitions[key] = message.partition
+        self.pending.append(key)
+
+    async def flush(self) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise StoreUnavailable("broker is down")
+        self.flushed.append(self.pending)
+        self.pending = []
 
 
 @dataclass
@@ -258,3 +271,15 @@ def test_the_table_wins_over_the_decoded_window_cache(tiny_bundle: Path) -> None
     run(p.process([click("ann", "i9", T0 + 2, 3)]))
     assert decode_window(store.data[b"ann"]).items == ("i7", "i8", "i9")
     assert redis.records["ann"].seq == 3
+
+
+def test_changelog_outage_is_retried_and_fatal_only_when_stopping(tiny_bundle: Path) -> None:
+    p, store, _, _ = make(tiny_bundle)
+    store.fail = 2
+    outcome = run(p.process([click("ann", "i1", T0, 1), click("bob", "i2", T0, 2)]))
+    assert outcome.written == 2 and store.flushed == [[b"ann", b"bob"]]
+    assert p.sleeps == [0.05, 0.1] and not p.failing_since
+    stopping, store2, _, _ = make(tiny_bundle, stopping=lambda: True)
+    store2.fail = 100
+    with pytest.raises(FatalBatchError, match="changelog"):
+        run(stopping.process([click("ann", "i1", T0, 1)]))

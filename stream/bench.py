@@ -1,0 +1,451 @@
+"""``mindstream bench stream``: the stream worker under load, next to two references.
+
+All on one broker and one Redis (local throw-away ones by default), in one run:
+
+1. publish a backlog of ``--events`` synthetic clicks over ``--users`` users (kafka-python, the
+   broker profile's producer settings): the bare producer rate;
+2. drain it with a bare aiokafka consumer that JSON-decodes each value: the consumer ceiling;
+3. drain it with a Faust agent that only counts: Faust's own per-event ceiling;
+4. drain it with the real worker (``python -m stream worker``): capacity in events/s and users
+   recomputed/s;
+5. offer ``--rate`` events/s for ``--duration`` s to a fresh worker and read the end-to-end
+   freshness (Redis write time minus the Kafka record timestamp) p50/p95/p99 from its
+   ``/metrics`` histogram, and the events/s it sustained.
+
+Without ``--bundle`` (and no bundle at ``MINDSTREAM_BUNDLE``) a small MIND bundle is trained
+first with ``mindstream train`` (d=64, K=4, L=50; random-ish weights do not change the cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import logging
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from infra.kafka_config import aiokafka_consumer_kwargs, kafka_python_producer_kwargs
+from infra.ports import free_port
+from infra.topics import delete_topics, ensure_topics
+from mindstream.errors import MindstreamError
+from mindstream.settings import Settings, known_env
+from stream.events import encode_event, event_key
+from stream.harness import WorkerProcess, publish
+
+logger = logging.getLogger(__name__)
+
+ITEMS = 5000
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mindstream bench stream", description=__doc__)
+    p.add_argument("--events", type=int, default=200_000, help="backlog size (default 200000)")
+    p.add_argument("--users", type=int, default=20_000, help="distinct users (default 20000)")
+    p.add_argument("--partitions", type=int, default=8, help="clicks topic partitions")
+    p.add_argument("--rate", type=int, default=5000, help="offered events/s in the sustained run")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of the sustained run")
+    p.add_argument("--batch-size", type=int, default=None, help="MINDSTREAM_BATCH_SIZE")
+    p.add_argument("--deadline-ms", type=int, default=None, help="MINDSTREAM_BATCH_DEADLINE_MS")
+    p.add_argument(
+        "--services",
+        choices=("local", "env"),
+        default="local",
+        help="local: start a throw-away Tansu broker and redis-server (default); env: use "
+        "KAFKA_BOOTSTRAP_SERVERS / REDIS_URL",
+    )
+    p.add_argument("--bundle", type=Path, default=None, help="bundle to serve (default: train)")
+    p.add_argument("--skip", default="", help="comma list of phases to skip: noop,bare,drain,rate")
+    p.add_argument("--work-dir", type=Path, default=None, help="logs and the trained bundle")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    return p
+
+
+@dataclasses.dataclass
+class Results:
+    machine: dict[str, Any]
+    setup: dict[str, Any]
+    phases: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def clicks(
+    n: int, users: int, items: Sequence[str], seed: int, now_ms: int
+) -> list[tuple[bytes, bytes]]:
+    """Keyed click records: users uniform, items Zipf-like, event times one ms apart."""
+    rng = random.Random(seed)
+    weights = [1.0 / (r + 1) ** 0.8 for r in range(len(items))]
+    picks = rng.choices(items, weights=weights, k=n)
+    out = []
+    for i, item in enumerate(picks):
+        user = f"u{rng.randrange(users)}"
+        out.append((event_key(user), encode_event(user, item, now_ms - n + i, now_ms=now_ms)))
+    return out
+
+
+@contextlib.contextmanager
+def services(kind: str, settings: Settings, root: Path) -> Iterator[Settings]:
+    if kind == "env":
+        yield settings
+        return
+    from infra.testing import Source, provide
+
+    with provide(Source.LOCAL, os.environ, local_root=root) as endpoints:
+        yield endpoints.apply(settings)
+
+
+def ensure_bundle(args: argparse.Namespace, settings: Settings, work: Path) -> Path:
+    if args.bundle is not None:
+        return Path(args.bundle)
+    if (Path(settings.bundle_path) / "manifest.json").is_file():
+        return Path(settings.bundle_path)
+    out = work / "bundles"
+    if not (out / "current").exists():
+        logger.info("training a small bundle for the benchmark in %s", out)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mindstream",
+                "train",
+                *("--synthetic-users", "500", "--synthetic-items", str(ITEMS)),
+                *("--max-steps", "3", "--epochs", "1", "--valid-users", "50"),
+                *("--dim", "64", "--k", "4", "--max-len", "50"),
+                *("--bundles", str(out), "--run-dir", str(work / "run")),
+            ],
+            check=True,
+            env={k: v for k, v in os.environ.items() if k not in known_env()},
+        )
+    return out / "current"
+
+
+def bare_aiokafka(settings: Settings, topic: str, n: int) -> dict[str, Any]:
+    """Drain ``n`` records with a bare aiokafka consumer, JSON-decoding each value."""
+    from aiokafka import AIOKafkaConsumer
+
+    async def drain() -> float:
+        consumer = AIOKafkaConsumer(
+            topic,
+            **aiokafka_consumer_kwargs(settings, group_id=f"bench-bare-{uuid.uuid4().hex[:8]}"),
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            count, started = 0, None
+            while count < n:
+                batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+                for records in batches.values():
+                    if started is None:
+                        started = time.perf_counter()
+                    for record in records:
+                        json.loads(record.value)
+                    count += len(records)
+            return time.perf_counter() - (started or time.perf_counter())
+        finally:
+            await consumer.stop()
+
+    elapsed = asyncio.run(drain())
+    return {"events": n, "seconds": round(elapsed, 2), "events_per_s": round(n / elapsed)}
+
+
+def noop_faust(settings: Settings, topic: str, n: int, work: Path) -> dict[str, Any]:
+    """A Faust agent that only counts, in a child process on the same settings."""
+    out = work / f"noop-{uuid.uuid4().hex[:6]}.json"
+    noop_settings = dataclasses.replace(
+        settings, app_id=f"bench-noop-{uuid.uuid4().hex[:8]}", data_dir=str(work)
+    )
+    env = {k: v for k, v in os.environ.items() if k not in known_env()}
+    env.update(noop_settings.as_env())
+    with (work / "noop-faust.log").open("ab") as log:
+        subprocess.run(
+            [sys.executable, "-m", "stream.bench", "noop-faust", topic, str(n), str(out)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=1800,
+            check=True,
+        )
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def _noop_faust_child(topic_name: str, n: int, out: Path) -> None:
+    import faust
+
+    from stream.config import app_options
+
+    settings = Settings.from_env()
+    options = {**app_options(settings), "web_enabled": False}
+    app = faust.App(settings.app_id, **options)
+    topic = app.topic(topic_name, key_type=bytes, value_type=bytes)
+    state = {"count": 0, "started": 0.0}
+
+    @app.agent(topic)
+    async def count(stream: Any) -> None:
+        async for _ in stream:
+            if state["count"] == 0:
+                state["started"] = time.perf_counter()
+            state["count"] += 1
+            if state["count"] >= n:
+                elapsed = time.perf_counter() - state["started"]
+                out.write_text(
+                    json.dumps(
+                        {
+                            "events": n,
+                            "seconds": round(elapsed, 2),
+                            "events_per_s": round(n / elapsed),
+                        }
+                    )
+                )
+                os._exit(0)
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"  # as the worker's
+    sys.argv = ["bench-noop", "-L", loop, "worker", "-l", "warn", "--without-web"]
+    app.main()
+
+
+def _events_in(metrics: dict[str, float]) -> float:
+    return sum(v for k, v in metrics.items() if k.startswith("mindstream_stream_events_in_total"))
+
+
+def drain_worker(settings: Settings, n: int, work: Path) -> dict[str, Any]:
+    """The real worker draining a backlog of ``n`` events: its capacity."""
+    with WorkerProcess(settings, work / "worker-drain.log") as worker:
+        worker.start()
+        worker.wait_ready(timeout_s=180)
+        started = time.time()
+        while True:
+            metrics = worker.metrics()
+            if _events_in(metrics) >= n:
+                break
+            if not worker.running:
+                raise MindstreamError(f"worker exited:\n{worker.log_tail()}")
+            time.sleep(0.5)
+        elapsed = metrics["mindstream_stream_last_batch_timestamp_seconds"] - started
+        worker.terminate()
+    users = metrics["mindstream_stream_users_recomputed_total"]
+    batches = metrics["mindstream_stream_batch_events_count"]
+    return {
+        "events": n,
+        "seconds": round(elapsed, 2),
+        "events_per_s": round(n / elapsed),
+        "users_recomputed_per_s": round(users / elapsed),
+        "mean_batch_events": round(n / max(batches, 1)),
+        "tower_s": round(metrics["mindstream_stream_tower_seconds_sum"], 2),
+        "redis_s": round(metrics["mindstream_stream_redis_write_seconds_sum"], 2),
+        "worker_cpu_s": round(metrics.get("process_cpu_seconds_total", float("nan")), 1),
+    }
+
+
+def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """Prometheus-style quantile from cumulative (upper bound, count) pairs, linear in a bucket."""
+    total = buckets[-1][1]
+    if total == 0:
+        return float("nan")
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            share = (rank - lower_count) / max(count - lower_count, 1e-12)
+            return lower_bound + (bound - lower_bound) * share
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+def freshness_quantiles(metrics: dict[str, float]) -> dict[str, float]:
+    prefix = 'mindstream_stream_freshness_seconds_bucket{le="'
+    buckets = sorted(
+        (float(key[len(prefix) : -2]), value)
+        for key, value in metrics.items()
+        if key.startswith(prefix)
+    )
+    return {
+        f"p{int(q * 100)}_ms": round(histogram_quantile(q, buckets) * 1000, 1)
+        for q in (0.5, 0.95, 0.99)
+    }
+
+
+def sustained(
+    settings: Settings, records: list[tuple[bytes, bytes]], rate: int, work: Path
+) -> dict[str, Any]:
+    """Offer ``rate`` events/s to a running worker; freshness and the rate it kept up with."""
+    from kafka import KafkaProducer
+
+    with WorkerProcess(settings, work / "worker-rate.log") as worker:
+        worker.start()
+        worker.wait_ready(timeout_s=180)
+        producer = KafkaProducer(**kafka_python_producer_kwargs(settings, client_id="bench-rate"))
+        sent = {"n": 0, "seconds": 0.0}
+
+        def offer() -> None:
+            started = time.perf_counter()
+            slot = 0.01
+            for i, (key, value) in enumerate(records):
+                due = started + i / rate
+                now = time.perf_counter()
+                if due > now + slot:
+                    time.sleep(due - now)
+                producer.send(settings.clicks_topic, key=key, value=value)
+            producer.flush()
+            sent["n"] = len(records)
+            sent["seconds"] = time.perf_counter() - started
+
+        thread = threading.Thread(target=offer, daemon=True)
+        started = time.time()
+        thread.start()
+        thread.join()
+        producer.close()
+        deadline = time.monotonic() + 600
+        while _events_in(metrics := worker.metrics()) < len(records):
+            if time.monotonic() > deadline or not worker.running:
+                raise MindstreamError(f"worker did not catch up:\n{worker.log_tail()}")
+            time.sleep(0.5)
+        caught_up = metrics["mindstream_stream_last_batch_timestamp_seconds"] - started
+        worker.terminate()
+    return {
+        "offered_events_per_s": rate,
+        "published_events_per_s": round(sent["n"] / sent["seconds"]),
+        "events": sent["n"],
+        "publish_seconds": round(sent["seconds"], 2),
+        "caught_up_seconds": round(caught_up, 2),
+        "sustained_events_per_s": round(sent["n"] / caught_up),
+        "users_recomputed_per_s": round(
+            metrics["mindstream_stream_users_recomputed_total"] / caught_up
+        ),
+        "freshness": freshness_quantiles(metrics),
+        "mean_batch_events": round(
+            sent["n"] / max(metrics["mindstream_stream_batch_events_count"], 1)
+        ),
+    }
+
+
+def run(args: argparse.Namespace, base: Settings) -> Results:
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="mindstream-bench-stream-"))
+    work.mkdir(parents=True, exist_ok=True)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    results = Results(machine=machine(), setup={})
+    with services(args.services, base, Path(base.data_dir) / "bench-services") as settings:
+        bundle = ensure_bundle(args, settings, work)
+        from model_export.bundle import load_bundle
+
+        item_ids = load_bundle(bundle).item_ids
+        tag = uuid.uuid4().hex[:8]
+        settings = dataclasses.replace(
+            settings,
+            app_id=f"bench-{tag}",
+            clicks_topic=f"bench-clicks-{tag}",
+            dlq_topic=f"bench-dlq-{tag}",
+            redis_prefix=f"bench:{tag}:",
+            topic_partitions=args.partitions,
+            bundle_path=str(bundle),
+            worker_web_port=free_port(),
+            data_dir=str(work / "state"),
+            stream_watch_interval_s=0.0,
+            batch_size=args.batch_size or base.batch_size,
+            batch_deadline_ms=args.deadline_ms or base.batch_deadline_ms,
+        )
+        results.setup = {
+            "events": args.events,
+            "users": args.users,
+            "partitions": args.partitions,
+            "items": len(item_ids),
+            "bundle": str(bundle),
+            "kafka_profile": settings.kafka_profile,
+            "batch_size": settings.batch_size,
+            "batch_deadline_ms": settings.batch_deadline_ms,
+            "services": args.services,
+        }
+        now_ms = int(time.time() * 1000)
+        backlog = clicks(args.events, args.users, item_ids, seed=1, now_ms=now_ms)
+        ensure_topics(settings, {settings.clicks_topic: args.partitions})
+        started = time.perf_counter()
+        publish(settings, backlog)
+        elapsed = time.perf_counter() - started
+        results.phases["publish (kafka-python)"] = {
+            "events": args.events,
+            "seconds": round(elapsed, 2),
+            "events_per_s": round(args.events / elapsed),
+        }
+        _report(results)
+        if "bare" not in skip:
+            results.phases["bare aiokafka + json"] = bare_aiokafka(
+                settings, settings.clicks_topic, args.events
+            )
+            _report(results)
+        if "noop" not in skip:
+            results.phases["no-op Faust agent"] = noop_faust(
+                settings, settings.clicks_topic, args.events, work
+            )
+            _report(results)
+        if "drain" not in skip:
+            results.phases["worker, backlog"] = drain_worker(settings, args.events, work)
+            _report(results)
+        if "rate" not in skip:
+            rate_settings = dataclasses.replace(
+                settings,
+                app_id=f"bench-rate-{tag}",
+                clicks_topic=f"bench-rate-{tag}",
+                worker_web_port=free_port(),
+            )
+            ensure_topics(rate_settings, {rate_settings.clicks_topic: args.partitions})
+            offered = clicks(
+                int(args.rate * args.duration), args.users, item_ids, seed=2, now_ms=now_ms
+            )
+            results.phases["worker, sustained"] = sustained(rate_settings, offered, args.rate, work)
+            _report(results)
+            topics = [rate_settings.clicks_topic]
+        else:
+            topics = []
+        with contextlib.suppress(MindstreamError):
+            delete_topics(settings, [settings.clicks_topic, *topics])
+    results.machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return results
+
+
+def _report(results: Results) -> None:
+    name, values = list(results.phases.items())[-1]
+    print(f"{name:28s} " + "  ".join(f"{k}={v}" for k, v in values.items()), flush=True)
+
+
+def main(argv: Sequence[str], settings: Settings) -> int:
+    args = build_parser().parse_args(list(argv)[1:])
+    results = run(args, settings)
+    print(json.dumps(dataclasses.asdict(results), indent=2))
+    if args.json is not None:
+        args.json.write_text(json.dumps(dataclasses.asdict(results), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "noop-faust":
+    _noop_faust_child(sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]))
