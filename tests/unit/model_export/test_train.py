@@ -357,3 +357,30 @@ def test_experiment_runner_writes_runs_and_a_summary(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     row = next(r for r in summary["rows"] if r["model"] == "youtube_dnn")
     assert row["hit_rate@50"]["n"] == 2
+
+
+def test_evaluating_a_bundle_needs_no_torch(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    from model_export.export import build_tiny_bundle
+
+    bundle = build_tiny_bundle(tmp_path / "bundles", n_items=60, n_users=80, train_steps=5)
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from mindstream.cli import main
+        rc = main([
+            "evaluate", "--bundle={bundle}", "--format=synthetic", "--synthetic-users=80",
+            "--synthetic-items=60", "--synthetic-clusters=10", "--protocols=leave_last_out",
+            "--out={tmp_path / "eval"}",
+        ])
+        print("rc", rc, "torch" in sys.modules)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "rc 0 False", out.stderr[-2000:]
+    assert (tmp_path / "eval" / "leave_last_out" / "results.json").is_file()
