@@ -9,9 +9,9 @@ from typing import Any
 from prometheus_client import generate_latest
 
 from stream.app import app, settings
-from stream.runtime import KafkaOutbox, Runtime, exit_without_commit
+from stream.runtime import Runtime, exit_without_commit
 from stream.tables import windows
-from stream.topics import clicks_in, dead_letters, rekey_out
+from stream.topics import clicks_in, dead_letters
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ async def get_runtime() -> Runtime:
                 settings,
                 n,
                 windows,
-                KafkaOutbox(dead_letters, rekey_out),
+                dead_letters,
                 stopping=lambda: app.should_stop,
             )
         return _runtime

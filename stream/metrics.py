@@ -61,6 +61,14 @@ CHANGELOG_FAILURES = Counter(
     "mindstream_stream_changelog_write_failures_total",
     "Failed window changelog produce attempts (retried).",
 )
+REKEY_LATENCY = Histogram(
+    "mindstream_stream_rekey_write_seconds",
+    "Re-keyed click produce time per micro-batch, until acknowledged (successful attempt).",
+    buckets=_LATENCY_BUCKETS,
+)
+REKEY_FAILURES = Counter(
+    "mindstream_stream_rekey_write_failures_total", "Failed re-key produce attempts (retried)."
+)
 RECORDS_WRITTEN = Counter(
     "mindstream_stream_records_written_total",
     "Interest records written, by outcome (written, or kept because Redis held newer input).",

@@ -41,6 +41,7 @@ T = TypeVar("T")
 _TARGET_METRICS = {
     "redis": (metrics.REDIS_FAILURES, metrics.REDIS_LATENCY),
     "changelog": (metrics.CHANGELOG_FAILURES, metrics.CHANGELOG_LATENCY),
+    "rekey": (metrics.REKEY_FAILURES, metrics.REKEY_LATENCY),
 }
 REKEYED = "+rekey"
 # decoded windows kept between batches (LRU, by user key)
@@ -104,6 +105,9 @@ class Outbox(Protocol):
     async def forward(
         self, key: bytes, value: bytes, partition: int, headers: list[tuple[str, bytes]]
     ) -> None: ...
+
+    async def flush(self) -> None:
+        """Make the forwarded records durable, in order (raise StoreUnavailable if not)."""
 
 
 class TowerHolder(Protocol):
@@ -256,7 +260,10 @@ class BatchProcessor:
         for topic, n in per_topic.items():
             metrics.EVENTS_IN.labels(topic).inc(n)
         metrics.BATCH_EVENTS.observe(len(messages))
+        # Re-keyed clicks must be in the re-key topic, in order, before this batch is acked.
+        forwards = asyncio.ensure_future(self._retry("rekey", self.outbox.flush, messages))
         if not per_user:
+            await forwards
             self._batch_done()
             return outcome
 
@@ -314,9 +321,9 @@ class BatchProcessor:
         try:
             written = await self._retry("redis", lambda: self.writer(records), messages)
         finally:
-            if not changelog.done():
-                await asyncio.wait({changelog})
+            await asyncio.wait({changelog, forwards})
         changelog.result()  # re-raises FatalBatchError
+        forwards.result()
         outcome.users = len(records)
         outcome.written = sum(written)
         outcome.kept_newer = len(written) - outcome.written

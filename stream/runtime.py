@@ -27,11 +27,12 @@ from infra.kafka_config import aiokafka_producer_kwargs
 from mindstream.settings import Settings
 from model_export.exceptions import BundleError
 from stream import metrics
-from stream.changelog import MAX_BATCH_BYTES, ChangelogRecord, ChangelogWriter
+from stream.batchwriter import MAX_BATCH_BYTES, BatchWriter, OutRecord
 from stream.deadletter import DeadLetter
 from stream.exceptions import StoreUnavailable, TowerError
 from stream.processor import BatchProcessor, FatalBatchError, ProcessorConfig, SourceMessage, span
 from stream.record import write_records_async
+from stream.rekey import rekey_topic_name
 from stream.tower import UserTower
 
 logger = logging.getLogger(__name__)
@@ -61,12 +62,12 @@ class _EventRef:
 class TableWindowStore:
     """The window table: its store is written directly (with the user's event as Faust's
     current event, which a RocksDB store needs for the partition), and the changelog records
-    of a batch are produced together by :meth:`flush` (see ``stream.changelog``)."""
+    of a batch are produced together by :meth:`flush` (see ``stream.batchwriter``)."""
 
-    def __init__(self, table: Any, writer: ChangelogWriter) -> None:
+    def __init__(self, table: Any, writer: BatchWriter) -> None:
         self.table = table
         self.writer = writer
-        self.pending: list[ChangelogRecord] = []
+        self.pending: list[OutRecord] = []
 
     def get(self, key: bytes) -> bytes | None:
         value = self.table.get(key)
@@ -79,7 +80,7 @@ class TableWindowStore:
             self.table.data[key] = value
         finally:
             faust.streams._current_event.reset(token)
-        self.pending.append((message.partition, key, value))
+        self.pending.append((message.partition, key, value, []))
 
     async def flush(self) -> None:
         if not self.pending:
@@ -92,11 +93,13 @@ class TableWindowStore:
 
 
 class KafkaOutbox:
-    """Dead letters and re-keyed clicks, through the app's producer (flushed before commit)."""
+    """Dead letters through the app's producer (flushed by Faust before each commit); re-keyed
+    clicks gathered per batch and written in order by :meth:`flush` (``stream.batchwriter``)."""
 
-    def __init__(self, dead_letters: Any, rekey_out: Any) -> None:
+    def __init__(self, dead_letters: Any, rekey: BatchWriter) -> None:
         self.dead_letters = dead_letters
-        self.rekey_out = rekey_out
+        self.rekey = rekey
+        self.pending: list[OutRecord] = []
 
     async def dead_letter(self, letter: DeadLetter) -> None:
         await self.dead_letters.send(key=letter.key, value=letter.value, headers=letter.headers())
@@ -104,7 +107,16 @@ class KafkaOutbox:
     async def forward(
         self, key: bytes, value: bytes, partition: int, headers: list[tuple[str, bytes]]
     ) -> None:
-        await self.rekey_out.send(key=key, value=value, partition=partition, headers=headers)
+        self.pending.append((partition, key, value, headers))
+
+    async def flush(self) -> None:
+        if not self.pending:
+            return
+        try:
+            await self.rekey.write(self.pending)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"re-key topic write failed: {exc!r}") from exc
+        self.pending = []
 
 
 class Runtime:
@@ -138,13 +150,18 @@ class Runtime:
 
     @classmethod
     async def start(
-        cls, settings: Settings, n_partitions: int, table: Any, outbox: Any, stopping: Any
+        cls,
+        settings: Settings,
+        n_partitions: int,
+        table: Any,
+        dead_letters: Any,
+        stopping: Any,
     ) -> Runtime:
         loop = asyncio.get_running_loop()
         producer = AIOKafkaProducer(
             **{
-                **aiokafka_producer_kwargs(settings, client_id=f"{settings.app_id}-changelog"),
-                # batches are composed explicitly (stream.changelog), so the profile's one
+                **aiokafka_producer_kwargs(settings, client_id=f"{settings.app_id}-batches"),
+                # batches are composed explicitly (stream.batchwriter), so the profile's one
                 # record per batch does not apply; durability as Faust's own producer
                 "max_batch_size": MAX_BATCH_BYTES,
                 "acks": "all",
@@ -156,12 +173,14 @@ class Runtime:
         def persisted(partition: int, offset: int) -> None:
             table.data.set_persisted_offset(TP(topic, partition), offset)
 
-        writer = ChangelogWriter(
+        tail = settings.profile.single_record_tail_batch
+        writer = BatchWriter(producer, topic, single_record_tail=tail, on_persisted=persisted)
+        rekey = BatchWriter(
             producer,
-            topic,
-            single_record_tail=settings.profile.single_record_tail_batch,
-            on_persisted=persisted,
+            rekey_topic_name(settings.app_id, settings.clicks_topic),
+            single_record_tail=tail,
         )
+        outbox = KafkaOutbox(dead_letters, rekey)
         store = TableWindowStore(table, writer)
         tower = await loop.run_in_executor(
             None,

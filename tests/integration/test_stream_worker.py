@@ -235,8 +235,16 @@ def test_sigkill_restarts_keep_exact_state(
         for n, chunk in enumerate(chunks):
             publish(settings, chunk)
             if n % 2 == 1 or n == len(chunks) - 1:
-                # let it get somewhere into the chunk, then pull the plug
-                time.sleep(rng.uniform(0.2, 1.0))
+                # let this run get somewhere (it has consumed records), then pull the plug
+                deadline = time.monotonic() + 60
+                while not sum(
+                    v
+                    for k, v in worker.metrics().items()
+                    if k.startswith("mindstream_stream_events_in")
+                ):
+                    assert time.monotonic() < deadline, worker.log_tail()
+                    time.sleep(0.05)
+                time.sleep(rng.uniform(0.0, 0.3))
                 replayed += worker.metrics()["mindstream_stream_events_replayed_total"]
                 worker.kill()
                 kills += 1

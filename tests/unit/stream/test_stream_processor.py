@@ -75,12 +75,16 @@ class Store:
 class Outbox:
     letters: list[DeadLetter] = field(default_factory=list)
     forwarded: list[tuple[bytes, bytes, int, list]] = field(default_factory=list)
+    flushes: int = 0
 
     async def dead_letter(self, letter: DeadLetter) -> None:
         self.letters.append(letter)
 
     async def forward(self, key: bytes, value: bytes, partition: int, headers: list) -> None:
         self.forwarded.append((key, value, partition, headers))
+
+    async def flush(self) -> None:
+        self.flushes += 1
 
 
 @dataclass
