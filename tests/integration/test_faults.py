@@ -120,30 +120,54 @@ def click_log(n_good: int, seed: int) -> ClickLog:
 
 
 class SustainedStream:
-    """Publishes a log at a steady rate from a thread; every send is followed to its ack."""
+    """Publishes a log at a steady rate from a thread; every send is followed to its ack.
 
-    def __init__(self, settings: Settings, records: list[Record], rate: float) -> None:
+    ``rate`` 0 sends as fast as the producer takes records; ``producer_options`` override the
+    settings' producer options (e.g. multi-record batches for a burst). ``ends`` holds, per
+    partition, the offset after the highest acknowledged record: the log end offsets, known
+    exactly from the acknowledgements (the local broker's own answer is wrong for
+    multi-record batches).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        records: list[Record],
+        rate: float,
+        producer_options: dict[str, Any] | None = None,
+    ) -> None:
         self.settings = settings
         self.records = records
         self.rate = rate
+        self.producer_options = producer_options or {}
         self.sent = 0
+        self.acked = 0
+        self.ends: dict[int, int] = {}
         self.positions: list[tuple[int, int]] = []
         self.error: BaseException | None = None
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="sustained-stream", daemon=True)
+
+    def _on_ack(self, metadata: Any) -> None:
+        with self._lock:
+            self.acked += 1
+            end = self.ends.get(metadata.partition, 0)
+            self.ends[metadata.partition] = max(end, metadata.offset + 1)
 
     def _run(self) -> None:
         from kafka import KafkaProducer
 
         try:
-            producer = KafkaProducer(
-                **kafka_python_producer_kwargs(self.settings, client_id="faults-stream")
-            )
+            options = kafka_python_producer_kwargs(self.settings, client_id="faults-stream")
+            producer = KafkaProducer(**{**options, **self.producer_options})
             try:
                 pacer = Pacer(self.rate)
                 futures = []
                 for key, value in self.records:
                     pacer.wait()
-                    futures.append(producer.send(self.settings.clicks_topic, key=key, value=value))
+                    future = producer.send(self.settings.clicks_topic, key=key, value=value)
+                    future.add_callback(self._on_ack)
+                    futures.append(future)
                     self.sent += 1
                 producer.flush(timeout=120)
                 self.positions = [(m.partition, m.offset) for m in (f.get(60) for f in futures)]

@@ -1,0 +1,198 @@
+"""Overload: a burst far above what the worker sustains; it falls behind, catches up, stays exact.
+
+A producer publishes ``BURST`` keyed clicks over ``BURST_USERS`` users (a key flood: most users
+are new to the worker) as fast as the broker takes them, while the worker runs with its
+production batch settings. Sampled every half second while it drains:
+
+- the consumer lag: log end offsets (known exactly from the producer's acknowledgements) minus
+  the offsets the group committed (asked from the broker); the worker's ``/metrics`` has no lag
+  gauge; and the backlog as the worker's own metrics show
+  it (records acknowledged by the broker minus ``mindstream_stream_events_in_total``), with
+  the freshness histogram's count of events older than 5 s when written;
+- the worker's resident memory (``VmRSS``; ``VmHWM`` at the end is the peak).
+
+Then: the lag went up to a large part of the burst and came back to 0; the offered rate was a
+multiple of the rate the worker drained at; every user's record equals the batch recompute;
+no bad events, no Redis failures, no ERROR in the worker's log; peak RSS is reported and
+bounded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from infra.kafka_config import kafka_python_kwargs
+from mindstream.settings import Settings
+from stream.events import encode_event, event_key
+from stream.harness import WorkerProcess
+from tests.integration import test_faults as faults
+from tests.integration.test_stream_worker import (
+    _assert_equal_to_batch_recompute,
+    _expected,
+    _wait_for,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+bundle_dir = faults.bundle_dir
+stream_settings = faults.stream_settings
+report = faults.report
+
+BURST = 40_000
+BURST_USERS = 10_000
+MAX_RSS_MB = 1_500  # the worker's peak resident memory must stay under this
+
+
+def burst_log(seed: int) -> tuple[list[dict[str, Any]], list[tuple[bytes, bytes]]]:
+    rng = random.Random(seed)
+    now = int(time.time() * 1000)
+    events, records = [], []
+    for n in range(BURST):
+        user = f"b{rng.randrange(BURST_USERS)}"
+        event: dict[str, Any] = {
+            "user_id": user,
+            "item_id": f"i{rng.randrange(1, 301)}",
+            "ts": now - BURST + n,  # unique, in order
+            "event": "click",
+            "category": None,
+        }
+        events.append(event)
+        records.append((event_key(user), encode_event(user, event["item_id"], event["ts"])))
+    return events, records
+
+
+def _memory_kb(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in {"VmRSS", "VmHWM"}:
+            out[name] = int(value.split()[0])
+    return out
+
+
+class LagProbe:
+    """The group's lag on the clicks topic: log end offsets (from the producer's
+    acknowledgements) minus the offsets the group committed (from the broker)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from kafka import KafkaAdminClient, TopicPartition
+
+        self.group = settings.app_id
+        self.admin = KafkaAdminClient(**kafka_python_kwargs(settings, client_id="lag-probe"))
+        self.partitions = [
+            TopicPartition(settings.clicks_topic, p) for p in range(settings.topic_partitions)
+        ]
+
+    def lag(self, ends: dict[int, int]) -> int:
+        committed = self.admin.list_group_offsets({self.group: self.partitions})[self.group]
+        done = {tp.partition: max(meta.offset, 0) for tp, meta in committed.items()}
+        return sum(max(0, end - done.get(p, 0)) for p, end in ends.items())
+
+    def close(self) -> None:
+        self.admin.close()
+
+
+def test_burst_falls_behind_and_catches_up(
+    stream_settings: Settings,
+    redis_client: redis.Redis,
+    bundle_dir: Path,
+    tmp_path: Path,
+    report: Callable[[str, dict[str, Any]], None],
+) -> None:
+    # production batching; the fixture's small batches are for the fault tests' many commits
+    settings = dataclasses.replace(stream_settings, batch_size=1000, batch_deadline_ms=50)
+    events, records = burst_log(seed=5)
+    probe = LagProbe(settings)
+    samples: list[dict[str, float]] = []
+    with WorkerProcess(settings, tmp_path / "worker.log") as worker:
+        worker.start()
+        worker.wait_ready()
+        assert worker.process is not None
+        pid = worker.process.pid
+        baseline_kb = _memory_kb(pid)["VmRSS"]
+        # As fast as the broker takes it, in multi-record batches (the local profile's one
+        # record per batch caps the producer near what the worker drains).
+        stream = faults.SustainedStream(
+            settings, list(records), rate=0, producer_options={"batch_size": 64 * 1024}
+        ).start()
+        started = time.monotonic()
+        published_s = drained_s = None
+        deadline = started + 240
+        while time.monotonic() < deadline:
+            metrics = worker.metrics()
+            consumed = sum(
+                v for k, v in metrics.items() if k.startswith("mindstream_stream_events_in_total")
+            )
+            now = time.monotonic() - started
+            if published_s is None and stream.acked >= BURST:
+                published_s = now
+            sample = {
+                "t": round(now, 2),
+                "acked": stream.acked,
+                "consumed": consumed,
+                "backlog": stream.acked - consumed,
+                "broker_lag": probe.lag(dict(stream.ends)),
+                "stale_5s": metrics["mindstream_stream_freshness_seconds_count"]
+                - metrics.get('mindstream_stream_freshness_seconds_bucket{le="5.0"}', 0.0),
+                "rss_mb": _memory_kb(pid)["VmRSS"] / 1024,
+            }
+            samples.append(sample)
+            if drained_s is None and consumed >= BURST:
+                drained_s = now
+            if drained_s is not None and sample["broker_lag"] == 0:
+                break
+            assert worker.running, worker.log_tail()
+            time.sleep(0.5)
+        stream.join()
+        probe.close()
+        expected = _expected(events)
+        recs = _wait_for(settings, redis_client, expected, worker=worker)
+        metrics = worker.metrics()
+        peak_kb = _memory_kb(pid)["VmHWM"]
+        log_text = worker.log_path.read_text(errors="replace")
+    assert published_s is not None and drained_s is not None, samples[-3:]
+    offered = BURST / max(published_s, 0.5)
+    drained = BURST / drained_s
+    figures: dict[str, Any] = {
+        "test": "overload",
+        "burst_events": BURST,
+        "burst_users": BURST_USERS,
+        "publish_s": round(published_s, 1),
+        "offered_events_per_s": round(offered),
+        "drain_s": round(drained_s, 1),
+        "drained_events_per_s": round(drained),
+        "offered_over_drained": round(offered / drained, 1),
+        "max_backlog_from_metrics": max(s["backlog"] for s in samples),
+        "max_broker_lag": max(s["broker_lag"] for s in samples),
+        "final_broker_lag": samples[-1]["broker_lag"],
+        "events_written_over_5s_after_publish": samples[-1]["stale_5s"],
+        "baseline_rss_mb": round(baseline_kb / 1024),
+        "peak_rss_mb": round(peak_kb / 1024),
+        "applied": sum(r.seq for r in recs.values()),
+        "bad_events": sum(v for k, v in metrics.items() if "bad_events_total" in k),
+        "redis_write_failures": metrics.get("mindstream_stream_redis_write_failures_total", 0),
+        "error_log_lines": sum(
+            1 for line in log_text.splitlines() if " ERROR " in line or "CRITICAL" in line
+        ),
+        "lag_samples": [(s["t"], s["backlog"], s["broker_lag"]) for s in samples[::4]],
+    }
+    report("overload", figures)
+    # it fell behind: most of the burst was waiting at some point, seen by both measures
+    assert figures["max_backlog_from_metrics"] >= 0.3 * BURST, figures
+    assert figures["max_broker_lag"] >= 0.3 * BURST, figures
+    assert figures["offered_over_drained"] >= 2, figures
+    # ... and caught up, exactly, with no errors and bounded memory
+    assert figures["final_broker_lag"] == 0, figures
+    assert figures["applied"] == BURST
+    assert figures["bad_events"] == 0 and figures["redis_write_failures"] == 0, figures
+    assert figures["error_log_lines"] == 0, log_text[-3000:]
+    assert figures["peak_rss_mb"] < MAX_RSS_MB, figures
+    _assert_equal_to_batch_recompute(bundle_dir, recs, expected)
