@@ -170,6 +170,12 @@ class Settings:
     data_dir: str = _setting(
         "MINDSTREAM_DATA_DIR", "var", "Folder for worker state, service logs and PID files."
     )
+    worker_web_host: str = _setting(
+        "MINDSTREAM_WORKER_WEB_HOST",
+        "127.0.0.1",
+        "Address the worker's health and /metrics endpoint binds to (`0.0.0.0`: every interface, "
+        "e.g. for a Prometheus in another container).",
+    )
     worker_web_port: int = _setting(
         "MINDSTREAM_WORKER_WEB_PORT", 6066, "Port of the worker's health and /metrics endpoint."
     )

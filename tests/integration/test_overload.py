@@ -39,6 +39,7 @@ from tests.integration.test_stream_worker import (
     _expected,
     _wait_for,
 )
+from tests.unit.test_security import _listening as listening
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -158,6 +159,7 @@ def test_burst_falls_behind_and_catches_up(
         metrics = worker.metrics()
         peak_kb = _memory_kb(pid)["VmHWM"]
         log_text = worker.log_path.read_text(errors="replace")
+        web_listen = sorted(listening(settings.worker_web_port))
     assert published_s is not None and drained_s is not None, samples[-3:]
     offered = BURST / max(published_s, 0.5)
     drained = BURST / drained_s
@@ -182,6 +184,7 @@ def test_burst_falls_behind_and_catches_up(
         "error_log_lines": sum(
             1 for line in log_text.splitlines() if " ERROR " in line or "CRITICAL" in line
         ),
+        "worker_web_listens_on": web_listen,
         "lag_samples": [(s["t"], s["backlog"], s["broker_lag"]) for s in samples[::4]],
     }
     report("overload", figures)

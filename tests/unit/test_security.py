@@ -8,7 +8,9 @@
   and by both serving entry points (the stream's tower, recall's index registry), even when
   the attacker also rewrote the manifest's file hashes; a pickled object array planted as the
   embeddings is refused without running its payload.
-- The recall service binds to loopback unless told otherwise (checked on the live socket).
+- The recall service binds to loopback unless told otherwise (checked on the live socket); the
+  stream worker's web endpoint should too (a strict xfail until stream/config.py passes
+  ``MINDSTREAM_WORKER_WEB_HOST`` to Faust).
 - Redis TLS settings without a ``rediss://`` URL are refused (no silent clear text).
 """
 
@@ -334,6 +336,19 @@ def test_recall_service_binds_to_loopback_by_default(tmp_path: Path) -> None:
         proc.terminate()
         proc.communicate(timeout=30)
     assert addresses == {"127.0.0.1"}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="stream/config.py does not pass MINDSTREAM_WORKER_WEB_HOST to Faust as web_bind, "
+    "so the worker's /health and /metrics listen on Faust's default, 0.0.0.0",
+)
+def test_stream_worker_web_binds_to_loopback_by_default(tmp_path: Path) -> None:
+    from stream.config import app_options
+
+    assert Settings().worker_web_host == "127.0.0.1"
+    options = app_options(dataclasses.replace(Settings(), data_dir=str(tmp_path)))
+    assert options.get("web_bind") == "127.0.0.1"
 
 
 def test_redis_tls_files_need_a_rediss_url() -> None:
