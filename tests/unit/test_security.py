@@ -351,6 +351,44 @@ def test_stream_worker_web_binds_to_loopback_by_default(tmp_path: Path) -> None:
     assert options.get("web_bind") == "127.0.0.1"
 
 
+@pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL", "SASL_PLAINTEXT"])
+def test_kafka_security_settings_reach_the_faust_worker(protocol: str, tmp_path: Path) -> None:
+    """kafka-python and aiokafka get them from infra.kafka_config (tested in tests/unit/infra);
+    the worker's third client, Faust, gets them as broker credentials."""
+    import ssl
+
+    import faust
+
+    from stream.config import app_options
+
+    ca = tmp_path / "ca.pem"
+    shutil.copy(ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt", ca)
+    settings = Settings.from_env(
+        {
+            "MINDSTREAM_KAFKA_SECURITY_PROTOCOL": protocol,
+            "MINDSTREAM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "MINDSTREAM_KAFKA_SASL_USERNAME": "svc",
+            "MINDSTREAM_KAFKA_SASL_PASSWORD": "secret",
+            "MINDSTREAM_KAFKA_SSL_CAFILE": str(ca),
+            "MINDSTREAM_DATA_DIR": str(tmp_path),
+        }
+    )
+    credentials = app_options(settings)["broker_credentials"]
+    if protocol == "SSL":
+        assert isinstance(credentials, faust.SSLCredentials)
+        assert isinstance(credentials.context, ssl.SSLContext)
+        assert credentials.context.verify_mode == ssl.CERT_REQUIRED
+        return
+    assert isinstance(credentials, faust.SASLCredentials)
+    assert (credentials.username, credentials.password) == ("svc", "secret")
+    assert credentials.mechanism.value == "SCRAM-SHA-512"
+    if protocol == "SASL_SSL":
+        assert isinstance(credentials.ssl_context, ssl.SSLContext)
+        assert credentials.ssl_context.verify_mode == ssl.CERT_REQUIRED
+    else:
+        assert credentials.ssl_context is None
+
+
 def test_redis_tls_files_need_a_rediss_url() -> None:
     with pytest.raises(ConfigError, match="not rediss://"):
         Settings.from_env({"MINDSTREAM_REDIS_SSL_CA_FILE": "/etc/ca.pem"})
