@@ -88,7 +88,7 @@ def run_one(run: RunPlan, args: argparse.Namespace) -> dict[str, Any]:
         spec,
         overrides,
         config,
-        run_dir=None,
+        run_dir=None if args.checkpoints is None else Path(args.checkpoints) / run.name,
         bundle_root=None,
         valid_users=args.valid_users,
         ns=(20, 50, 100),
@@ -184,6 +184,52 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+LENGTH_BUCKETS = ((1, 3), (4, 7), (8, 15), (16, 10**9))  # K' = 1, 2, 3, 4 with K = 4
+
+
+def by_history_length(
+    checkpoints: dict[str, Path], data: str, fmt: str, protocol: str, n: int = 50
+) -> dict[str, Any]:
+    """Test HitRate@n and Recall@n of each checkpoint per history-length bucket (the buckets
+    where MIND's dynamic K gives 1, 2, 3 and 4 interests)."""
+    import numpy as np
+
+    from model_export.checkpoint import load_checkpoint
+    from model_export.metrics import relevance
+    from model_export.retrieval import retrieve
+    from model_export.workflow import DataSpec, load_data, make_split, tower_retrieval_model
+
+    spec = DataSpec(path=str(Path(data).resolve()), format=fmt, protocol=protocol)
+    interactions, _ = load_data(spec)
+    parts = make_split(interactions, spec)
+    lengths = np.array([min(len(h), 50) for h in parts.test.histories])
+    out: dict[str, Any] = {"protocol": protocol, "n": n, "buckets": {}}
+    for lo, hi in LENGTH_BUCKETS:
+        label = f"{lo}-{hi}" if hi < 10**9 else f">={lo}"
+        out["buckets"][label] = {"users": int(((lengths >= lo) & (lengths <= hi)).sum())}
+    for name, path in checkpoints.items():
+        model = tower_retrieval_model(load_checkpoint(path).tower, name)
+        found = retrieve(
+            model.encoder,
+            model.item_embeddings,
+            parts.test.histories,
+            max_len=model.max_len,
+            n=n,
+        )
+        rel, n_targets = relevance(found.items, parts.test.targets)
+        hits = rel.sum(axis=1)
+        for lo, hi in LENGTH_BUCKETS:
+            label = f"{lo}-{hi}" if hi < 10**9 else f">={lo}"
+            chosen = (lengths >= lo) & (lengths <= hi)
+            out["buckets"][label][name] = {
+                f"hit_rate@{n}": float((hits[chosen] > 0).mean()) if chosen.any() else None,
+                f"recall@{n}": float((hits[chosen] / n_targets[chosen]).mean())
+                if chosen.any()
+                else None,
+            }
+    return out
+
+
 def _stats(values: Sequence[float]) -> dict[str, Any]:
     values = [float(v) for v in values]
     if not values:
@@ -225,13 +271,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--valid-users", type=int, default=0)
     run.add_argument("--threads", type=int, default=1)
     run.add_argument("--log-every", type=int, default=500)
+    run.add_argument("--checkpoints", default=None, help="save each run's checkpoint here")
     run.add_argument("--shard", default="0/1", help="i/n: run every n-th plan entry from i")
     summary = sub.add_parser("summarize")
     summary.add_argument("--out", type=Path, required=True)
+    lengths = sub.add_parser("by-length", help="per history-length bucket, from checkpoints")
+    lengths.add_argument("--data", required=True)
+    lengths.add_argument("--format", default="auto")
+    lengths.add_argument("--protocol", default="leave_last_out")
+    lengths.add_argument("--checkpoint", action="append", default=[], help="NAME=PATH")
+    lengths.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "summarize":
         print(markdown(summarize(args.out)))
+        return 0
+    if args.command == "by-length":
+        checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
+        report = by_history_length(
+            {k: Path(v) for k, v in checkpoints.items()}, args.data, args.format, args.protocol
+        )
+        text = json.dumps(report, indent=2)
+        print(text)
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(text + "\n", encoding="utf-8")
         return 0
     index, count = (int(x) for x in args.shard.split("/"))
     runs = plan(

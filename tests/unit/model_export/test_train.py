@@ -344,6 +344,7 @@ def test_experiment_runner_writes_runs_and_a_summary(tmp_path, capsys):
         "--epochs=1",
         "--negatives=10",
         "--batch-size=64",
+        f"--checkpoints={tmp_path / 'ckpt'}",
     ]
     assert experiments.main(args) == 0
     runs = sorted(p.name for p in (out / "runs").iterdir())
@@ -357,6 +358,15 @@ def test_experiment_runner_writes_runs_and_a_summary(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     row = next(r for r in summary["rows"] if r["model"] == "youtube_dnn")
     assert row["hit_rate@50"]["n"] == 2
+    # Per history-length bucket, from the saved checkpoints; all buckets together give the
+    # overall test HitRate@50 of the run.
+    ckpt = tmp_path / "ckpt" / "leave_last_out-mind-lr0.01-seed0"
+    report = experiments.by_history_length({"mind": ckpt}, str(data), "amazon", "leave_last_out")
+    buckets = report["buckets"].values()
+    assert sum(b["users"] for b in buckets) == 80
+    overall = sum(b["users"] * b["mind"]["hit_rate@50"] for b in buckets if b["users"]) / 80
+    run = json.loads((out / "runs" / "leave_last_out-mind-lr0.01-seed0.json").read_text())
+    assert overall == pytest.approx(run["test"]["mind"]["metrics"]["hit_rate@50"])
 
 
 def test_evaluating_a_bundle_needs_no_torch(tmp_path):
