@@ -18,7 +18,8 @@ fault while the stream runs, and then, once the worker has caught up, checks:
 The figures (faults injected, events published, applied, dead-lettered, lost, duplicated) are
 printed and written to ``var/reliability/<test>.json``; RELIABILITY.md records them with the
 command to rerun. ``MINDSTREAM_FAULTS_REDIS_OUTAGE_S`` sets the Redis outage (default 8 s in
-CI; the documented run uses 20 s).
+CI; the documented run uses 20 s), ``MINDSTREAM_FAULTS_KILLS`` the number of SIGKILLs (default
+3) and ``MINDSTREAM_FAULTS_SEED`` the seed of the click log and the kill moments (default 2).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ BAD_EVERY = 53  # one malformed record every 53 records
 N_USERS = 150
 N_ITEMS = 300  # the bundle knows i1..i260
 REDIS_OUTAGE_S = float(os.environ.get("MINDSTREAM_FAULTS_REDIS_OUTAGE_S", "8"))
+KILLS = int(os.environ.get("MINDSTREAM_FAULTS_KILLS", "3"))  # at least this many SIGKILLs
+SEED = int(os.environ.get("MINDSTREAM_FAULTS_SEED", "2"))  # kill moments and the click log
 
 
 # --- the sustained stream --------------------------------------------------------------------
@@ -307,15 +310,15 @@ def test_sigkill_at_random_moments(
     report: Report,
 ) -> None:
     """(a) SIGKILL the worker at random moments, repeatedly, while the stream runs."""
-    log = click_log(2400, seed=1)
-    rng = random.Random(2)
+    log = click_log(FAULT_RATE * 5 * KILLS, seed=SEED)  # about 5 s of stream per kill
+    rng = random.Random(SEED)
     kills: list[float] = []
     with WorkerProcess(stream_settings, tmp_path / "worker.log") as worker:
         worker.start()
         worker.wait_ready()
         stream = SustainedStream(stream_settings, log.records, FAULT_RATE).start()
         t0 = time.monotonic()
-        while not stream.done or len(kills) < 3:
+        while not stream.done or len(kills) < KILLS:
             time.sleep(rng.uniform(0.5, 3.0))  # a random moment: mid-batch, mid-commit, ...
             kills.append(round(time.monotonic() - t0, 2))
             worker.kill()
@@ -333,10 +336,10 @@ def test_sigkill_at_random_moments(
             bundle_dir,
             unique_name,
             worker,
-            {"sigkill": len(kills), "at_s": kills, "worker_starts": worker.starts},
+            {"sigkill": len(kills), "at_s": kills, "worker_starts": worker.starts, "seed": SEED},
             report,
         )
-    assert len(kills) >= 3
+    assert len(kills) >= KILLS
 
 
 def test_redis_outage_and_return_on_the_same_port(
