@@ -435,12 +435,12 @@ class Drained:
 
 def wait_for_redis(settings: Settings, per_user: dict[str, int], options: DemoOptions) -> Drained:
     """Poll the interest records until each user's ``seq`` covers the clicks sent to it."""
-    import redis
     from tqdm import tqdm
 
+    from infra.redis_config import redis_client
     from stream.record import read_many
 
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     users = sorted(per_user)
     expected = sum(per_user.values())
     started = time.monotonic()

@@ -229,11 +229,10 @@ def _interests(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any, 
         data, vocab = result.interactions, result.feature_vocab
     records = None
     if args.from_redis:
-        import redis
-
+        from infra.redis_config import redis_client
         from stream.record import read_many
 
-        client = redis.Redis.from_url(settings.redis_url)
+        client = redis_client(settings)
 
         def records(user_ids: list[str]) -> list[Any]:
             return list(read_many(client, settings.redis_prefix, user_ids))

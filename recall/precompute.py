@@ -42,6 +42,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from infra.redis_config import async_redis_client
 from mindstream.settings import Settings
 from recall.candidates import Query, recall_many
 from recall.exceptions import RecallError
@@ -372,8 +373,8 @@ async def precompute_forever(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    client = redis.asyncio.Redis.from_url(
-        settings.redis_url, socket_timeout=10, socket_connect_timeout=5, decode_responses=False
+    client = async_redis_client(
+        settings, socket_timeout=10, socket_connect_timeout=5, decode_responses=False
     )
     watcher = BundleWatcher(registry, settings.bundle_path, settings.recall_watch_interval_s)
     watch_task = asyncio.create_task(watcher.run(), name="precompute-bundle-watcher")

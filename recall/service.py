@@ -27,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from infra.redis_config import async_redis_client
 from mindstream.settings import Settings
 from recall.candidates import Query, recall_many
 from recall.exceptions import (
@@ -62,6 +63,15 @@ def _dumps(payload: Any) -> str:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 
 
+def openapi_document(max_n: int) -> bytes:
+    """The kept OpenAPI document, with the largest ``n`` this service accepts."""
+    document = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
+    query = document["paths"]["/v1/users/{user_id}/candidates"]["get"]["parameters"]
+    next(p for p in query if p["name"] == "n")["schema"]["maximum"] = max_n
+    document["components"]["schemas"]["BatchRequest"]["properties"]["n"]["maximum"] = max_n
+    return json.dumps(document, indent=2).encode()
+
+
 def error_response(
     status: int, code: str, detail: str, headers: Mapping[str, str] | None = None, **extra: Any
 ) -> web.Response:
@@ -93,7 +103,7 @@ class RecallService:
         self.registry = registry
         self.metrics = metrics or RecallMetrics()
         self.redis: redis.asyncio.Redis | None = None
-        self._openapi = OPENAPI_PATH.read_bytes()
+        self._openapi = openapi_document(settings.recall_max_n)
         registry.on_swap(self._on_swap)
         if registry.current is not None:
             self._on_swap(registry.current, [])
@@ -109,8 +119,8 @@ class RecallService:
         timeout = self.settings.recall_redis_timeout_ms / 1000
         # One immediate retry: the first command on a connection that Redis closed (restart)
         # fails, the retry reconnects. More retries with backoff would only delay the 503.
-        return redis.asyncio.Redis.from_url(
-            self.settings.redis_url,
+        return async_redis_client(
+            self.settings,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 1),
@@ -324,6 +334,9 @@ class RecallService:
         for user_id in user_ids:
             check_user_id(user_id)
         n = body.get("n", self.settings.recall_default_n)
+        # JSON Schema counts 2.0 as an integer; accept it like 2, refuse 2.5.
+        if isinstance(n, float) and n.is_integer():
+            n = int(n)
         if not isinstance(n, int) or isinstance(n, bool):
             raise InvalidRequest("n", f"expected an integer, got {n!r}")
         check_n(n, self.settings)
@@ -392,7 +405,9 @@ class RecallService:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            response = error_response(exc.status, _http_code(exc.status), exc.reason)
+            # Keep aiohttp's own headers (e.g. Allow on 405, which RFC 9110 requires).
+            kept = {k: v for k, v in exc.headers.items() if k.lower() != "content-type"}
+            response = error_response(exc.status, _http_code(exc.status), exc.reason, headers=kept)
         except Exception:
             logger.exception("request failed route=%s", route)
             response = error_response(

@@ -28,7 +28,6 @@ import redis
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import Case
-from schemathesis.checks import positive_data_acceptance, unsupported_method
 
 from infra.ports import free_port
 from mindstream.settings import Settings, known_env
@@ -130,12 +129,9 @@ def recall_url(
     suppress_health_check=list(HealthCheck),
 )
 def test_recall_api_conforms_to_its_openapi_document(case: Case, recall_url: str) -> None:
-    # Two known gaps have their own tests below, marked xfail: the Allow header of 405 answers,
-    # and `n` above MINDSTREAM_RECALL_MAX_N, valid by the document, refused with 422.
     response = case.call_and_validate(
         base_url=recall_url,
         timeout=10,
-        excluded_checks=[unsupported_method, positive_data_acceptance],
     )
     if case.method.upper() == case.operation.method.upper():
         STATUSES[(f"{case.method.upper()} {case.operation.path}", response.status_code)] += 1
@@ -150,11 +146,6 @@ def test_the_fuzzing_reached_every_operation_and_the_success_paths() -> None:
     assert all(status < 500 for _, status in STATUSES), STATUSES
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="recall's JSON error middleware (recall/service.py, `except web.HTTPException`) "
-    "drops aiohttp's Allow header from 405 answers; RFC 9110 requires it",
-)
 def test_method_not_allowed_lists_the_allowed_methods(recall_url: str) -> None:
     request = urllib.request.Request(f"{recall_url}/healthz", method="DELETE")  # noqa: S310
     try:
@@ -166,11 +157,6 @@ def test_method_not_allowed_lists_the_allowed_methods(recall_url: str) -> None:
         pytest.fail("DELETE /healthz was accepted")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="recall/openapi.json gives `n` no maximum, but the service refuses n above "
-    "MINDSTREAM_RECALL_MAX_N (default 1000) with 422: schema-valid requests are rejected",
-)
 def test_the_document_states_the_largest_n() -> None:
     document = json.loads(OPENAPI_PATH.read_text())
     query = document["paths"]["/v1/users/{user_id}/candidates"]["get"]["parameters"]

@@ -20,7 +20,7 @@ from infra.redis_server import REDIS, find_redis_server
 from mindstream.settings import Settings
 from model_export.bundle import load_bundle
 from recall.registry import BundleWatcher, IndexRegistry
-from recall.service import OPENAPI_PATH, create_app
+from recall.service import OPENAPI_PATH, create_app, openapi_document
 from recall.synthetic import write_catalogue_bundle
 from stream.record import InterestRecord, now_ms, write_records
 
@@ -304,7 +304,11 @@ async def test_health_metrics_and_openapi(client, first_bundle):
     assert f'recall_requests_total{{method="GET",route="{route}",status="404"}} 1.0' in text
     assert "recall_index_items 3000.0" in text
     document = await (await client.get("/openapi.json")).json()
-    assert document == OPENAPI
+    # The served document states this service's largest n (recall_max_n=500 here).
+    query = document["paths"][route]["get"]["parameters"]
+    assert next(p for p in query if p["name"] == "n")["schema"]["maximum"] == 500
+    assert document["components"]["schemas"]["BatchRequest"]["properties"]["n"]["maximum"] == 500
+    assert json.loads(openapi_document(1000)) == OPENAPI
 
 
 def test_openapi_document_matches_the_routes(recall_settings, registry):
