@@ -69,7 +69,12 @@ def register(sub: Any) -> None:
     fit.add_argument("--valid-users", type=int, default=0, help="validate on a sample (0 = all)")
     fit.add_argument("--log-every", type=int, default=200, help="steps between log lines")
     fit.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0 = no cap)")
-    fit.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    fit.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads (0 = torch default; 1 on a busy shared box, see BENCHMARKS.md)",
+    )
     fit.add_argument("--seed", type=int, default=0)
     out = train.add_argument_group("output")
     out.add_argument("--run-dir", type=Path, default=None, help="checkpoint folder")

@@ -59,14 +59,9 @@ def plan(
 
 def run_one(run: RunPlan, args: argparse.Namespace) -> dict[str, Any]:
     from model_export.train import TrainConfig
-    from model_export.workflow import DataSpec, train_job
+    from model_export.workflow import train_job
 
-    spec = DataSpec(
-        path=str(Path(args.data).resolve()),
-        format=args.format,
-        protocol=run.protocol,
-        split_seed=0,  # one split per protocol; seeds vary the model, not the data
-    )
+    spec = _data_spec(args.data, args.format, run.protocol)
     overrides = {
         **MODELS[run.model],
         "dim": args.dim,
@@ -197,9 +192,9 @@ def by_history_length(
     from model_export.checkpoint import load_checkpoint
     from model_export.metrics import relevance
     from model_export.retrieval import retrieve
-    from model_export.workflow import DataSpec, load_data, make_split, tower_retrieval_model
+    from model_export.workflow import load_data, make_split, tower_retrieval_model
 
-    spec = DataSpec(path=str(Path(data).resolve()), format=fmt, protocol=protocol)
+    spec = _data_spec(data, fmt, protocol)
     interactions, _ = load_data(spec)
     parts = make_split(interactions, spec)
     lengths = np.array([min(len(h), 50) for h in parts.test.histories])
@@ -230,6 +225,16 @@ def by_history_length(
     return out
 
 
+def _data_spec(data: str, fmt: str, protocol: str) -> Any:
+    """``data`` is a path, or ``synthetic`` for the generator's default planted log."""
+    from model_export.workflow import SYNTHETIC, DataSpec
+
+    if data == SYNTHETIC:
+        return DataSpec(path=None, format=SYNTHETIC, protocol=protocol)
+    # One split per protocol (split seed 0): seeds vary the model, not the data.
+    return DataSpec(path=str(Path(data).resolve()), format=fmt, protocol=protocol, split_seed=0)
+
+
 def _stats(values: Sequence[float]) -> dict[str, Any]:
     values = [float(v) for v in values]
     if not values:
@@ -254,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model_export.experiments")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run")
-    run.add_argument("--data", required=True)
+    run.add_argument("--data", required=True, help="a data path, or `synthetic`")
     run.add_argument("--format", default="auto")
     run.add_argument("--out", type=Path, required=True)
     run.add_argument("--protocols", default="leave_last_out,comirec")
