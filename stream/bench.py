@@ -228,7 +228,7 @@ def _noop_faust_child(topic_name: str, n: int, out: Path) -> None:
                 )
                 os._exit(0)
 
-    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"  # as the worker's
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "aio"  # as the worker's
     sys.argv = ["bench-noop", "-L", loop, "worker", "-l", "warn", "--without-web"]
     app.main()
 

@@ -61,12 +61,25 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from stream.agents import app
 
     loop = args.loop or ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
-    web = ["--without-web"] if args.without_web else ["--web-port", str(settings.worker_web_port)]
+    web = (
+        ["--without-web"]
+        if args.without_web
+        else [
+            "--web-port",
+            str(settings.worker_web_port),
+            "--web-bind",
+            settings.worker_web_host,
+            "--web-host",
+            settings.worker_web_host,
+        ]
+    )
     # Faust's CLI names two levels its own way.
     level = {"warning": "warn", "critical": "crit"}.get(
         settings.log_level.lower(), settings.log_level.lower()
     )
-    sys.argv = ["mindstream stream", "-L", loop, "worker", "-l", level, *web]
+    # Faust calls the standard asyncio loop "aio".
+    faust_loop = {"asyncio": "aio"}.get(loop, loop)
+    sys.argv = ["mindstream stream", "-L", faust_loop, "worker", "-l", level, *web]
     app.main()
     return 0
 

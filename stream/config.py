@@ -68,6 +68,9 @@ def app_options(settings: Settings) -> dict[str, Any]:
         "datadir": str(datadir),
         "web_enabled": True,
         "web_port": settings.worker_web_port,
+        # Faust's default is 0.0.0.0; health and metrics stay on loopback unless told otherwise.
+        "web_bind": settings.worker_web_host,
+        "web_host": settings.worker_web_host,
         "consumer_auto_offset_reset": "earliest",
         "processing_guarantee": "at_least_once",
         "broker_session_timeout": profile.session_timeout_ms / 1000,

@@ -9,8 +9,7 @@
   the attacker also rewrote the manifest's file hashes; a pickled object array planted as the
   embeddings is refused without running its payload.
 - The recall service binds to loopback unless told otherwise (checked on the live socket); the
-  stream worker's web endpoint should too (a strict xfail until stream/config.py passes
-  ``MINDSTREAM_WORKER_WEB_HOST`` to Faust).
+  stream worker's web endpoint too (``MINDSTREAM_WORKER_WEB_HOST``, default 127.0.0.1).
 - Redis TLS settings without a ``rediss://`` URL are refused (no silent clear text).
 """
 
@@ -338,11 +337,6 @@ def test_recall_service_binds_to_loopback_by_default(tmp_path: Path) -> None:
     assert addresses == {"127.0.0.1"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stream/config.py does not pass MINDSTREAM_WORKER_WEB_HOST to Faust as web_bind, "
-    "so the worker's /health and /metrics listen on Faust's default, 0.0.0.0",
-)
 def test_stream_worker_web_binds_to_loopback_by_default(tmp_path: Path) -> None:
     from stream.config import app_options
 
