@@ -13,7 +13,8 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -156,12 +157,25 @@ def full_softmax_loss(
 
 
 def seed_everything(seed: int, threads: int = 0) -> None:
-    """Seed torch and make it deterministic; flush subnormals (they slow CPU math ~10x)."""
+    """Seed torch and make it deterministic."""
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.set_flush_denormal(True)
     if threads > 0:
         torch.set_num_threads(threads)
+
+
+@contextmanager
+def flushed_subnormals() -> Iterator[None]:
+    """Flush subnormal floats to zero while training (they slow CPU math ~10x).
+
+    The switch is process-wide processor state, so it is turned off again afterwards: left on,
+    it breaks every later user of subnormal floats in the process (hypothesis, numpy code).
+    """
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 Validator = Callable[[UserTower], float]
@@ -180,6 +194,19 @@ def train(
     ``validate(tower)`` (called in eval mode after each epoch) returns the early-stopping score,
     higher is better; without it the last epoch's weights are kept.
     """
+    with flushed_subnormals():
+        return _train(tower, sequences, config, validate=validate, on_epoch=on_epoch)
+
+
+def _train(
+    tower: UserTower,
+    sequences: Sequence[np.ndarray],
+    config: TrainConfig,
+    *,
+    validate: Validator | None = None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """The body of :func:`train`, run with subnormals flushed."""
     seed_everything(config.seed, config.threads)
     rng = np.random.default_rng(config.seed)
     n_items = tower.config.n_items
