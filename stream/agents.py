@@ -9,6 +9,8 @@ from typing import Any
 from prometheus_client import generate_latest
 
 from stream.app import app, settings
+from stream.positions import rewind_to_committed
+from stream.rekey import rekey_topic_name
 from stream.runtime import Runtime, exit_without_commit
 from stream.tables import windows
 from stream.topics import clicks_in, dead_letters
@@ -55,6 +57,14 @@ if settings.stream_watch_interval_s > 0:
     async def watch_bundle() -> None:
         if _runtime is not None:
             await _runtime.maybe_reload()
+
+
+@app.on_rebalance_complete.connect  # type: ignore[arg-type]
+async def rewind_sources(sender: Any, **kwargs: Any) -> None:
+    """See stream.positions: no record may be skipped across a rebalance. Sent by Faust's
+    recovery after an assignment, before its own seek and before fetching resumes."""
+    sources = {settings.clicks_topic, rekey_topic_name(settings.app_id, settings.clicks_topic)}
+    await rewind_to_committed(app.consumer, settings, app.consumer.assignment(), sources)
 
 
 @app.page("/health")
