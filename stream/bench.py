@@ -263,6 +263,7 @@ def drain_worker(settings: Settings, n: int, work: Path) -> dict[str, Any]:
         "tower_s": round(metrics["mindstream_stream_tower_seconds_sum"], 2),
         "redis_s": round(metrics["mindstream_stream_redis_write_seconds_sum"], 2),
         "worker_cpu_s": round(metrics.get("process_cpu_seconds_total", float("nan")), 1),
+        "mean_ms_per_batch": _mean_stage_ms(metrics),
     }
 
 
@@ -347,7 +348,23 @@ def sustained(
         "mean_batch_events": round(
             sent["n"] / max(metrics["mindstream_stream_batch_events_count"], 1)
         ),
+        "mean_ms_per_batch": _mean_stage_ms(metrics),
     }
+
+
+def _mean_stage_ms(metrics: dict[str, float]) -> dict[str, float]:
+    """Mean time per micro-batch of each stage (from the worker's histograms)."""
+    out = {}
+    for stage, name in (
+        ("tower", "tower_seconds"),
+        ("redis", "redis_write_seconds"),
+        ("changelog", "changelog_write_seconds"),
+        ("rekey", "rekey_write_seconds"),
+    ):
+        count = metrics.get(f"mindstream_stream_{name}_count", 0.0)
+        total = metrics.get(f"mindstream_stream_{name}_sum", 0.0)
+        out[stage] = round(1000 * total / count, 1) if count else 0.0
+    return out
 
 
 def run(args: argparse.Namespace, base: Settings) -> Results:
