@@ -38,6 +38,11 @@ def register(sub: Any) -> None:
     model.add_argument("--routing-init-std", type=float, default=1.0)
     model.add_argument("--static-k", action="store_true", help="always use K interests")
     model.add_argument(
+        "--routing-no-detach",
+        action="store_true",
+        help="let gradients flow through the agreement of every routing iteration",
+    )
+    model.add_argument(
         "--head-hidden",
         type=int,
         default=0,
@@ -180,6 +185,7 @@ def _train(args: argparse.Namespace, settings: Any) -> int:
         "pow_p": args.p,
         "routing_iterations": args.routing_iterations,
         "routing_init_std": args.routing_init_std,
+        "routing_detach": not args.routing_no_detach,
         "dynamic_k": not args.static_k,
         "head_hidden": args.head_hidden,
         "max_len": args.max_len or settings.window_max_len,

@@ -2,9 +2,11 @@
 protocols, a small equal tuning grid per model and several seeds.
 
 ``python -m model_export.experiments run --data PATH --out results/beauty`` trains every
-(protocol, model, lr, seed) of the plan that has no result file yet (one small JSON per run,
-so a run can be resumed or sharded with ``--shard i/n``); ``... summarize --out
-results/beauty`` aggregates them into ``summary.json`` and prints a Markdown table.
+(protocol, model, lr, seed) of the plan that has no result file yet: one small JSON per run
+in ``<out>/trials/`` (not ``runs/``, which git ignores), so a run can be resumed or sharded
+with ``--shard i/n``. ``... summarize --out results/beauty`` aggregates them into
+``summary.json`` and prints a Markdown table; ``by-length`` and ``routing`` analyse
+checkpoints.
 """
 
 from __future__ import annotations
@@ -37,10 +39,13 @@ class RunPlan:
     lr: float
     seed: int
     p: float = 1.0  # label-aware attention exponent (MIND with K > 1 only)
+    detach: bool = True  # routing_detach (MIND models only)
 
     @property
     def name(self) -> str:
         suffix = f"-p{self.p:g}" if self.p != 1.0 and self.model == "mind" else ""
+        if not self.detach and self.model in ("mind", "mind_k1"):
+            suffix += "-nodetach"
         return f"{self.protocol}-{self.model}{suffix}-lr{self.lr:g}-seed{self.seed}"
 
 
@@ -50,9 +55,10 @@ def plan(
     lrs: Sequence[float],
     seeds: Sequence[int],
     p: float = 1.0,
+    detach: bool = True,
 ) -> list[RunPlan]:
     return [
-        RunPlan(*combo, p=p if combo[1] == "mind" else 1.0)
+        RunPlan(*combo, p=p if combo[1] == "mind" else 1.0, detach=detach)
         for combo in itertools.product(protocols, models, lrs, seeds)
     ]
 
@@ -67,6 +73,7 @@ def run_one(run: RunPlan, args: argparse.Namespace) -> dict[str, Any]:
         "dim": args.dim,
         "max_len": args.max_len,
         "pow_p": run.p,
+        "routing_detach": run.detach,
         "seed": run.seed,
     }
     config = TrainConfig(
@@ -95,6 +102,7 @@ def run_one(run: RunPlan, args: argparse.Namespace) -> dict[str, Any]:
         "variant": run.name.split("-lr")[0].split("-", 1)[1],
         "lr": run.lr,
         "p": run.p,
+        "routing_detach": run.detach,
         "seed": run.seed,
     }
     summary["command_options"] = {
@@ -107,7 +115,7 @@ def run_one(run: RunPlan, args: argparse.Namespace) -> dict[str, Any]:
 
 def summarize(out: Path) -> dict[str, Any]:
     """Mean ± std over seeds of each (protocol, model, lr); the best lr per model by validation."""
-    runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    runs = [json.loads(p.read_text()) for p in sorted((out / "trials").glob("*.json"))]
     groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
     for r in runs:
         key = (r["plan"]["protocol"], r["plan"]["variant"], r["plan"]["lr"])
@@ -225,6 +233,62 @@ def by_history_length(
     return out
 
 
+def routing_diagnostics(
+    checkpoint: Path, data: str, fmt: str, protocol: str, min_len: int = 16, users: int = 2000
+) -> dict[str, float]:
+    """How much B2I routing moves away from its fixed random initial logits, for test users
+    with at least ``min_len`` behaviours: the share of behaviours whose top capsule changed,
+    the mean largest routing weight, and capsule / interest cosines."""
+    import torch
+
+    from model_export.checkpoint import load_checkpoint
+    from model_export.model import MASKED_LOGIT, interest_count, squash
+    from model_export.retrieval import pad_histories
+    from model_export.workflow import load_data, make_split
+
+    tower = load_checkpoint(checkpoint).tower
+    routing = tower.routing
+    if routing is None:
+        raise SystemExit("routing diagnostics need a MIND checkpoint")
+    spec = _data_spec(data, fmt, protocol)
+    interactions, _ = load_data(spec)
+    histories = [h for h in make_split(interactions, spec).test.histories if len(h) >= min_len]
+    seq = torch.from_numpy(pad_histories(histories[:users], tower.config.max_len))
+    with torch.no_grad():
+        mask = seq > 0
+        u_hat = routing.bilinear(tower.items(seq))
+        active = interest_count(mask.sum(-1), routing.k)
+        capsule_mask = torch.arange(routing.k)[None] < active[:, None]
+        allowed = capsule_mask.unsqueeze(1)
+        init = routing.routing_init[seq]
+        logits = init
+        for it in range(routing.iterations):
+            masked = torch.where(allowed, logits, torch.full_like(logits, MASKED_LOGIT))
+            weights = torch.softmax(masked, -1) * mask.unsqueeze(-1)
+            capsules = squash(weights.transpose(1, 2) @ u_hat)
+            if it < routing.iterations - 1:
+                logits = logits + u_hat @ capsules.transpose(1, 2)
+        first = torch.where(allowed, init, torch.full_like(init, MASKED_LOGIT)).argmax(-1)
+        changed = (first != masked.argmax(-1))[mask].float().mean()
+        interests, _ = tower(seq)
+        pair = (
+            capsule_mask.unsqueeze(-1) & capsule_mask.unsqueeze(-2) & ~torch.eye(routing.k).bool()
+        )
+
+        def mean_cos(x: torch.Tensor) -> float:
+            unit = torch.nn.functional.normalize(x, dim=-1)
+            return float((unit @ unit.transpose(1, 2))[pair].mean())
+
+        return {
+            "users": len(seq),
+            "share_top_capsule_changed_from_init": float(changed),
+            "mean_largest_routing_weight": float(weights.max(-1).values[mask].mean()),
+            "mean_u_hat_norm": float(u_hat[mask].norm(dim=-1).mean()),
+            "capsule_cosine": mean_cos(capsules),
+            "interest_cosine": mean_cos(interests),
+        }
+
+
 def _data_spec(data: str, fmt: str, protocol: str) -> Any:
     """``data`` is a path, or ``synthetic`` for the generator's default planted log."""
     from model_export.workflow import SYNTHETIC, DataSpec
@@ -267,6 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--lrs", default="0.001,0.003")
     run.add_argument("--seeds", default="0,1,2")
     run.add_argument("--p", type=float, default=1.0, help="label-aware p for MIND (K > 1)")
+    run.add_argument(
+        "--no-detach", action="store_true", help="MIND: gradients through every routing step"
+    )
     run.add_argument("--dim", type=int, default=64)
     run.add_argument("--max-len", type=int, default=50)
     run.add_argument("--epochs", type=int, default=40)
@@ -286,10 +353,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     lengths.add_argument("--protocol", default="leave_last_out")
     lengths.add_argument("--checkpoint", action="append", default=[], help="NAME=PATH")
     lengths.add_argument("--json", type=Path, default=None)
+    routing = sub.add_parser("routing", help="how far routing moves from its initial logits")
+    routing.add_argument("--data", required=True)
+    routing.add_argument("--format", default="auto")
+    routing.add_argument("--protocol", default="leave_last_out")
+    routing.add_argument("--checkpoint", type=Path, required=True)
+    routing.add_argument("--min-len", type=int, default=16)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "summarize":
         print(markdown(summarize(args.out)))
+        return 0
+    if args.command == "routing":
+        stats = routing_diagnostics(
+            args.checkpoint, args.data, args.format, args.protocol, min_len=args.min_len
+        )
+        print(json.dumps(stats, indent=2))
         return 0
     if args.command == "by-length":
         checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
@@ -309,10 +388,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         [float(x) for x in args.lrs.split(",")],
         [int(x) for x in args.seeds.split(",")],
         args.p,
+        not args.no_detach,
     )[index::count]
-    (args.out / "runs").mkdir(parents=True, exist_ok=True)
+    (args.out / "trials").mkdir(parents=True, exist_ok=True)
     for entry in runs:
-        target = args.out / "runs" / f"{entry.name}.json"
+        target = args.out / "trials" / f"{entry.name}.json"
         if target.exists():
             logger.info("skip %s (done)", entry.name)
             continue

@@ -43,6 +43,7 @@ class MindConfig:
     k: int = 4  # most interests per user K (youtube_dnn always has 1)
     routing_iterations: int = 3  # B2I routing iterations, unrolled in the graph
     routing_init_std: float = 1.0  # sigma of the fixed Gaussian initial routing logits
+    routing_detach: bool = True  # no gradient through the agreement of early iterations
     dynamic_k: bool = True  # K'u = max(1, min(K, floor(log2 n))) active interests, else K
     max_len: int = 50  # behaviours per user the tower is fed (the caller keeps the newest)
     head_hidden: int = 0  # hidden width of the two-layer ReLU head; 0 = 4 * dim, -1 = no head
@@ -201,9 +202,10 @@ class B2IRouting(nn.Module):
 
     Routing logits b_ij start from a fixed Gaussian buffer (one row per item index, drawn once
     at construction), the weights are a softmax over the active interests of each behaviour,
-    padding behaviours get weight 0, and logits grow by agreement u_i . c_j. As in common
-    capsule practice, agreement in all but the last iteration uses a detached û, so gradients
-    flow through the final weighted sum only.
+    padding behaviours get weight 0, and logits grow by agreement u_i . c_j. With
+    ``routing_detach`` (ComiRec's practice; the paper says nothing) agreement in all but the
+    last iteration uses a detached û, so gradients flow through the final weighted sum only and
+    S gets no signal to sharpen the routing; without it gradients flow through every iteration.
     """
 
     routing_init: torch.Tensor
@@ -214,6 +216,7 @@ class B2IRouting(nn.Module):
         self.k = config.k
         self.iterations = config.routing_iterations
         self.dynamic_k = config.dynamic_k
+        self.detach = config.routing_detach
         self.bilinear = nn.Linear(d, d, bias=False)
         nn.init.normal_(self.bilinear.weight, std=d**-0.5, generator=generator)
         init = torch.randn(config.n_items + 1, config.k, generator=generator)
@@ -229,7 +232,7 @@ class B2IRouting(nn.Module):
         capsule_mask = torch.arange(self.k, device=n.device).unsqueeze(0) < active.unsqueeze(-1)
         weight_mask = seq_mask.unsqueeze(-1).to(behaviours.dtype)  # [B, L, 1]
         u_hat = self.bilinear(behaviours)  # [B, L, d]
-        u_fixed = u_hat.detach()
+        u_fixed = u_hat.detach() if self.detach else u_hat
         logits = self.routing_init[item_seq]  # [B, L, K]
         capsules = torch.zeros_like(u_hat[:, : self.k])
         allowed = capsule_mask.unsqueeze(1)  # [B, 1, K]

@@ -283,3 +283,17 @@ def test_config_rejects_bad_values():
         MindConfig(n_items=5, pow_p=-1.0)
     with pytest.raises(ModelExportError):
         MindConfig(n_items=5, pow_p=math.nan)
+
+
+def test_routing_detach_changes_gradients_not_outputs():
+    seq = pad([[1, 2, 3, 4, 5, 6, 7, 8, 9]], 9)
+    grads, outputs = [], []
+    for detach in (True, False):
+        tower = tiny_tower(routing_detach=detach, head_hidden=-1)
+        interests, _ = tower(seq)
+        interests.pow(2).sum().backward()
+        assert tower.routing is not None
+        grads.append(tower.routing.bilinear.weight.grad.clone())
+        outputs.append(interests.detach())
+    torch.testing.assert_close(outputs[0], outputs[1])
+    assert not torch.allclose(grads[0], grads[1])

@@ -347,7 +347,7 @@ def test_experiment_runner_writes_runs_and_a_summary(tmp_path, capsys):
         f"--checkpoints={tmp_path / 'ckpt'}",
     ]
     assert experiments.main(args) == 0
-    runs = sorted(p.name for p in (out / "runs").iterdir())
+    runs = sorted(p.name for p in (out / "trials").iterdir())
     assert runs == [
         f"leave_last_out-{m}-lr0.01-seed{s}.json" for m in ("mind", "youtube_dnn") for s in (0, 1)
     ]
@@ -365,8 +365,12 @@ def test_experiment_runner_writes_runs_and_a_summary(tmp_path, capsys):
     buckets = report["buckets"].values()
     assert sum(b["users"] for b in buckets) == 80
     overall = sum(b["users"] * b["mind"]["hit_rate@50"] for b in buckets if b["users"]) / 80
-    run = json.loads((out / "runs" / "leave_last_out-mind-lr0.01-seed0.json").read_text())
+    run = json.loads((out / "trials" / "leave_last_out-mind-lr0.01-seed0.json").read_text())
     assert overall == pytest.approx(run["test"]["mind"]["metrics"]["hit_rate@50"])
+    stats = experiments.routing_diagnostics(ckpt, str(data), "amazon", "leave_last_out", min_len=4)
+    assert stats["users"] > 0
+    assert 0.0 <= stats["share_top_capsule_changed_from_init"] <= 1.0
+    assert 1 / 4 <= stats["mean_largest_routing_weight"] <= 1.0
 
 
 def test_evaluating_a_bundle_needs_no_torch(tmp_path):
