@@ -363,7 +363,9 @@ def test_redis_outage_never_commits_past_an_unwritten_batch(
     client = own_redis("start")
     assert isinstance(client, redis.Redis)
     settings = dataclasses.replace(stream_settings, redis_url=str(own_redis("url")))
-    log = _records(clicks)
+    # Keyed clicks only: with re-keyed ones the restart here meets the known issue of the
+    # with-rekeyed restart test (a re-keyed record Faust never delivers after a restart).
+    log = _records(clicks, unkeyed_every=0)
     half = len(log) // 2
     expected_first = _expected(clicks[:half])
     with WorkerProcess(settings, tmp_path / "worker.log") as worker:
