@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 from model_export.data.assemble import (
@@ -128,59 +129,57 @@ Columns = tuple[list[str], list[str], list[int], list[float], int]
 
 
 def _read_ratings_csv(path: Path, bad: BadLines) -> Columns:
-    users: list[str] = []
-    items: list[str] = []
-    times: list[int] = []
-    ratings: list[float] = []
-    rows = 0
     with path.open(encoding="utf-8", newline="") as handle:
         header = handle.readline().rstrip("\r\n")
         if header.split(",") != RATINGS_HEADER:
             raise DataFormatError(
                 f"{path}:1: expected the header {','.join(RATINGS_HEADER)!r}, got {header!r}"
             )
-        for line_no, raw in enumerate(handle, start=2):
-            line = raw.rstrip("\r\n")
-            if not line:
-                continue
-            rows += 1
-            fields = line.split(",")
-            parsed = _rating(fields) if len(fields) == 4 else None
-            if parsed is None:
-                bad.reject(
-                    path, line_no, "userId,movieId,rating,timestamp (ints, float, int)", line
-                )
-                continue
-            users.append(fields[0])
-            items.append(fields[1])
-            ratings.append(parsed[0])
-            times.append(parsed[1] * 1000)
-    return users, items, times, ratings, rows
+        return _read_rating_lines(
+            path,
+            handle,
+            bad,
+            first_line=2,
+            sep=",",
+            expected="userId,movieId,rating,timestamp (ints, float, int)",
+        )
 
 
 def _read_u_data(path: Path, bad: BadLines) -> Columns:
+    with path.open(encoding="utf-8", newline="") as handle:
+        return _read_rating_lines(
+            path,
+            handle,
+            bad,
+            first_line=1,
+            sep="\t",
+            expected="user<TAB>item<TAB>rating<TAB>timestamp, all numeric",
+        )
+
+
+def _read_rating_lines(
+    path: Path, lines: Iterable[str], bad: BadLines, *, first_line: int, sep: str, expected: str
+) -> Columns:
+    """Columns of ``user, item, rating, timestamp`` lines (ratings.csv and u.data share them)."""
     users: list[str] = []
     items: list[str] = []
     times: list[int] = []
     ratings: list[float] = []
     rows = 0
-    with path.open(encoding="utf-8", newline="") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            line = raw.rstrip("\r\n")
-            if not line:
-                continue
-            rows += 1
-            fields = line.split("\t")
-            parsed = _rating(fields) if len(fields) == 4 else None
-            if parsed is None:
-                bad.reject(
-                    path, line_no, "user<TAB>item<TAB>rating<TAB>timestamp, all numeric", line
-                )
-                continue
-            users.append(fields[0])
-            items.append(fields[1])
-            ratings.append(parsed[0])
-            times.append(parsed[1] * 1000)
+    for line_no, raw in enumerate(lines, start=first_line):
+        line = raw.rstrip("\r\n")
+        if not line:
+            continue
+        rows += 1
+        fields = line.split(sep)
+        parsed = _rating(fields) if len(fields) == 4 else None
+        if parsed is None:
+            bad.reject(path, line_no, expected, line)
+            continue
+        users.append(fields[0])
+        items.append(fields[1])
+        ratings.append(parsed[0])
+        times.append(parsed[1] * 1000)
     return users, items, times, ratings, rows
 
 
