@@ -176,49 +176,69 @@ def freshness_section(found: Measurements, out_dir: Path) -> Section:
 
 
 def throughput_section(found: Measurements, out_dir: Path) -> Section:
-    section = Section("throughput", "Throughput")
-    if not found.throughput:
-        section.missing = (
+    return _measurement_section(
+        Section("throughput", "Throughput"),
+        found.throughput,
+        missing=(
             "No data yet: run <code>mindstream demo</code> (publish and "
             "stream worker rates) or a benchmark that writes results (see "
             "<code>mindstream.report_results</code>)"
-        )
-        return section
-    figure = figures.throughput_figure(found.throughput, out_dir / "throughput.png")
-    section.figures.append((figure, "Events per second."))
-    rows = [
-        [e["name"], e.get("source"), e.get("events"), e.get("seconds"), e["events_per_s"]]
-        for e in found.throughput
-    ]
-    section.body = _table(["measurement", "source", "events", "seconds", "events/s"], rows)
-    return section
+        ),
+        figure=figures.throughput_figure,
+        path=out_dir / "throughput.png",
+        caption="Events per second.",
+        columns={
+            "measurement": "name",
+            "source": "source",
+            "events": "events",
+            "seconds": "seconds",
+            "events/s": "events_per_s",
+        },
+    )
 
 
 def latency_section(found: Measurements, out_dir: Path) -> Section:
-    section = Section("latency", "Recall latency")
-    if not found.latency:
-        section.missing = (
+    return _measurement_section(
+        Section("latency", "Recall latency"),
+        found.latency,
+        missing=(
             "No data yet: run <code>mindstream demo</code> or "
             "<code>mindstream bench recall --json results/bench/recall.json</code>"
-        )
-        return section
-    figure = figures.latency_figure(found.latency, out_dir / "latency.png")
-    section.figures.append((figure, "Latency percentiles per measurement."))
-    rows = [
-        [
-            e["name"],
-            e.get("source"),
-            e.get("count"),
-            e.get("p50_ms"),
-            e.get("p95_ms"),
-            e.get("p99_ms"),
-            e.get("per_s"),
-        ]
-        for e in found.latency
-    ]
-    section.body = _table(
-        ["measurement", "source", "requests", "p50 ms", "p95 ms", "p99 ms", "per s"], rows
+        ),
+        figure=figures.latency_figure,
+        path=out_dir / "latency.png",
+        caption="Latency percentiles per measurement.",
+        columns={
+            "measurement": "name",
+            "source": "source",
+            "requests": "count",
+            "p50 ms": "p50_ms",
+            "p95 ms": "p95_ms",
+            "p99 ms": "p99_ms",
+            "per s": "per_s",
+        },
     )
+
+
+def _measurement_section(
+    section: Section,
+    entries: Sequence[Mapping[str, Any]],
+    *,
+    missing: str,
+    figure: Callable[[Sequence[Mapping[str, Any]], Path], Path],
+    path: Path,
+    caption: str,
+    columns: Mapping[str, str],
+) -> Section:
+    """``section`` with one figure of ``entries`` and a table of them (``columns``: header ->
+    entry key), or with the ``missing`` note when there are none.
+    """
+    if not entries:
+        section.missing = missing
+        return section
+    section.figures.append((figure(entries, path), caption))
+    rows = [[e.get(key) for key in columns.values()] for e in entries]
+    section.body = _table(list(columns), rows)
     return section
 
 
