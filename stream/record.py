@@ -34,6 +34,10 @@ EVALSHA): a record is replaced only when the stored ``seq`` is absent or not gre
 new one, so a record made from newer input is never replaced by one from older input. Equal
 ``seq`` is allowed: the same input recomputed (after a crash, or with a new bundle) rewrites the
 record. The script deletes the hash before setting it, so no field of an older layout survives.
+A batch goes in one round trip, each script call checking and setting up to
+``RECORDS_PER_CALL`` records in order, exactly as one call per record would (a user twice in a
+batch: the later record is checked against the earlier one). Such a call names keys of many
+users, so it needs one Redis server (or a cluster client that groups the calls by slot).
 """
 
 from __future__ import annotations
@@ -65,19 +69,33 @@ FIELDS = (
     "items",
 )
 
-# KEYS[1] = record key; ARGV = the field values in FIELDS order (names are in the script, so a
-# write sends 10 values rather than 20 names and values: client-side packing is its main cost).
-_HSET_ARGS = ", ".join(f"'{name}', ARGV[{n + 1}]" for n, name in enumerate(FIELDS))
+# One script call writes a whole chunk of records: KEYS = the record keys, ARGV = each record's
+# field values in FIELDS order, record after record (the names are in the script, so a record
+# sends 10 values rather than 20 names and values). Each key is checked and set on its own, in
+# order, exactly as one call per record would; the reply holds 1 (written) or 0 (kept) per key.
+# One call per chunk instead of one per record: redis-py's per-command packing and reply
+# handling were most of the write's client CPU (600 records of d=64, K=4: see BENCHMARKS.md).
+_N_FIELDS = len(FIELDS)
+_HSET_ARGS = ", ".join(f"'{name}', ARGV[base + {n + 1}]" for n, name in enumerate(FIELDS))
 MONOTONIC_WRITE_LUA = f"""
-local current = redis.call('HGET', KEYS[1], 'seq')
-if current and tonumber(current) > tonumber(ARGV[{FIELDS.index("seq") + 1}]) then
-  return 0
+local written = {{}}
+for i, key in ipairs(KEYS) do
+  local base = (i - 1) * {_N_FIELDS}
+  local current = redis.call('HGET', key, 'seq')
+  if current and tonumber(current) > tonumber(ARGV[base + {FIELDS.index("seq") + 1}]) then
+    written[i] = 0
+  else
+    redis.call('DEL', key)
+    redis.call('HSET', key, {_HSET_ARGS})
+    written[i] = 1
+  end
 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], {_HSET_ARGS})
-return 1
+return written
 """
 MONOTONIC_WRITE_SHA = hashlib.sha1(MONOTONIC_WRITE_LUA.encode()).hexdigest()  # noqa: S324
+# Records per script call: one call runs atomically and blocks the server meanwhile, so a big
+# batch goes as several calls (pipelined in one round trip) of bounded length.
+RECORDS_PER_CALL = 256
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,22 +193,40 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _script_args(prefix: str, record: InterestRecord) -> list[bytes | str]:
-    return [record_key(prefix, record.user_id), *encode_record(record).values()]
+def _script_calls(
+    prefix: str, records: Sequence[InterestRecord]
+) -> list[tuple[int, list[bytes | str]]]:
+    """(numkeys, the keys then every record's values) of each script call for ``records``."""
+    calls: list[tuple[int, list[bytes | str]]] = []
+    for start in range(0, len(records), RECORDS_PER_CALL):
+        chunk = records[start : start + RECORDS_PER_CALL]
+        args: list[bytes | str] = [record_key(prefix, record.user_id) for record in chunk]
+        for record in chunk:
+            args += encode_record(record).values()
+        calls.append((len(chunk), args))
+    return calls
+
+
+def _written(replies: Sequence[Any], expected: int) -> list[bool]:
+    flags = [bool(flag) for reply in replies for flag in reply]
+    if len(flags) != expected:
+        raise RecordError(f"the write script answered {len(flags)} flags for {expected} records")
+    return flags
 
 
 def write_records(
     client: redis.Redis, prefix: str, records: Sequence[InterestRecord]
 ) -> list[bool]:
-    """Write a batch in one pipeline with the monotonic check; True where a record was written."""
+    """Write a batch in one round trip with the monotonic check; True where a record was written."""
     if not records:
         return []
+    calls = _script_calls(prefix, records)
     for attempt in (1, 2):
         pipe = client.pipeline(transaction=False)
-        for record in records:
-            pipe.evalsha(MONOTONIC_WRITE_SHA, 1, *_script_args(prefix, record))
+        for numkeys, args in calls:
+            pipe.evalsha(MONOTONIC_WRITE_SHA, numkeys, *args)
         try:
-            return [bool(r) for r in pipe.execute()]
+            return _written(pipe.execute(), len(records))
         except NoScriptError:
             # Redis restarted or flushed its script cache; every write is idempotent, so load
             # the script and send the whole batch again.
@@ -206,12 +242,13 @@ async def write_records_async(
     """:func:`write_records` for an asyncio client."""
     if not records:
         return []
+    calls = _script_calls(prefix, records)
     for attempt in (1, 2):
         pipe = client.pipeline(transaction=False)
-        for record in records:
-            pipe.evalsha(MONOTONIC_WRITE_SHA, 1, *_script_args(prefix, record))
+        for numkeys, args in calls:
+            pipe.evalsha(MONOTONIC_WRITE_SHA, numkeys, *args)
         try:
-            return [bool(r) for r in await pipe.execute()]
+            return _written(await pipe.execute(), len(records))
         except NoScriptError:
             if attempt == 2:
                 raise

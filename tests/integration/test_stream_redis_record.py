@@ -11,7 +11,10 @@ import redis.asyncio
 
 from mindstream.settings import Settings
 from stream.record import (
+    FIELDS,
+    RECORDS_PER_CALL,
     InterestRecord,
+    encode_record,
     read_interests,
     read_interests_async,
     read_many,
@@ -90,3 +93,51 @@ def test_async_client(service_settings: Settings, redis_prefix: str, redis_clien
             await client.aclose()
 
     asyncio.run(run())
+
+
+def _stored(client: redis.Redis, prefix: str, users: list[str]) -> list[dict[bytes, bytes]]:
+    return [client.hgetall(record_key(prefix, user)) for user in users]
+
+
+def test_one_call_mixes_newer_older_and_equal(redis_client: redis.Redis, redis_prefix: str) -> None:
+    # more records than one script call takes, so the batch spans calls
+    n = 2 * RECORDS_PER_CALL + 7
+    users = [f"m{i}" for i in range(n)]
+    assert write_records(redis_client, redis_prefix, [_record(u, 5) for u in users]) == [True] * n
+    seqs = [(4, 5, 6)[i % 3] for i in range(n)]  # older, equal, newer, interleaved
+    batch = [_record(u, s, model="m2") for u, s in zip(users, seqs, strict=True)]
+    assert write_records(redis_client, redis_prefix, batch) == [s >= 5 for s in seqs]
+    stored = _stored(redis_client, redis_prefix, users)
+    for user, seq, fields in zip(users, seqs, stored, strict=True):
+        want = _record(user, max(seq, 5), model="m1" if seq < 5 else "m2")
+        assert fields == {k.encode(): v for k, v in encode_record(want).items()}
+
+
+def test_a_user_twice_in_one_batch_applies_in_order(
+    redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    batch = [_record("t", 3), _record("t", 2), _record("t", 4, model="m2"), _record("t", 4)]
+    assert write_records(redis_client, redis_prefix, batch) == [True, False, True, True]
+    t = read_interests(redis_client, redis_prefix, "t")
+    assert t is not None and t.seq == 4 and t.model == "m1"
+
+
+def test_sync_and_async_writes_store_the_same_bytes(
+    service_settings: Settings, redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    users = [f"s{i}" for i in range(RECORDS_PER_CALL + 3)]
+    records = [_record(u, 1 + i % 4, k=i % 3) for i, u in enumerate(users)]
+    write_records(redis_client, redis_prefix + "sync:", records)
+
+    async def run() -> list[bool]:
+        client = redis.asyncio.Redis.from_url(service_settings.redis_url)
+        try:
+            await client.script_flush()  # and the async path reloads the script
+            return await write_records_async(client, redis_prefix + "async:", records)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == [True] * len(records)
+    sync = _stored(redis_client, redis_prefix + "sync:", users)
+    assert sync == _stored(redis_client, redis_prefix + "async:", users)
+    assert all(len(fields) == len(FIELDS) for fields in sync)

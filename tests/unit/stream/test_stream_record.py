@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 
@@ -9,7 +10,17 @@ import numpy as np
 import pytest
 
 from stream.exceptions import RecordError
-from stream.record import FIELDS, InterestRecord, decode_record, encode_record, record_key
+from stream.record import (
+    FIELDS,
+    MONOTONIC_WRITE_LUA,
+    RECORDS_PER_CALL,
+    InterestRecord,
+    _script_calls,
+    _written,
+    decode_record,
+    encode_record,
+    record_key,
+)
 
 
 def _record(k: int = 2, dim: int = 3, seq: int = 7) -> InterestRecord:
@@ -89,3 +100,29 @@ def test_missing_field_and_shape_mismatch() -> None:
         decode_record("u42", fields)
     with pytest.raises(RecordError, match="shape"):
         InterestRecord("u", np.zeros((2, 2), np.float32), 2, 3, "m", 0, 0, 0, 0, "s", ())
+
+
+def test_script_calls_send_keys_then_values_in_bounded_chunks() -> None:
+    records = [
+        dataclasses.replace(_record(seq=n), user_id=f"u{n}") for n in range(RECORDS_PER_CALL + 2)
+    ]
+    calls = _script_calls("p:", records)
+    assert [numkeys for numkeys, _ in calls] == [RECORDS_PER_CALL, 2]
+    for (numkeys, args), chunk in zip(
+        calls, (records[:RECORDS_PER_CALL], records[RECORDS_PER_CALL:]), strict=True
+    ):
+        assert args[:numkeys] == [record_key("p:", r.user_id) for r in chunk]
+        values = args[numkeys:]
+        assert len(values) == numkeys * len(FIELDS)
+        for n, record in enumerate(chunk):
+            own = values[n * len(FIELDS) : (n + 1) * len(FIELDS)]
+            assert own == list(encode_record(record).values())
+    # the script reads seq at the ARGV position of its field
+    assert f"ARGV[base + {FIELDS.index('seq') + 1}]" in MONOTONIC_WRITE_LUA
+    assert _script_calls("p:", []) == []
+
+
+def test_a_short_script_answer_is_an_error() -> None:
+    assert _written([[1, 0], [1]], 3) == [True, False, True]
+    with pytest.raises(RecordError, match="2 flags for 3 records"):
+        _written([[1, 0]], 3)
