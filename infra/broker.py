@@ -16,7 +16,7 @@ from pathlib import Path
 
 from infra.exceptions import BinaryNotFoundError
 from infra.launch import ServiceDefinition
-from infra.ports import accepts_connections
+from infra.ports import answers_request
 
 logger = logging.getLogger(__name__)
 
@@ -78,28 +78,22 @@ def broker_env(environ: Mapping[str, str]) -> dict[str, str]:
 
 def broker_answers(host: str, port: int) -> bool:
     """Whether a Kafka metadata request to ``host:port`` gets an answer naming a broker."""
-    if not accepts_connections(host, port):
-        return False
     from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
 
-    try:
-        admin = KafkaAdminClient(
+    return answers_request(
+        "broker",
+        host,
+        port,
+        connect=lambda: KafkaAdminClient(
             bootstrap_servers=f"{host}:{port}",
             client_id="mindstream-probe",
             request_timeout_ms=PROBE_TIMEOUT_MS,
             bootstrap_timeout_ms=PROBE_TIMEOUT_MS,
-        )
-    except (KafkaError, OSError) as exc:
-        logger.debug("broker probe address=%s:%d error=%r", host, port, exc)
-        return False
-    try:
-        return bool(admin.describe_cluster().get("brokers"))
-    except (KafkaError, OSError) as exc:
-        logger.debug("broker probe address=%s:%d error=%r", host, port, exc)
-        return False
-    finally:
-        admin.close()
+        ),
+        request=lambda admin: bool(admin.describe_cluster().get("brokers")),
+        errors=(KafkaError, OSError),
+    )
 
 
 TANSU = ServiceDefinition(

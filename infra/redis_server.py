@@ -9,7 +9,7 @@ from pathlib import Path
 
 from infra.exceptions import BinaryNotFoundError
 from infra.launch import ServiceDefinition
-from infra.ports import accepts_connections
+from infra.ports import answers_request
 
 logger = logging.getLogger(__name__)
 
@@ -54,20 +54,21 @@ def redis_env(environ: Mapping[str, str]) -> dict[str, str]:
 
 def redis_answers(host: str, port: int) -> bool:
     """Whether Redis on ``host:port`` answers PING."""
-    if not accepts_connections(host, port):
-        return False
     import redis
 
-    client = redis.Redis(
-        host=host, port=port, socket_timeout=PROBE_TIMEOUT_S, socket_connect_timeout=PROBE_TIMEOUT_S
+    return answers_request(
+        "redis",
+        host,
+        port,
+        connect=lambda: redis.Redis(
+            host=host,
+            port=port,
+            socket_timeout=PROBE_TIMEOUT_S,
+            socket_connect_timeout=PROBE_TIMEOUT_S,
+        ),
+        request=lambda client: bool(client.ping()),
+        errors=(redis.RedisError, OSError),
     )
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError) as exc:
-        logger.debug("redis probe address=%s:%d error=%r", host, port, exc)
-        return False
-    finally:
-        client.close()
 
 
 REDIS = ServiceDefinition(
