@@ -24,10 +24,6 @@ def bootstrap_servers(settings: Settings) -> list[str]:
     return [s.strip() for s in settings.kafka_bootstrap_servers.split(",") if s.strip()]
 
 
-def _client_id(settings: Settings, client_id: str | None) -> str:
-    return client_id or settings.app_id
-
-
 def _sasl(settings: Settings) -> dict[str, Any]:
     if not settings.kafka_security_protocol.startswith("SASL_"):
         return {}
@@ -35,6 +31,35 @@ def _sasl(settings: Settings) -> dict[str, Any]:
     if settings.kafka_sasl_username:
         options["sasl_plain_username"] = settings.kafka_sasl_username
         options["sasl_plain_password"] = settings.kafka_sasl_password
+    return options
+
+
+def _connection(settings: Settings, client_id: str | None) -> dict[str, Any]:
+    """Where and as whom to connect: option names both client libraries share."""
+    return {
+        "bootstrap_servers": bootstrap_servers(settings),
+        "client_id": client_id or settings.app_id,
+        "security_protocol": settings.kafka_security_protocol,
+        **_sasl(settings),
+    }
+
+
+def _group(settings: Settings, group_id: str | None) -> dict[str, Any]:
+    """A consumer's group and the profile's group timeouts (same names in both libraries)."""
+    return {
+        "group_id": group_id,
+        "session_timeout_ms": settings.profile.session_timeout_ms,
+        "heartbeat_interval_ms": settings.profile.heartbeat_interval_ms,
+    }
+
+
+def _batching(settings: Settings, size_option: str) -> dict[str, Any]:
+    """A producer's idempotence and the profile's batch size, under this library's option name
+    for the batch size (``size_option``).
+    """
+    options: dict[str, Any] = {"enable_idempotence": settings.profile.idempotent_producer}
+    if settings.profile.producer_max_batch_size is not None:
+        options[size_option] = settings.profile.producer_max_batch_size
     return options
 
 
@@ -47,12 +72,7 @@ def _uses_tls(settings: Settings) -> bool:
 
 def kafka_python_kwargs(settings: Settings, *, client_id: str | None = None) -> dict[str, Any]:
     """Options every kafka-python client accepts (``KafkaAdminClient`` takes only these)."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap_servers(settings),
-        "client_id": _client_id(settings, client_id),
-        "security_protocol": settings.kafka_security_protocol,
-        **_sasl(settings),
-    }
+    options = _connection(settings, client_id)
     if _uses_tls(settings) and settings.kafka_ssl_cafile:
         options["ssl_cafile"] = settings.kafka_ssl_cafile
     return options
@@ -62,23 +82,17 @@ def kafka_python_producer_kwargs(
     settings: Settings, *, client_id: str | None = None
 ) -> dict[str, Any]:
     """Options for ``kafka.KafkaProducer``, including the profile's batching and idempotence."""
-    options = kafka_python_kwargs(settings, client_id=client_id)
-    profile = settings.profile
-    options["enable_idempotence"] = profile.idempotent_producer
-    if profile.producer_max_batch_size is not None:
-        options["batch_size"] = profile.producer_max_batch_size
-    return options
+    return {
+        **kafka_python_kwargs(settings, client_id=client_id),
+        **_batching(settings, "batch_size"),
+    }
 
 
 def kafka_python_consumer_kwargs(
     settings: Settings, *, group_id: str | None, client_id: str | None = None
 ) -> dict[str, Any]:
     """Options for ``kafka.KafkaConsumer``, including the profile's group timeouts."""
-    options = kafka_python_kwargs(settings, client_id=client_id)
-    options["group_id"] = group_id
-    options["session_timeout_ms"] = settings.profile.session_timeout_ms
-    options["heartbeat_interval_ms"] = settings.profile.heartbeat_interval_ms
-    return options
+    return {**kafka_python_kwargs(settings, client_id=client_id), **_group(settings, group_id)}
 
 
 # --- aiokafka ------------------------------------------------------------------------------
@@ -86,12 +100,7 @@ def kafka_python_consumer_kwargs(
 
 def aiokafka_kwargs(settings: Settings, *, client_id: str | None = None) -> dict[str, Any]:
     """Options every aiokafka client accepts (``AIOKafkaAdminClient`` takes only these)."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap_servers(settings),
-        "client_id": _client_id(settings, client_id),
-        "security_protocol": settings.kafka_security_protocol,
-        **_sasl(settings),
-    }
+    options = _connection(settings, client_id)
     if _uses_tls(settings):
         from aiokafka.helpers import create_ssl_context
 
@@ -101,21 +110,15 @@ def aiokafka_kwargs(settings: Settings, *, client_id: str | None = None) -> dict
 
 def aiokafka_producer_kwargs(settings: Settings, *, client_id: str | None = None) -> dict[str, Any]:
     """Options for ``aiokafka.AIOKafkaProducer``, including the profile's batching."""
-    options = aiokafka_kwargs(settings, client_id=client_id)
-    profile = settings.profile
     # aiokafka's idempotent producer fails against Tansu; the local profile turns it off.
-    options["enable_idempotence"] = profile.idempotent_producer
-    if profile.producer_max_batch_size is not None:
-        options["max_batch_size"] = profile.producer_max_batch_size
-    return options
+    return {
+        **aiokafka_kwargs(settings, client_id=client_id),
+        **_batching(settings, "max_batch_size"),
+    }
 
 
 def aiokafka_consumer_kwargs(
     settings: Settings, *, group_id: str | None, client_id: str | None = None
 ) -> dict[str, Any]:
     """Options for ``aiokafka.AIOKafkaConsumer``, including the profile's group timeouts."""
-    options = aiokafka_kwargs(settings, client_id=client_id)
-    options["group_id"] = group_id
-    options["session_timeout_ms"] = settings.profile.session_timeout_ms
-    options["heartbeat_interval_ms"] = settings.profile.heartbeat_interval_ms
-    return options
+    return {**aiokafka_kwargs(settings, client_id=client_id), **_group(settings, group_id)}
