@@ -181,6 +181,7 @@ def flushed_subnormals() -> Iterator[None]:
 Validator = Callable[[UserTower], float]
 
 
+@flushed_subnormals()  # a fresh context around every call (contextmanager's decorator form)
 def train(
     tower: UserTower,
     sequences: Sequence[np.ndarray],
@@ -194,19 +195,6 @@ def train(
     ``validate(tower)`` (called in eval mode after each epoch) returns the early-stopping score,
     higher is better; without it the last epoch's weights are kept.
     """
-    with flushed_subnormals():
-        return _train(tower, sequences, config, validate=validate, on_epoch=on_epoch)
-
-
-def _train(
-    tower: UserTower,
-    sequences: Sequence[np.ndarray],
-    config: TrainConfig,
-    *,
-    validate: Validator | None = None,
-    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
-) -> TrainResult:
-    """The body of :func:`train`, run with subnormals flushed."""
     seed_everything(config.seed, config.threads)
     rng = np.random.default_rng(config.seed)
     n_items = tower.config.n_items

@@ -173,6 +173,27 @@ def test_early_stopping_keeps_the_best_weights():
     assert [r["valid"] for r in result.history] == [0.1, 0.5, 0.3, 0.2]
 
 
+def _subnormal_survives() -> bool:
+    return float(torch.tensor([1e-40], dtype=torch.float32) * 1.0) != 0.0
+
+
+def test_training_flushes_subnormals_only_while_it_runs():
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush subnormals")
+    seen = []
+
+    def validate(current):
+        seen.append(_subnormal_survives())
+        return 0.0
+
+    train(tiny(), random_sequences(), TrainConfig(epochs=2, negatives=10), validate=validate)
+    assert seen == [False, False]
+    assert _subnormal_survives()
+    with pytest.raises(ModelExportError):
+        train(tiny(), [np.array([1])], TrainConfig(epochs=1))
+    assert _subnormal_survives()
+
+
 def test_training_refuses_data_without_examples():
     with pytest.raises(ModelExportError, match="no training examples"):
         train(tiny(), [np.array([1]), np.array([2])], TrainConfig(epochs=1))
