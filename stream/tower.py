@@ -128,30 +128,43 @@ class UserTower:
 
     def encode(self, windows: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
         """(item_seq int64 [B, max_len] right-padded, unknown counts int64 [B])."""
-        seq = np.zeros((len(windows), self.max_len), dtype=np.int64)
+        # One dict lookup per item in Python, the rest in numpy: the rows' kept indices go
+        # into one flat list and are scattered into the padded matrix at once.
+        get = self._index.get
+        max_len = self.max_len
+        flat: list[int] = []
+        lengths = np.zeros(len(windows), dtype=np.int64)
         unknown = np.zeros(len(windows), dtype=np.int64)
-        index = self._index
         for row, items in enumerate(windows):
-            known = [i for i in (index.get(item, 0) for item in items) if i]
+            known = [i for i in [get(item, 0) for item in items] if i]
             unknown[row] = len(items) - len(known)
-            known = known[-self.max_len :]
-            seq[row, : len(known)] = known
+            kept = known[-max_len:]
+            lengths[row] = len(kept)
+            flat += kept
+        seq = np.zeros((len(windows), max_len), dtype=np.int64)
+        seq[np.arange(max_len) < lengths[:, None]] = flat
         return seq, unknown
 
     def compute(self, windows: Sequence[Sequence[str]]) -> list[UserInterests]:
         """Active interests of each window (producer item ids, oldest first)."""
         seq, unknown = self.encode(windows)
         n_known = (seq > 0).sum(axis=1)
+        none = np.zeros((0, self.dim), np.float32)
+        none.flags.writeable = False
+        n_unknown = unknown.tolist()
         results: list[UserInterests] = [
-            UserInterests(np.zeros((0, self.dim), np.float32), 0, int(unknown[row]))
-            for row in range(len(windows))
+            UserInterests(none, 0, n_unknown[row]) for row in range(len(windows))
         ]
         rows = np.flatnonzero(n_known > 0)
         for start in range(0, len(rows), self.max_batch):
             chunk = rows[start : start + self.max_batch]
             interests, mask = self.session.run(list(OUTPUTS), {INPUT: seq[chunk]})
             mask = mask.astype(bool, copy=False)
-            for j, row in enumerate(chunk):
-                vectors = np.ascontiguousarray(interests[j][mask[j]], dtype=np.float32)
-                results[row] = UserInterests(vectors, int(n_known[row]), int(unknown[row]))
+            # every row's active interests, row after row; each user's vectors are a slice
+            active = np.ascontiguousarray(interests[mask], dtype=np.float32)
+            ends = np.cumsum(mask.sum(axis=1)).tolist()
+            begin = 0
+            for row, known, end in zip(chunk.tolist(), n_known[chunk].tolist(), ends, strict=True):
+                results[row] = UserInterests(active[begin:end], known, n_unknown[row])
+                begin = end
         return results

@@ -76,6 +76,22 @@ def test_windows_without_known_items_have_no_interests(tower: UserTower) -> None
     assert tower.compute([]) == []
 
 
+def test_rows_without_known_items_between_others_in_chunks(tower: UserTower) -> None:
+    windows = [["i1", "i2"], ["x"], [], ["i3", "y", "i4", "i5"], ["z", "w"], ["i6"] * 20]
+    alone = [tower.compute([w])[0] for w in windows]
+    tower.max_batch = 2
+    try:
+        together = tower.compute(windows)
+    finally:
+        tower.max_batch = 1024
+    assert [r.k > 0 for r in together] == [True, False, False, True, False, True]
+    for a, b in zip(alone, together, strict=True):
+        assert (a.n_known, a.n_unknown, a.k) == (b.n_known, b.n_unknown, b.k)
+        assert b.vectors.dtype == np.float32 and b.vectors.shape == (b.k, tower.dim)
+        assert np.abs(a.vectors - b.vectors).max(initial=0.0) <= 1e-6
+    assert [r.n_unknown for r in together] == [0, 1, 0, 1, 2, 0]
+
+
 def test_provider_choice() -> None:
     assert choose_providers("auto", [CUDA, CPU]) == [CUDA, CPU]
     assert choose_providers("auto", [CPU]) == [CPU]
