@@ -159,7 +159,7 @@ def write_bundle(
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         for name in (*CONTENT_FILES, MANIFEST):
-            _fsync(tmp / name)
+            fsync_file(tmp / name)
         target = out_root / version
         if target.exists():
             # Same content hash: the bundle is already there (bundles are immutable).
@@ -263,7 +263,8 @@ def load_bundle(path: Path | str) -> Bundle:
     return Bundle(path=resolved, manifest=manifest, item_ids=item_ids, item_embeddings=embeddings)
 
 
-def _fsync(path: Path) -> None:
+def fsync_file(path: Path) -> None:
+    """Flush ``path``'s contents to disk (before the rename that publishes it)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

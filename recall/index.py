@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mindstream.settings import Settings
-from model_export.bundle import EMBEDDINGS, Bundle
+from model_export.bundle import EMBEDDINGS, Bundle, fsync_file, sha256_file
 from recall.exceptions import IndexMismatchError, ItemIndexError
 
 logger = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ def save_index(item_index: ItemIndex, bundle: Bundle, cache_dir: Path) -> Path:
     tmp = Path(tmp_name)
     try:
         faiss.write_index(item_index.index, str(tmp))
-        _fsync(tmp)
+        fsync_file(tmp)
         os.chmod(tmp, 0o644)
         sidecar = {
             "format": INDEX_FORMAT,
@@ -285,7 +285,7 @@ def save_index(item_index: ItemIndex, bundle: Bundle, cache_dir: Path) -> Path:
             "n_items": item_index.n_items,
             "dim": item_index.dim,
             "faiss_version": faiss.__version__,
-            "index_sha256": _sha256(tmp),
+            "index_sha256": sha256_file(tmp),
             "index_bytes": tmp.stat().st_size,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
@@ -333,7 +333,7 @@ def load_index(bundle: Bundle, spec: IndexSpec, cache_dir: Path) -> ItemIndex:
             f"{index_path} does not belong to bundle {bundle.version}: {detail}"
         )
     size = index_path.stat().st_size
-    if size != sidecar.get("index_bytes") or _sha256(index_path) != sidecar.get("index_sha256"):
+    if size != sidecar.get("index_bytes") or sha256_file(index_path) != sidecar.get("index_sha256"):
         raise IndexMismatchError(
             f"{index_path}: contents do not match its sidecar (partly written or replaced)"
         )
@@ -378,14 +378,6 @@ def open_index(
     return item_index
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_json_atomically(path: Path, payload: Mapping[str, Any]) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=".index-tmp-", suffix=".json", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -395,11 +387,3 @@ def _write_json_atomically(path: Path, payload: Mapping[str, Any]) -> None:
         os.fsync(fh.fileno())
     os.chmod(tmp_name, 0o644)
     Path(tmp_name).replace(path)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
