@@ -32,7 +32,7 @@ from stream.exceptions import BadEvent, StoreUnavailable, StreamError
 from stream.record import InterestRecord
 from stream.rekey import origin_headers, parse_origin, rekey_topic_name, user_partition
 from stream.tower import UserTower
-from stream.window import Behaviour, BehaviourWindow, apply_events, decode_window, encode_window
+from stream.window import Behaviour, BehaviourWindow, apply_batch, decode_window, encode_window
 
 logger = logging.getLogger(__name__)
 
@@ -140,10 +140,11 @@ class _UserBatch:
 def source_id(topic: str, partition: int, forwarded: bool) -> str:
     """The window's de-duplication channel of an event: its origin partition, and the path.
 
-    Events of one channel reach the window in origin-offset order, which is what makes
-    "offset <= last applied" mean "replay". A re-keyed event travels through the re-key
-    topic and arrives later than direct events of the same origin partition with higher
-    offsets, so the two paths are separate channels (a record always takes the same path).
+    A re-keyed event travels through the re-key topic and arrives later than direct events of
+    the same origin partition with higher offsets, so the two paths are separate channels (a
+    record always takes the same path). Direct events reach the window in offset order
+    ("offset <= last applied" means replay); re-keyed ones can overtake each other across a
+    crash, so they are de-duplicated by the exact offsets applied (``Behaviour.ordered``).
     """
     return f"{topic}/{partition}{REKEYED}" if forwarded else f"{topic}/{partition}"
 
@@ -250,10 +251,9 @@ class BatchProcessor:
             batch = per_user.get(event.user_id)
             if batch is None:
                 batch = per_user[event.user_id] = _UserBatch()
+            source = source_id(o_topic, o_partition, forwarded)
             batch.behaviours.append(
-                Behaviour(
-                    event.item_id, event.ts, source_id(o_topic, o_partition, forwarded), o_offset
-                )
+                Behaviour(event.item_id, event.ts, source, o_offset, ordered=not forwarded)
             )
             batch.record_ts_ms.append(o_ts)
             batch.message = m
@@ -276,16 +276,16 @@ class BatchProcessor:
             batch = per_user[user]
             key = user.encode("utf-8")
             old = self._load_window(key, batch.message)
-            window, applied = apply_events(
+            window, new = apply_batch(
                 old, batch.behaviours, max_len=cfg.max_len, horizon_ms=cfg.horizon_ms
             )
+            applied = sum(new)
             if applied:
                 raw = encode_window(window)
                 self.store.set(key, raw, batch.message)
                 self._remember(key, raw, window)
-                done = old.offsets if old is not None else {}
-                for b, ts in zip(batch.behaviours, batch.record_ts_ms, strict=True):
-                    if b.offset > done.get(b.source, -1):
+                for b, ts, is_new in zip(batch.behaviours, batch.record_ts_ms, new, strict=True):
+                    if is_new:
                         fresh_ts.append(ts)
                         if b.item_id not in index:
                             unknown += 1

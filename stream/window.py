@@ -12,10 +12,20 @@ by (ts, arrival order), keep those with ``ts >= newest_ts - horizon_ms``, keep t
 than the horizon, or older than ``max_len`` newer ones, changes nothing but ``seq`` and the
 source offset.
 
-A "source" is a channel whose events reach the window in offset order: the partition where the
-event was first published (``"<topic>/<partition>"``), or, for events re-keyed through another
-topic, that origin partition marked as re-keyed (``"<topic>/<partition>+rekey"``); re-keyed
-events keep their original offsets, so replays of either topic are recognised.
+A "source" is the partition where the event was first published (``"<topic>/<partition>"``),
+or, for events re-keyed through another topic, that origin partition marked as re-keyed
+(``"<topic>/<partition>+rekey"``); re-keyed events keep their original offsets, so replays of
+either topic are recognised. Two kinds of source:
+
+- ordered (the default): its events reach the window in offset order, so "offset <= last
+  applied" means "replay";
+- unordered (``Behaviour.ordered=False``, the re-keyed path): after a crash an event can arrive
+  after a newer one of its origin partition (the copy forwarded again on replay overtakes an
+  original that was never delivered). The window keeps the exact set of the last
+  ``RECENT_OFFSETS`` offsets it applied from such a source: an offset in the set is a replay,
+  one missing from it is applied, however late. Only an offset below the whole (full) set is
+  taken for a replay without proof, which needs ``RECENT_OFFSETS`` newer events of the same user
+  from the same partition to have overtaken it.
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ from dataclasses import dataclass, field
 from stream.exceptions import StreamError
 
 FORMAT_VERSION = 1
+# per unordered source, the newest applied offsets a window remembers exactly
+RECENT_OFFSETS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +51,8 @@ class BehaviourWindow:
     # source ("topic/partition", or "topic/partition+rekey") -> last offset applied from it
     offsets: Mapping[str, int] = field(default_factory=dict)
     seq: int = 0
+    # unordered source -> its last RECENT_OFFSETS applied offsets, ascending
+    recent: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def newest_ts(self) -> int | None:
@@ -56,32 +70,54 @@ class Behaviour:
     ts: int
     source: str
     offset: int
+    ordered: bool = True
 
 
-def apply_events(
+def is_replay(
+    offsets: Mapping[str, int], recent: Mapping[str, tuple[int, ...]], b: Behaviour
+) -> bool:
+    """Whether ``b`` was applied already, by its source's kind (see the module docstring)."""
+    if b.ordered:
+        return b.offset <= offsets.get(b.source, -1)
+    seen = recent.get(b.source, ())
+    if len(seen) >= RECENT_OFFSETS and b.offset < seen[0]:
+        return True
+    at = bisect_right(seen, b.offset)
+    return at > 0 and seen[at - 1] == b.offset
+
+
+def remember(offsets: dict[str, int], recent: dict[str, tuple[int, ...]], b: Behaviour) -> None:
+    """Record ``b`` (not a replay) as applied."""
+    offsets[b.source] = max(b.offset, offsets.get(b.source, -1))
+    if not b.ordered:
+        seen = list(recent.get(b.source, ()))
+        seen.insert(bisect_right(seen, b.offset), b.offset)
+        recent[b.source] = tuple(seen[-RECENT_OFFSETS:])
+
+
+def apply_batch(
     window: BehaviourWindow | None,
     behaviours: Iterable[Behaviour],
     *,
     max_len: int,
     horizon_ms: int,
-) -> tuple[BehaviourWindow, int]:
-    """Apply ``behaviours`` in arrival order; return the new window and how many were new.
-
-    A behaviour whose offset is at or below the last applied offset of its source is a replay
-    and is skipped. When nothing is new, the very same window object is returned.
-    """
+) -> tuple[BehaviourWindow, list[bool]]:
+    """Apply ``behaviours`` in arrival order; return the new window and, per behaviour, whether
+    it was new (False: a replay, skipped). When nothing is new, the same window is returned."""
     if max_len < 1 or horizon_ms < 0:
         raise ValueError(f"max_len must be >= 1 and horizon_ms >= 0, got {max_len}, {horizon_ms}")
     base = window if window is not None else BehaviourWindow()
     items = list(base.items)
     stamps = list(base.ts)
     offsets = dict(base.offsets)
-    applied = 0
+    recent = dict(base.recent)
+    new: list[bool] = []
     for b in behaviours:
-        if b.offset <= offsets.get(b.source, -1):
+        if is_replay(offsets, recent, b):
+            new.append(False)
             continue
-        offsets[b.source] = b.offset
-        applied += 1
+        remember(offsets, recent, b)
+        new.append(True)
         if stamps and b.ts < stamps[-1]:
             at = bisect_right(stamps, b.ts)
             items.insert(at, b.item_id)
@@ -96,9 +132,27 @@ def apply_events(
         if cut:
             del items[:cut]
             del stamps[:cut]
+    applied = sum(new)
     if not applied:
-        return base, 0
-    return BehaviourWindow(tuple(items), tuple(stamps), offsets, base.seq + applied), applied
+        return base, new
+    updated = BehaviourWindow(tuple(items), tuple(stamps), offsets, base.seq + applied, recent)
+    return updated, new
+
+
+def apply_events(
+    window: BehaviourWindow | None,
+    behaviours: Iterable[Behaviour],
+    *,
+    max_len: int,
+    horizon_ms: int,
+) -> tuple[BehaviourWindow, int]:
+    """Apply ``behaviours`` in arrival order; return the new window and how many were new.
+
+    A replay (see :func:`is_replay`) is skipped. When nothing is new, the very same window
+    object is returned.
+    """
+    updated, new = apply_batch(window, behaviours, max_len=max_len, horizon_ms=horizon_ms)
+    return updated, sum(new)
 
 
 def apply_event(
@@ -118,15 +172,16 @@ def batch_window(
 ) -> BehaviourWindow:
     """The window defined directly from every event, in one pass (the reference for recompute).
 
-    ``behaviours`` are in arrival order and may contain replays (an offset at or below an
-    earlier one from the same source), which are ignored as the streaming update ignores them.
+    ``behaviours`` are in arrival order and may contain replays (see :func:`is_replay`), which
+    are ignored as the streaming update ignores them.
     """
     offsets: dict[str, int] = {}
+    recent: dict[str, tuple[int, ...]] = {}
     kept: list[tuple[int, int, str]] = []
     for arrival, b in enumerate(behaviours):
-        if b.offset <= offsets.get(b.source, -1):
+        if is_replay(offsets, recent, b):
             continue
-        offsets[b.source] = b.offset
+        remember(offsets, recent, b)
         kept.append((b.ts, arrival, b.item_id))
     if not kept:
         return BehaviourWindow()
@@ -134,22 +189,26 @@ def batch_window(
     kept.sort()
     newest = kept[-1][0]
     kept = [k for k in kept if k[0] >= newest - horizon_ms][-max_len:]
-    return BehaviourWindow(tuple(k[2] for k in kept), tuple(k[0] for k in kept), offsets, applied)
+    items = tuple(k[2] for k in kept)
+    return BehaviourWindow(items, tuple(k[0] for k in kept), offsets, applied, recent)
 
 
 def encode_window(window: BehaviourWindow) -> bytes:
-    """Compact JSON for the window table (one changelog record per dirty user per batch)."""
-    return json.dumps(
-        {
-            "v": FORMAT_VERSION,
-            "i": window.items,
-            "t": window.ts,
-            "o": window.offsets,
-            "s": window.seq,
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode("utf-8")
+    """Compact JSON for the window table (one changelog record per dirty user per batch).
+
+    ``r`` (the offsets of unordered sources) is written only when there are any, so windows of
+    keyed clicks cost nothing extra.
+    """
+    obj: dict[str, object] = {
+        "v": FORMAT_VERSION,
+        "i": window.items,
+        "t": window.ts,
+        "o": window.offsets,
+        "s": window.seq,
+    }
+    if window.recent:
+        obj["r"] = window.recent
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def decode_window(raw: bytes) -> BehaviourWindow:
@@ -162,8 +221,9 @@ def decode_window(raw: bytes) -> BehaviourWindow:
         stamps = tuple(obj["t"])
         offsets = {str(k): int(v) for k, v in obj["o"].items()}
         seq = int(obj["s"])
+        recent = {str(k): tuple(sorted(int(o) for o in v)) for k, v in obj.get("r", {}).items()}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StreamError(f"undecodable window record ({exc!r}): {raw[:80]!r}") from None
     if len(items) != len(stamps):
         raise StreamError(f"window record has {len(items)} items but {len(stamps)} timestamps")
-    return BehaviourWindow(items, stamps, offsets, seq)
+    return BehaviourWindow(items, stamps, offsets, seq, recent)

@@ -8,8 +8,10 @@ from hypothesis import strategies as st
 
 from stream.exceptions import StreamError
 from stream.window import (
+    RECENT_OFFSETS,
     Behaviour,
     BehaviourWindow,
+    apply_batch,
     apply_event,
     apply_events,
     batch_window,
@@ -134,3 +136,79 @@ def test_bad_parameters_and_undecodable_records() -> None:
     for raw in (b"", b"[]", b'{"v":2}', b'{"v":1,"i":["a"],"t":[],"o":{},"s":1}', b"\xff"):
         with pytest.raises(StreamError):
             decode_window(raw)
+
+
+def _rekeyed_log(draws: list[tuple[int, int]]) -> list[Behaviour]:
+    """Re-keyed events (unordered sources) with distinct offsets, in origin-offset order."""
+    return [
+        Behaviour(f"r{n}", T0 + dt, f"clicks/{part}+rekey", 3 * n + part, ordered=False)
+        for n, (dt, part) in enumerate(draws)
+    ]
+
+
+rekeyed_logs = st.lists(
+    st.tuples(st.integers(0, 60), st.integers(0, 1)), max_size=RECENT_OFFSETS
+).map(_rekeyed_log)
+
+
+@settings(max_examples=300)
+@given(log=rekeyed_logs, max_len=max_lens, horizon=horizons, data=st.data())
+def test_rekeyed_copies_in_any_order_apply_each_event_once(log, max_len, horizon, data) -> None:
+    """After a crash, copies of re-keyed events arrive in any order and any number of times
+    (an original lost, its copy after newer events): each distinct event counts exactly once."""
+    arrivals = data.draw(st.permutations(log + data.draw(st.lists(st.sampled_from(log or [None])))))
+    arrivals = [b for b in arrivals if b is not None]
+    window, new = apply_batch(None, arrivals, max_len=max_len, horizon_ms=horizon)
+    distinct = {(b.source, b.offset): b for b in arrivals}
+    assert sum(new) == len(distinct) == window.seq
+    seen: set[tuple[str, int]] = set()
+    first_copies = []
+    for b in arrivals:
+        if (b.source, b.offset) not in seen:
+            seen.add((b.source, b.offset))
+            first_copies.append(b)
+    assert [b for b, n in zip(arrivals, new, strict=True) if n] == first_copies
+    expected = _by_definition(first_copies, max_len, horizon)
+    assert list(zip(window.ts, window.items, strict=True)) == expected
+    assert batch_window(arrivals, max_len=max_len, horizon_ms=horizon) == window
+    assert decode_window(encode_window(window)) == window
+    again, zero = apply_events(window, arrivals, max_len=max_len, horizon_ms=horizon)
+    assert zero == 0 and again is window
+
+
+def test_rekeyed_event_overtaken_by_a_newer_one_is_still_applied() -> None:
+    """The restart case: the original of offset 5 was never delivered, offset 9 was; the copy
+    of 5 forwarded again on replay arrives after 9 and must count, and only once."""
+    b5 = Behaviour("a", T0 + 5, "clicks/0+rekey", 5, ordered=False)
+    b9 = Behaviour("b", T0 + 9, "clicks/0+rekey", 9, ordered=False)
+    w, _ = apply_event(None, b9, max_len=10, horizon_ms=1000)
+    w, changed = apply_event(w, b5, max_len=10, horizon_ms=1000)
+    assert changed and w.items == ("a", "b") and w.seq == 2
+    assert w.offsets == {"clicks/0+rekey": 9} and w.recent == {"clicks/0+rekey": (5, 9)}
+    for copy in (b5, b9):
+        same, changed = apply_event(w, copy, max_len=10, horizon_ms=1000)
+        assert not changed and same is w
+    # an ordered source skips anything at or below its last offset, as before
+    o9 = Behaviour("b", T0 + 9, "clicks/0", 9)
+    o5 = Behaviour("a", T0 + 5, "clicks/0", 5)
+    w, _ = apply_event(None, o9, max_len=10, horizon_ms=1000)
+    assert apply_event(w, o5, max_len=10, horizon_ms=1000) == (w, False)
+    assert w.recent == {} and b'"r"' not in encode_window(w)
+
+
+def test_rekeyed_offsets_kept_are_bounded() -> None:
+    log = [
+        Behaviour(f"i{n}", T0 + n, "clicks/0+rekey", 10 * n, ordered=False)
+        for n in range(RECENT_OFFSETS + 5)
+    ]
+    w, applied = apply_events(None, log, max_len=8, horizon_ms=10_000)
+    assert applied == len(log)
+    kept = w.recent["clicks/0+rekey"]
+    assert kept == tuple(10 * n for n in range(5, RECENT_OFFSETS + 5))
+    # below the whole (full) set: taken for a replay; inside it but unseen: applied
+    below = Behaviour("x", T0, "clicks/0+rekey", 10 * 4 + 1, ordered=False)
+    inside = Behaviour("y", T0 + 100, "clicks/0+rekey", 10 * 6 + 1, ordered=False)
+    assert apply_event(w, below, max_len=8, horizon_ms=10_000) == (w, False)
+    w2, changed = apply_event(w, inside, max_len=8, horizon_ms=10_000)
+    assert changed and len(w2.recent["clicks/0+rekey"]) == RECENT_OFFSETS
+    assert w2.recent["clicks/0+rekey"][0] == 10 * 6
