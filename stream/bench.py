@@ -2,15 +2,20 @@
 
 All on one broker and one Redis (local throw-away ones by default), in one run:
 
-1. publish a backlog of ``--events`` synthetic clicks over ``--users`` users (kafka-python, the
-   broker profile's producer settings): the bare producer rate;
+1. publish a backlog of ``--events`` synthetic clicks over ``--users`` users in multi-record
+   batches (:func:`stream.harness.publish_batches`), after a sample of them with kafka-python and
+   the broker profile's producer settings (one record per batch in the ``local`` profile): the
+   bare producer rates;
 2. drain it with a bare aiokafka consumer that JSON-decodes each value: the consumer ceiling;
 3. drain it with a Faust agent that only counts: Faust's own per-event ceiling;
 4. drain it with the real worker (``python -m stream worker``): capacity in events/s and users
    recomputed/s;
-5. offer ``--rate`` events/s for ``--duration`` s to a fresh worker and read the end-to-end
-   freshness (Redis write time minus the Kafka record timestamp) p50/p95/p99 from its
-   ``/metrics`` histogram, and the events/s it sustained.
+5. offer ``--rate`` events/s for ``--duration`` s to a fresh worker (multi-record batches every
+   ``--tick-ms``) and read the end-to-end freshness (Redis write time minus the Kafka record
+   timestamp) p50/p95/p99 from its ``/metrics`` histogram, and the events/s it sustained.
+
+Worker CPU per event counts the worker's CPU seconds from ready to caught up (startup excluded);
+on a shared machine it is the figure that moves least with the neighbours' load.
 
 Without ``--bundle`` (and no bundle at ``MINDSTREAM_BUNDLE``) a small MIND bundle is trained
 first with ``mindstream train`` (d=64, K=4, L=50; random-ish weights do not change the cost).
@@ -31,24 +36,25 @@ import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from infra.kafka_config import aiokafka_consumer_kwargs, kafka_python_producer_kwargs
+from infra.kafka_config import aiokafka_consumer_kwargs
 from infra.ports import free_port
 from infra.topics import delete_topics, ensure_topics
 from mindstream.errors import MindstreamError
 from mindstream.settings import Settings, known_env
 from stream.events import encode_event, event_key
-from stream.harness import WorkerProcess, publish
+from stream.harness import WorkerProcess, publish, publish_batches
 
 logger = logging.getLogger(__name__)
 
 ITEMS = 5000
+# records of the per-record kafka-python reference publish (a sample: it is the slow one)
+PER_RECORD_SAMPLE = 20_000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, default=8, help="clicks topic partitions")
     p.add_argument("--rate", type=int, default=5000, help="offered events/s in the sustained run")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of the sustained run")
+    p.add_argument(
+        "--tick-ms", type=float, default=20.0, help="sustained run: publish step (default 20 ms)"
+    )
     p.add_argument("--batch-size", type=int, default=None, help="MINDSTREAM_BATCH_SIZE")
     p.add_argument("--deadline-ms", type=int, default=None, help="MINDSTREAM_BATCH_DEADLINE_MS")
     p.add_argument(
@@ -243,6 +252,7 @@ def drain_worker(settings: Settings, n: int, work: Path) -> dict[str, Any]:
         worker.start()
         worker.wait_ready(timeout_s=180)
         started = time.time()
+        cpu_at_ready = _cpu(worker.metrics())
         while True:
             metrics = worker.metrics()
             if _events_in(metrics) >= n:
@@ -262,9 +272,14 @@ def drain_worker(settings: Settings, n: int, work: Path) -> dict[str, Any]:
         "mean_batch_events": round(n / max(batches, 1)),
         "tower_s": round(metrics["mindstream_stream_tower_seconds_sum"], 2),
         "redis_s": round(metrics["mindstream_stream_redis_write_seconds_sum"], 2),
-        "worker_cpu_s": round(metrics.get("process_cpu_seconds_total", float("nan")), 1),
+        "worker_cpu_s": round(_cpu(metrics), 1),
+        "worker_cpu_ms_per_event": round(1000 * (_cpu(metrics) - cpu_at_ready) / n, 3),
         "mean_ms_per_batch": _mean_stage_ms(metrics),
     }
+
+
+def _cpu(metrics: dict[str, float]) -> float:
+    return metrics.get("process_cpu_seconds_total", float("nan"))
 
 
 def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
@@ -298,35 +313,17 @@ def freshness_quantiles(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def sustained(
-    settings: Settings, records: list[tuple[bytes, bytes]], rate: int, work: Path
+    settings: Settings, records: list[tuple[bytes, bytes]], rate: int, tick_s: float, work: Path
 ) -> dict[str, Any]:
     """Offer ``rate`` events/s to a running worker; freshness and the rate it kept up with."""
-    from kafka import KafkaProducer
-
     with WorkerProcess(settings, work / "worker-rate.log") as worker:
         worker.start()
         worker.wait_ready(timeout_s=180)
-        producer = KafkaProducer(**kafka_python_producer_kwargs(settings, client_id="bench-rate"))
-        sent = {"n": 0, "seconds": 0.0}
-
-        def offer() -> None:
-            started = time.perf_counter()
-            slot = 0.01
-            for i, (key, value) in enumerate(records):
-                due = started + i / rate
-                now = time.perf_counter()
-                if due > now + slot:
-                    time.sleep(due - now)
-                producer.send(settings.clicks_topic, key=key, value=value)
-            producer.flush()
-            sent["n"] = len(records)
-            sent["seconds"] = time.perf_counter() - started
-
-        thread = threading.Thread(target=offer, daemon=True)
+        cpu_at_ready = _cpu(worker.metrics())
         started = time.time()
-        thread.start()
-        thread.join()
-        producer.close()
+        publisher_cpu = time.process_time()
+        published = publish_batches(settings, records, rate=rate, tick_s=tick_s)
+        publisher_cpu = time.process_time() - publisher_cpu
         deadline = time.monotonic() + 600
         while _events_in(metrics := worker.metrics()) < len(records):
             if time.monotonic() > deadline or not worker.running:
@@ -334,20 +331,22 @@ def sustained(
             time.sleep(0.5)
         caught_up = metrics["mindstream_stream_last_batch_timestamp_seconds"] - started
         worker.terminate()
+    n = published.events
     return {
         "offered_events_per_s": rate,
-        "published_events_per_s": round(sent["n"] / sent["seconds"]),
-        "events": sent["n"],
-        "publish_seconds": round(sent["seconds"], 2),
+        "published_events_per_s": round(published.events_per_s),
+        "events": n,
+        "publish_seconds": round(published.seconds, 2),
+        "publisher_cpu_ms_per_event": round(1000 * publisher_cpu / n, 3),
+        "events_per_record_batch": round(n / max(published.record_batches, 1), 1),
         "caught_up_seconds": round(caught_up, 2),
-        "sustained_events_per_s": round(sent["n"] / caught_up),
+        "sustained_events_per_s": round(n / caught_up),
         "users_recomputed_per_s": round(
             metrics["mindstream_stream_users_recomputed_total"] / caught_up
         ),
         "freshness": freshness_quantiles(metrics),
-        "mean_batch_events": round(
-            sent["n"] / max(metrics["mindstream_stream_batch_events_count"], 1)
-        ),
+        "mean_batch_events": round(n / max(metrics["mindstream_stream_batch_events_count"], 1)),
+        "worker_cpu_ms_per_event": round(1000 * (_cpu(metrics) - cpu_at_ready) / n, 3),
         "mean_ms_per_batch": _mean_stage_ms(metrics),
     }
 
@@ -405,14 +404,31 @@ def run(args: argparse.Namespace, base: Settings) -> Results:
         }
         now_ms = int(time.time() * 1000)
         backlog = clicks(args.events, args.users, item_ids, seed=1, now_ms=now_ms)
-        ensure_topics(settings, {settings.clicks_topic: args.partitions})
-        started = time.perf_counter()
-        publish(settings, backlog)
-        elapsed = time.perf_counter() - started
-        results.phases["publish (kafka-python)"] = {
-            "events": args.events,
+        sample_topic = f"bench-sample-{tag}"
+        ensure_topics(
+            settings, {settings.clicks_topic: args.partitions, sample_topic: args.partitions}
+        )
+        sample = backlog[:PER_RECORD_SAMPLE]
+        started, cpu = time.perf_counter(), time.process_time()
+        publish(settings, sample, topic=sample_topic)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        results.phases["publish, kafka-python"] = {
+            "events": len(sample),
             "seconds": round(elapsed, 2),
-            "events_per_s": round(args.events / elapsed),
+            "events_per_s": round(len(sample) / elapsed),
+            "publisher_cpu_ms_per_event": round(1000 * cpu / len(sample), 3),
+            "batching": "the profile's (local: one record per batch)",
+        }
+        _report(results)
+        cpu = time.process_time()
+        published = publish_batches(settings, backlog)
+        cpu = time.process_time() - cpu
+        results.phases["publish, record batches"] = {
+            "events": published.events,
+            "seconds": round(published.seconds, 2),
+            "events_per_s": round(published.events_per_s),
+            "publisher_cpu_ms_per_event": round(1000 * cpu / published.events, 3),
+            "events_per_record_batch": round(published.events / published.record_batches, 1),
         }
         _report(results)
         if "bare" not in skip:
@@ -439,13 +455,15 @@ def run(args: argparse.Namespace, base: Settings) -> Results:
             offered = clicks(
                 int(args.rate * args.duration), args.users, item_ids, seed=2, now_ms=now_ms
             )
-            results.phases["worker, sustained"] = sustained(rate_settings, offered, args.rate, work)
+            results.phases["worker, sustained"] = sustained(
+                rate_settings, offered, args.rate, args.tick_ms / 1000, work
+            )
             _report(results)
             topics = [rate_settings.clicks_topic]
         else:
             topics = []
         with contextlib.suppress(MindstreamError):
-            delete_topics(settings, [settings.clicks_topic, *topics])
+            delete_topics(settings, [settings.clicks_topic, sample_topic, *topics])
     results.machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return results
 

@@ -4,6 +4,7 @@ user id, encoded by the click-event contract, in each user's event order."""
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from pathlib import Path
 
@@ -113,3 +114,68 @@ def test_taobao_slice_with_bad_lines_through_the_cli(
     from infra.topics import delete_topics
 
     delete_topics(integration_settings, [topic])
+
+
+@pytest.mark.integration
+def test_batched_load_generator_is_read_exactly_once_with_exact_end_offsets(
+    integration_settings, unique_topic, group_id
+):
+    """``publish_batches`` (multi-record batches, single-record tail per partition) on the
+    profile's broker: a consumer reading while it publishes sees every record exactly once, in
+    order per partition, and the end offsets equal the records sent after every call."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from stream.harness import publish_batches
+    from stream.rekey import user_partition
+
+    partitions = 4
+    topic = unique_topic("batches", partitions=partitions)
+    rounds = [
+        [(f"u{i % 97}".encode(), f"r0-{i}".encode()) for i in range(3000)],  # paced
+        [(f"u{i % 89}".encode(), f"r1-{i}".encode()) for i in range(7000)],  # unpaced
+    ]
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer = KafkaConsumer(
+        **kafka_python_consumer_kwargs(integration_settings, group_id=group_id),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    read = []
+    stop = threading.Event()
+
+    def drain():
+        while not stop.is_set():
+            for batch in consumer.poll(timeout_ms=100).values():
+                read.extend((r.partition, r.offset, r.key, r.value) for r in batch)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    expected: dict[int, list[tuple[bytes, bytes]]] = collections.defaultdict(list)
+    try:
+        for n, (records, rate) in enumerate(zip(rounds, (2000.0, 0.0), strict=True)):
+            published = publish_batches(
+                integration_settings, records, topic=topic, rate=rate, chunk=1000
+            )
+            assert published.events == len(records)
+            assert published.record_batches < len(records) / 2  # multi-record batches
+            for key, value in records:
+                expected[user_partition(key, partitions)].append((key, value))
+            ends = consumer.end_offsets(tps)
+            assert {tp.partition: o for tp, o in ends.items()} == {
+                p: len(expected[p]) for p in range(partitions)
+            }, f"end offsets after round {n}"
+        deadline = time.monotonic() + 60
+        while len(read) < sum(len(r) for r in rounds) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # and nothing more arrives
+    finally:
+        stop.set()
+        reader.join(timeout=10)
+        consumer.close()
+    assert len({(p, o) for p, o, _, _ in read}) == len(read), "a record was read twice"
+    for p in range(partitions):
+        mine = sorted((o, k, v) for q, o, k, v in read if q == p)
+        assert [o for o, _, _ in mine] == list(range(len(expected[p])))
+        assert [(k, v) for _, k, v in mine] == expected[p]
