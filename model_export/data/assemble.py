@@ -5,7 +5,7 @@ parsed rows into an :class:`~model_export.dataset.Interactions` (id maps, time o
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +49,16 @@ class BadLines:
                 self.count,
                 self.examples[0],
             )
+
+
+def numbered_lines(lines: Iterable[str], first_line: int = 1) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` for every line that is not empty once its line ending is removed;
+    numbers start at ``first_line`` and count the empty lines too.
+    """
+    for line_no, raw in enumerate(lines, start=first_line):
+        line = raw.rstrip("\r\n")
+        if line:
+            yield line_no, line
 
 
 @dataclass(frozen=True)

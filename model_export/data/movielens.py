@@ -16,6 +16,7 @@ from model_export.data.assemble import (
     LoadResult,
     assemble,
     feature_matrix,
+    numbered_lines,
     ordered_ids,
 )
 from model_export.exceptions import DataFormatError
@@ -166,10 +167,7 @@ def _read_rating_lines(
     times: list[int] = []
     ratings: list[float] = []
     rows = 0
-    for line_no, raw in enumerate(lines, start=first_line):
-        line = raw.rstrip("\r\n")
-        if not line:
-            continue
+    for line_no, line in numbered_lines(lines, first_line):
         rows += 1
         fields = line.split(sep)
         parsed = _rating(fields) if len(fields) == 4 else None
@@ -224,10 +222,7 @@ def _read_u_item(path: Path, bad: BadLines) -> tuple[dict[str, str], dict[str, l
     genres: dict[str, list[str]] = {}
     # u.item is latin-1 (titles such as "Misérables, Les").
     with path.open(encoding="latin-1", newline="") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            line = raw.rstrip("\r\n")
-            if not line:
-                continue
+        for line_no, line in numbered_lines(handle):
             fields = line.split("|")
             flags = fields[5:]
             if (

@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from model_export.data.assemble import BadLines, LoadResult, assemble, feature_matrix, ordered_ids
+from model_export.data.assemble import (
+    BadLines,
+    LoadResult,
+    assemble,
+    feature_matrix,
+    numbered_lines,
+    ordered_ids,
+)
 from model_export.exceptions import DataFormatError
 
 logger = logging.getLogger(__name__)
@@ -138,10 +145,7 @@ def _read_rows(path: Path, skip_bad: bool) -> _Rows:
     out = _Rows([], [], [], [], [], 0, BadLines(skip_bad))
     rows = 0
     with path.open(encoding="utf-8", newline="") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            line = raw.rstrip("\r\n")
-            if not line:
-                continue
+        for line_no, line in numbered_lines(handle):
             rows += 1
             fields = line.split(",")
             if (

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from model_export.data import detect_format, load
+from model_export.data.assemble import numbered_lines
 from model_export.exceptions import DataFormatError
 
 
@@ -44,3 +45,9 @@ def test_explicit_format_and_options(tmp_path: Path) -> None:
         load(tmp_path / "log", "parquet")
     with pytest.raises(DataFormatError, match="no such file"):
         load(tmp_path / "missing")
+
+
+def test_numbered_lines_skip_empty_lines_but_count_them() -> None:
+    raw = ["a,1\r\n", "\r\n", "\n", " \n", "b,2"]
+    assert list(numbered_lines(raw)) == [(1, "a,1"), (4, " "), (5, "b,2")]
+    assert [n for n, _ in numbered_lines(raw, first_line=2)] == [2, 5, 6]
