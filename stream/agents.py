@@ -6,9 +6,10 @@ import asyncio
 import logging
 from typing import Any
 
-from prometheus_client import generate_latest
+from prometheus_client import REGISTRY, generate_latest
 
 from stream.app import app, settings
+from stream.lag import ConsumerLagCollector, source_offsets
 from stream.positions import rewind_to_committed
 from stream.rekey import rekey_topic_name
 from stream.runtime import Runtime, exit_without_commit
@@ -20,6 +21,11 @@ logger = logging.getLogger(__name__)
 BATCH_DEADLINE_S = max(settings.batch_deadline_ms, 1) / 1000  # 0 would wait for a full batch
 _runtime: Runtime | None = None
 _runtime_lock = asyncio.Lock()
+SOURCES = frozenset(
+    {settings.clicks_topic, rekey_topic_name(settings.app_id, settings.clicks_topic)}
+)
+# mindstream_stream_consumer_lag_records, computed at each scrape (see stream.lag)
+REGISTRY.register(ConsumerLagCollector(lambda: source_offsets(app.consumer, SOURCES)))
 
 
 async def get_runtime() -> Runtime:
@@ -63,8 +69,7 @@ if settings.stream_watch_interval_s > 0:
 async def rewind_sources(sender: Any, **kwargs: Any) -> None:
     """See stream.positions: no record may be skipped across a rebalance. Sent by Faust's
     recovery after an assignment, before its own seek and before fetching resumes."""
-    sources = {settings.clicks_topic, rekey_topic_name(settings.app_id, settings.clicks_topic)}
-    await rewind_to_committed(app.consumer, settings, app.consumer.assignment(), sources)
+    await rewind_to_committed(app.consumer, settings, app.consumer.assignment(), set(SOURCES))
 
 
 @app.page("/health")

@@ -1,4 +1,9 @@
-"""Prometheus metrics of the stream worker (names ``mindstream_stream_*``, times in seconds)."""
+"""Prometheus metrics of the stream worker (names ``mindstream_stream_*``, times in seconds).
+
+Besides these: ``mindstream_stream_consumer_lag_records{topic,partition}``, computed from the
+consumer at each scrape (``stream.lag``), and prometheus_client's ``process_*`` metrics
+(resident memory, CPU time, open files) of the worker process.
+"""
 
 from __future__ import annotations
 
