@@ -58,19 +58,24 @@ def configure_logging(level: str) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str) -> int:
+    """Parse, configure logging from the settings and run the chosen subcommand's handler;
+    errors of this project print one line (exit 2), Ctrl-C exits 130."""
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
         configure_logging(settings.log_level)
         return int(args.handler(args, settings) or 0)
     except MindstreamError as exc:
-        print(f"mindstream {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"mindstream {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog} {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser(), argv, "mindstream")
 
 
 if __name__ == "__main__":
