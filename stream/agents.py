@@ -9,7 +9,7 @@ from typing import Any
 from prometheus_client import REGISTRY, generate_latest
 
 from stream.app import app, settings
-from stream.lag import ConsumerLagCollector, source_offsets
+from stream.lag import ConsumerLagCollector, ListedEnds, source_offsets
 from stream.positions import rewind_to_committed
 from stream.rekey import rekey_topic_name
 from stream.runtime import Runtime, exit_without_commit
@@ -25,7 +25,10 @@ SOURCES = frozenset(
     {settings.clicks_topic, rekey_topic_name(settings.app_id, settings.clicks_topic)}
 )
 # mindstream_stream_consumer_lag_records, computed at each scrape (see stream.lag)
-REGISTRY.register(ConsumerLagCollector(lambda: source_offsets(app.consumer, SOURCES)))
+_listed_ends = ListedEnds()
+REGISTRY.register(
+    ConsumerLagCollector(lambda: source_offsets(app.consumer, SOURCES, _listed_ends.ends))
+)
 
 
 async def get_runtime() -> Runtime:
@@ -85,6 +88,7 @@ async def health(self: Any, request: Any) -> Any:
 
 @app.page("/metrics")
 async def prometheus_metrics(self: Any, request: Any) -> Any:
+    await _listed_ends.refresh(app.consumer, SOURCES)
     # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 anyway.
     return self.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
 

@@ -4,28 +4,35 @@
 minus the group's committed offset, for each assigned partition of the clicks topic and the
 re-key topic. The committed offset, not the fetch position: it is the usual definition
 (``kafka-consumer-groups``, Burrow, kafka-exporter, so the gauge agrees with what those show),
-it counts records fetched into Faust's buffers but not yet written to Redis (which the
+it counts records fetched into the consumer's buffers but not yet written to Redis (which the
 position would hide), and it is what a restarted worker would read again. It overstates the
 records still to process by at most those processed since the last commit (one commit
 interval, 2.8 s by default); a partition with no commit counts from offset 0.
 
-Both numbers are what the Faust consumer already holds, so a scrape sends nothing to the
-broker: the committed offset from Faust's own bookkeeping (``Consumer._committed_offset``,
-private in Faust 0.15: set when it commits or seeks to the committed offsets), the high
-watermark from ``Consumer.highwater`` = aiokafka's ``highwater``, the value the broker put in
-the last fetch response for the partition (Faust reads it the same way for its monitor). Not
-ListOffsets: the local broker (Tansu) answers "latest" with the last batch's first offset + 1
-when a batch holds several records, while its fetch responses carry the true end (1000
-records in multi-record batches: fetch said 1000, ListOffsets 1). The watermark is as old as
-the partition's last fetch, so while Faust's buffer for a partition is full the gauge can
-understate its lag; a partition not fetched yet since its assignment has no sample.
+The committed offset is Faust's own bookkeeping (``Consumer._committed_offset``, private in
+Faust 0.15: set when it commits or seeks to the committed offsets); no request. The high
+watermark is the larger of two lower bounds of the log end:
+
+- the value the broker put in the last fetch response for the partition (aiokafka's
+  ``highwater``, read through ``Consumer.highwater`` as Faust's monitor does); exact on both
+  brokers, but as old as the partition's last fetch, and the consumer does not fetch a
+  partition while it still holds fetched records of it: under overload that is seconds
+  (a burst test saw one partition's value 8,000 records behind for over 2 s);
+- the log end offsets asked with ListOffsets (``Consumer.highwaters``, one request per scrape,
+  at most ``LIST_TIMEOUT_S``; on failure the last answer is kept). Exact on Apache Kafka; the
+  local broker (Tansu) answers with the last record batch's first offset + 1, which is short
+  of the end when a batch holds several records (1,000 records in multi-record batches: fetch
+  said 1000, ListOffsets 1), so it is only ever a floor, never the answer alone.
+
+A partition with neither yet (just assigned) has no sample.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from faust.exceptions import ConsumerNotStarted
@@ -35,9 +42,10 @@ logger = logging.getLogger(__name__)
 
 LAG_METRIC = "mindstream_stream_consumer_lag_records"
 LAG_HELP = (
-    "Source partition's high watermark (from the last fetch response) minus the worker's "
-    "committed offset."
+    "Source partition's high watermark (last fetch response or ListOffsets, the larger) "
+    "minus the worker's committed offset."
 )
+LIST_TIMEOUT_S = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,12 +66,22 @@ def partition_lag(highwater: int | None, committed: int | None) -> int | None:
     return max(0, highwater - (committed or 0))
 
 
-def source_offsets(consumer: Any, sources: Collection[str]) -> list[SourceOffsets]:
-    """The offsets a Faust consumer holds for its assigned partitions of ``sources``.
+def latest(*offsets: int | None) -> int | None:
+    """The largest known of several lower bounds of a log end offset (None: none known)."""
+    known = [o for o in offsets if o is not None]
+    return max(known) if known else None
+
+
+def source_offsets(
+    consumer: Any, sources: Collection[str], listed: Mapping[tuple[str, int], int] | None = None
+) -> list[SourceOffsets]:
+    """The offsets a Faust consumer holds for its assigned partitions of ``sources``, the
+    watermark raised to ``listed`` (ListOffsets answers, by (topic, partition)) where higher.
 
     Reads memory only. Between a consumer start or a rebalance and the first fetch, a partition
     can be missing or have no watermark yet; nothing here raises for that.
     """
+    listed = listed or {}
     try:
         assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
     except ConsumerNotStarted:
@@ -77,8 +95,34 @@ def source_offsets(consumer: Any, sources: Collection[str]) -> list[SourceOffset
         except (AssertionError, AttributeError, KeyError, ConsumerNotStarted):
             highwater = None
         # .get: Faust's mapping is a defaultdict, a lookup would insert the partition
+        highwater = latest(highwater, listed.get((tp.topic, tp.partition)))
         out.append(SourceOffsets(tp.topic, tp.partition, highwater, committed.get(tp)))
     return out
+
+
+class ListedEnds:
+    """The last ListOffsets answer for the assigned source partitions, by (topic, partition)."""
+
+    def __init__(self) -> None:
+        self.ends: dict[tuple[str, int], int] = {}
+
+    async def refresh(
+        self, consumer: Any, sources: Collection[str], timeout_s: float = LIST_TIMEOUT_S
+    ) -> None:
+        """Ask the broker (through the consumer's thread); keep the last answer on failure."""
+        try:
+            tps = [tp for tp in consumer.assignment() if tp.topic in sources]
+            if not tps:
+                return
+            answer = await asyncio.wait_for(consumer.highwaters(*tps), timeout_s)
+        # Only a floor for the fetch watermark: whatever went wrong (not started, rebalance,
+        # broker away, timeout) must not fail the scrape.
+        except Exception as exc:
+            logger.debug("lag: log end offsets not listed error=%r", exc)
+            return
+        for tp, end in answer.items():
+            if end is not None:
+                self.ends[(tp.topic, tp.partition)] = end
 
 
 def lag_family(offsets: Iterable[SourceOffsets]) -> GaugeMetricFamily:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -14,7 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from stream.lag import (
     LAG_METRIC,
     ConsumerLagCollector,
+    ListedEnds,
     SourceOffsets,
+    latest,
     partition_lag,
     source_offsets,
 )
@@ -38,22 +42,45 @@ def test_partition_lag(highwater: int | None, committed: int | None, lag: int | 
     assert partition_lag(highwater, committed) == lag
 
 
-class FakeConsumer:
-    """What source_offsets uses of a Faust consumer; unassigned partitions fail as aiokafka's."""
+def test_latest_of_lower_bounds() -> None:
+    assert latest(None, None) is None
+    assert latest(7, None) == 7
+    assert latest(None, 7) == 7
+    assert latest(9, 7) == 9  # e.g. a fetch watermark above a short ListOffsets answer
 
-    def __init__(self, highwaters: dict[TP, int | None], committed: dict[TP, int]) -> None:
-        self.highwaters = highwaters
+
+class FakeConsumer:
+    """What stream.lag uses of a Faust consumer; unassigned partitions fail as aiokafka's."""
+
+    def __init__(
+        self,
+        fetched: Mapping[TP, int | None],
+        committed: dict[TP, int],
+        listed: Mapping[TP, int | None] | BaseException | None = None,
+    ) -> None:
+        self.fetched = fetched  # the watermarks of the last fetch responses
         self._committed_offset: defaultdict[TP, int | None] = defaultdict(lambda: None)
         self._committed_offset.update(committed)
         self.revoked: set[TP] = set()
+        self.listed = listed
+        self.asked: list[tuple[TP, ...]] = []
 
     def assignment(self) -> set[TP]:
-        return set(self.highwaters)
+        return set(self.fetched)
 
     def highwater(self, tp: TP) -> int | None:
         if tp in self.revoked:
             raise AssertionError("Partition is not assigned")
-        return self.highwaters[tp]
+        return self.fetched[tp]
+
+    async def highwaters(self, *tps: TP) -> Mapping[TP, int | None]:
+        self.asked.append(tps)
+        if isinstance(self.listed, BaseException):
+            raise self.listed
+        if self.listed is None:
+            await asyncio.sleep(60)  # a broker that does not answer
+        assert isinstance(self.listed, Mapping)
+        return {tp: self.listed[tp] for tp in tps if tp in self.listed}
 
 
 def test_source_offsets_reads_assigned_source_partitions_only() -> None:
@@ -80,6 +107,38 @@ def test_source_offsets_during_a_rebalance_and_before_start() -> None:
             raise ConsumerNotStarted("Consumer thread not yet started")
 
     assert source_offsets(NotStarted(), {CLICKS}) == []
+
+
+def test_listed_ends_raise_a_stale_fetch_watermark() -> None:
+    consumer = FakeConsumer(
+        {TP(CLICKS, 0): 70, TP(CLICKS, 1): 50, TP(REKEY, 0): None},
+        {TP(CLICKS, 0): 20},
+    )
+    listed = {(CLICKS, 0): 90, (CLICKS, 1): 40, (REKEY, 0): 3}
+    assert source_offsets(consumer, {CLICKS, REKEY}, listed) == [
+        SourceOffsets(REKEY, 0, 3, None),
+        SourceOffsets(CLICKS, 0, 90, 20),
+        SourceOffsets(CLICKS, 1, 50, None),  # a short (Tansu) answer never lowers it
+    ]
+
+
+def test_listed_ends_refresh_asks_for_assigned_sources_and_keeps_answers_on_failure() -> None:
+    tps = {TP(CLICKS, 0): 70, TP(CLICKS, 1): 50, TP(OTHER, 0): 9}
+    ends = ListedEnds()
+    answer: dict[TP, int | None] = {TP(CLICKS, 0): 80, TP(CLICKS, 1): None}
+    consumer = FakeConsumer(tps, {}, answer)
+    asyncio.run(ends.refresh(consumer, {CLICKS, REKEY}))
+    assert [set(asked) for asked in consumer.asked] == [{TP(CLICKS, 0), TP(CLICKS, 1)}]
+    assert ends.ends == {(CLICKS, 0): 80}
+
+    for failure in (ConsumerNotStarted("not yet"), RuntimeError("broker away"), None):
+        consumer = FakeConsumer(tps, {}, failure)
+        asyncio.run(ends.refresh(consumer, {CLICKS}, timeout_s=0.05))  # None: times out
+        assert consumer.asked and ends.ends == {(CLICKS, 0): 80}
+
+    nothing_assigned = FakeConsumer({TP(OTHER, 0): 9}, {}, RuntimeError("must not be asked"))
+    asyncio.run(ends.refresh(nothing_assigned, {CLICKS}))
+    assert nothing_assigned.asked == []
 
 
 def _samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
