@@ -212,6 +212,13 @@ class Settings:
         15.0,
         "A stopping worker whose batch cannot be written exits after this, without committing.",
     )
+    stream_allow_offset_gaps: bool = _setting(
+        "MINDSTREAM_STREAM_ALLOW_OFFSET_GAPS",
+        False,
+        "Accept a click record whose offset is beyond the next expected one of its partition "
+        "(true only for topics with real offset gaps: transactional producers, compaction). "
+        "When false the worker exits without committing, so that skipped records are replayed.",
+    )
 
     # --- Recall service ----------------------------------------------------------------------
     recall_host: str = _setting(

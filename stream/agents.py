@@ -9,8 +9,9 @@ from typing import Any
 from prometheus_client import REGISTRY, generate_latest
 
 from stream.app import app, settings
+from stream.continuity import OffsetGuard
 from stream.lag import ConsumerLagCollector, ListedEnds, source_offsets
-from stream.positions import rewind_to_committed
+from stream.positions import SeekOnce, rewind_to_committed
 from stream.rekey import rekey_topic_name
 from stream.runtime import Runtime, exit_without_commit
 from stream.tables import windows
@@ -21,6 +22,9 @@ logger = logging.getLogger(__name__)
 BATCH_DEADLINE_S = max(settings.batch_deadline_ms, 1) / 1000  # 0 would wait for a full batch
 _runtime: Runtime | None = None
 _runtime_lock = asyncio.Lock()
+# where each source partition of the current assignment must continue (see stream.continuity)
+_offset_guard = OffsetGuard()
+_seek_once: SeekOnce | None = None
 SOURCES = frozenset(
     {settings.clicks_topic, rekey_topic_name(settings.app_id, settings.clicks_topic)}
 )
@@ -49,6 +53,7 @@ async def get_runtime() -> Runtime:
                 dead_letters,
                 stopping=lambda: app.should_stop,
             )
+            _runtime.processor.offset_guard = _offset_guard
         return _runtime
 
 
@@ -71,8 +76,16 @@ if settings.stream_watch_interval_s > 0:
 @app.on_rebalance_complete.connect  # type: ignore[arg-type]
 async def rewind_sources(sender: Any, **kwargs: Any) -> None:
     """See stream.positions: no record may be skipped across a rebalance. Sent by Faust's
-    recovery after an assignment, before its own seek and before fetching resumes."""
-    await rewind_to_committed(app.consumer, settings, app.consumer.assignment(), set(SOURCES))
+    recovery after an assignment, before it resumes the source partitions and seeks them
+    (a seek this rewind has done, so that one is skipped)."""
+    global _seek_once
+    if _seek_once is None:
+        _seek_once = SeekOnce(app.consumer)
+    positions = await rewind_to_committed(
+        app.consumer, settings, app.consumer.assignment(), set(SOURCES)
+    )
+    _offset_guard.reset({(tp.topic, tp.partition): offset for tp, offset in positions.items()})
+    _seek_once.arm()
 
 
 @app.page("/health")

@@ -95,3 +95,8 @@ BUNDLE_RELOADS = Counter(
 LAST_BATCH = Gauge(
     "mindstream_stream_last_batch_timestamp_seconds", "Wall time the last batch was written."
 )
+OFFSET_HOLES = Counter(
+    "mindstream_stream_offset_holes_total",
+    "Records delivered beyond the next expected offset of their partition (skipped records).",
+    ["topic"],
+)

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from mindstream.settings import Settings
 from stream import metrics
+from stream.continuity import OffsetGuard
 from stream.deadletter import DeadLetter
 from stream.events import decode_event
 from stream.exceptions import BadEvent, StoreUnavailable, StreamError
@@ -62,6 +63,7 @@ class ProcessorConfig:
     max_skew_ms: int
     retry_max_s: float
     shutdown_grace_s: float
+    allow_offset_gaps: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings, n_partitions: int) -> ProcessorConfig:
@@ -74,6 +76,7 @@ class ProcessorConfig:
             max_skew_ms=settings.event_max_skew_s * 1000,
             retry_max_s=settings.stream_retry_max_s,
             shutdown_grace_s=settings.stream_shutdown_grace_s,
+            allow_offset_gaps=settings.stream_allow_offset_gaps,
         )
 
 
@@ -192,6 +195,7 @@ class BatchProcessor:
         self.window_cache_size = window_cache_size
         self._decoded: OrderedDict[bytes, tuple[bytes, BehaviourWindow]] = OrderedDict()
         self.failing_since: dict[str, float] = {}
+        self.offset_guard = OffsetGuard()
         self.last_batch_at: float | None = None
         self.batches = 0
 
@@ -206,6 +210,9 @@ class BatchProcessor:
 
     async def _process(self, messages: Sequence[SourceMessage]) -> BatchOutcome:
         cfg = self.config
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("batch %s", span(messages))
+        self._check_offsets(messages)
         tower = self.holder.tower
         outcome = BatchOutcome(records=len(messages), bundle=tower.version)
         now_ms = int(time.time() * 1000)
@@ -340,6 +347,20 @@ class BatchProcessor:
         metrics.RECORDS_WRITTEN.labels("kept_newer").inc(outcome.kept_newer)
         self._batch_done()
         return outcome
+
+    def _check_offsets(self, messages: Sequence[SourceMessage]) -> None:
+        """Refuse a batch that follows skipped records (see stream.continuity)."""
+        holes = self.offset_guard.check((m.topic, m.partition, m.offset) for m in messages)
+        for hole in holes:
+            metrics.OFFSET_HOLES.labels(hole.topic).inc()
+            logger.error("records skipped by the consumer: %s", hole)
+        if holes and not self.config.allow_offset_gaps:
+            raise FatalBatchError(
+                f"records skipped before batch {span(messages)}: "
+                + ", ".join(str(h) for h in holes)
+                + "; restarting replays them from the committed offsets (a topic with real "
+                "offset gaps needs MINDSTREAM_STREAM_ALLOW_OFFSET_GAPS=true)"
+            )
 
     def _remember(self, key: bytes, raw: bytes, window: BehaviourWindow) -> None:
         # Decoding a window costs about as much as applying an event to it; the table holds

@@ -17,6 +17,11 @@ TP = namedtuple("TP", "topic partition")
 class Consumer:
     def __init__(self) -> None:
         self.seeks: dict[TP, int] = {}
+        self._committed_offset: dict[TP, int | None] = {}
+        self.faust_seeks = 0
+
+    async def perform_seek(self) -> None:
+        self.faust_seeks += 1
 
     async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
         return {tp: 5 for tp in tps}
@@ -34,6 +39,26 @@ def test_rewind_covers_zero_and_missing_commits(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(positions, "committed_offsets", fake)
     consumer = Consumer()
     assigned = [TP("clicks", 0), TP("clicks", 1), TP("rekey", 0), TP("app-windows-changelog", 0)]
-    asyncio.run(positions.rewind_to_committed(consumer, Settings(), assigned, {"clicks", "rekey"}))
+    started = asyncio.run(
+        positions.rewind_to_committed(consumer, Settings(), assigned, {"clicks", "rekey"})
+    )
     # the changelog partition is Faust's recovery's business and is left alone
     assert consumer.seeks == {TP("clicks", 0): 0, TP("clicks", 1): 42, TP("rekey", 0): 5}
+    assert started == consumer.seeks
+    # what Faust's own perform_seek would record: the committed offsets that exist
+    assert consumer._committed_offset == {TP("clicks", 0): 0, TP("clicks", 1): 42}
+
+
+def test_the_seek_right_after_a_rewind_is_skipped_once() -> None:
+    consumer = Consumer()
+    once = positions.SeekOnce(consumer)
+    asyncio.run(consumer.perform_seek())
+    assert consumer.faust_seeks == 1
+    once.arm()
+    asyncio.run(consumer.perform_seek())  # recovery's seek after the rewind: skipped
+    asyncio.run(consumer.perform_seek())  # any later one runs
+    assert consumer.faust_seeks == 2
+    stale = positions.SeekOnce(consumer, valid_s=0.0)
+    stale.arm()
+    asyncio.run(consumer.perform_seek())  # armed too long ago: runs
+    assert consumer.faust_seeks == 3

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -272,6 +272,7 @@ def test_the_table_wins_over_the_decoded_window_cache(tiny_bundle: Path) -> None
     run(other.process([click("ann", "i7", T0, 1), click("ann", "i8", T0 + 1, 2)]))
     store.data[b"ann"] = other.store.data[b"ann"]
     assert store.data[b"ann"] != cached
+    p.offset_guard.reset({("clicks", home("ann")): 3})  # the new assignment starts at 3
     run(p.process([click("ann", "i9", T0 + 2, 3)]))
     assert decode_window(store.data[b"ann"]).items == ("i7", "i8", "i9")
     assert redis.records["ann"].seq == 3
@@ -287,3 +288,21 @@ def test_changelog_outage_is_retried_and_fatal_only_when_stopping(tiny_bundle: P
     store2.fail = 100
     with pytest.raises(FatalBatchError, match="changelog"):
         run(stopping.process([click("ann", "i1", T0, 1)]))
+
+
+def test_a_batch_after_skipped_records_is_refused_before_anything_is_applied(
+    tiny_bundle: Path,
+) -> None:
+    p, store, outbox, redis = make(tiny_bundle)
+    part = home("ann")
+    p.offset_guard.reset({("clicks", part): 40})
+    run(p.process([click("ann", "i1", T0, 40), click("ann", "i2", T0 + 1, 41)]))
+    before = dict(store.data)
+    with pytest.raises(FatalBatchError, match=rf"clicks\[{part}\] offsets 42\.\.43"):
+        run(p.process([click("ann", "i3", T0 + 2, 44)]))
+    assert store.data == before and redis.records["ann"].seq == 2 and not outbox.letters
+    # replays after a seek back are fine, and so is a topic that really has gaps, if allowed
+    run(p.process([click("ann", "i1", T0, 40)]))
+    gaps = BatchProcessor(replace(CONFIG, allow_offset_gaps=True), p.holder, store, outbox, redis)
+    gaps.offset_guard.reset({("clicks", part): 42})
+    assert run(gaps.process([click("ann", "i3", T0 + 2, 44)])).applied == 1
