@@ -1,15 +1,15 @@
 """Faults while a sustained click stream runs: nothing lost, nothing applied twice.
 
 Each test offers a steady synthetic stream (``FAULT_RATE`` events/s from a producer thread,
-keyed by user id (the SIGKILL test also runs a variant with every 7th click unkeyed, through the
-re-key topic; see REKEYED_LOSS), late events, behaviours beyond
+keyed by user id except every 7th click, which is unkeyed and goes through the re-key topic
+(the SIGKILL test also runs a variant with keyed clicks only), late events, behaviours beyond
 the window horizon, items unknown to the model, and one malformed record from the catalogue
 every ``BAD_EVERY`` records) to ``python -m stream worker`` on the test broker, injects its
 fault while the stream runs, and then, once the worker has caught up, checks:
 
 - every user's Redis record equals the batch recompute of the user's full event history
   (window by definition, vectors from the bundle's ONNX graph, max abs diff <= 1e-5; the
-  helpers of ``test_stream_worker``, imported);
+  helpers of ``streamcheck``);
 - lost = 0 and duplicated = 0: each record's ``seq`` (events ever applied to the window) equals
   the user's number of valid events, and the window holds exactly the expected behaviours;
 - applied + dead-lettered == published, and the dead-letter sources are exactly the positions
@@ -46,20 +46,13 @@ from stream.harness import Record, WorkerProcess, read_dead_letters
 from stream.publish import Pacer
 from stream.record import read_many
 from stream.samples import malformed_records
-from tests.integration import test_stream_worker as worker_tests
-from tests.integration.test_stream_worker import (
+from tests.integration.streamcheck import (
     UNKEYED_EVERY,
-    _assert_equal_to_batch_recompute,
-    _expected,
-    _records,
-    _wait_for,
+    assert_equal_to_batch_recompute,
+    click_records,
+    expected_windows,
+    wait_for_records,
 )
-
-# The worker tests' fixtures, shared rather than copied: a small bundle (items i1..i260),
-# worker settings on this test's topics/group/Redis prefix, and a redis-server of the test's own.
-bundle_dir = worker_tests.bundle_dir
-stream_settings = worker_tests.stream_settings
-own_redis = worker_tests.own_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -90,12 +83,12 @@ class ClickLog:
         return len(self.records)
 
 
-def click_log(n_good: int, seed: int, unkeyed_every: int = 0) -> ClickLog:
+def click_log(n_good: int, seed: int, unkeyed_every: int = UNKEYED_EVERY) -> ClickLog:
     """``n_good`` valid clicks over ``N_USERS`` users with unique, partly out-of-order event
     times spanning more than the window horizon, and a malformed record every BAD_EVERY.
 
-    With ``unkeyed_every`` every such click is sent without a key, so it travels through the
-    re-key topic (see REKEYED_LOSS for why that is not the default)."""
+    Every ``unkeyed_every``-th click is sent without a key, so it travels through the re-key
+    topic (0: all keyed)."""
     rng = random.Random(seed)
     now = int(time.time() * 1000)
     base = now - 500 * n_good - 60_000
@@ -118,7 +111,7 @@ def click_log(n_good: int, seed: int, unkeyed_every: int = 0) -> ClickLog:
     catalogue = malformed_records("u1", "i1", now - 1000)
     records: list[Record] = []
     bad: dict[int, str] = {}
-    for record in _records(good, unkeyed_every):
+    for record in click_records(good, unkeyed_every):
         if len(records) % BAD_EVERY == BAD_EVERY - 1:
             _, key, value, reason = catalogue[len(bad) % len(catalogue)]
             bad[len(records)] = reason
@@ -234,9 +227,9 @@ def verify(
     report: Report,
 ) -> dict[str, Any]:
     """Wait for the catch-up, compute the figures, report them, then assert on them."""
-    expected = _expected(log.good)
+    expected = expected_windows(log.good)
     started = time.monotonic()
-    records = _wait_for(settings, client, expected, worker=worker)
+    records = wait_for_records(settings, client, expected, worker=worker)
     catch_up_s = time.monotonic() - started
     users = sorted(expected)
     stored = read_many(client, settings.redis_prefix, users)
@@ -280,7 +273,7 @@ def verify(
     assert sources == set(want_sources), figures
     for letter in letters:
         assert letter.reason == want_sources[letter.source], letter
-    _assert_equal_to_batch_recompute(bundle, records, expected)
+    assert_equal_to_batch_recompute(bundle, records, expected)
     return figures
 
 
@@ -307,18 +300,7 @@ def report(request: pytest.FixtureRequest) -> Report:
 # --- the faults ------------------------------------------------------------------------------
 
 
-REKEYED_LOSS = pytest.mark.xfail(
-    strict=False,
-    reason="known open issue (stream): right after a restart Faust sometimes never delivers "
-    "one re-keyed record of a re-key partition that has no committed offset yet; its copy, "
-    "re-forwarded later, arrives after a newer click of the same origin partition and is "
-    "skipped as a replay - about 1 run in 6 on the local broker",
-)
-
-
-@pytest.mark.parametrize(
-    "unkeyed_every", [0, pytest.param(UNKEYED_EVERY, marks=REKEYED_LOSS)], ids=["keyed", "rekeyed"]
-)
+@pytest.mark.parametrize("unkeyed_every", [0, UNKEYED_EVERY], ids=["keyed", "rekeyed"])
 def test_sigkill_at_random_moments(
     unkeyed_every: int,
     stream_settings: Settings,

@@ -1,0 +1,95 @@
+"""Fixtures of the stream worker's integration tests (test_stream_*.py, test_faults.py): a small
+bundle, worker settings on the test's own topics, group and Redis prefix, and a redis-server of
+the test's own that it can stop and start (see tests/conftest.py for the services themselves).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from infra.ports import free_port
+from infra.redis_server import find_redis_server, redis_argv
+from infra.topics import delete_topics
+from mindstream.settings import Settings
+from stream.rekey import rekey_topic_name
+from tests.integration.streamcheck import HORIZON_S, MAX_LEN, N_BUNDLE_ITEMS
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from model_export.export import export_bundle
+    from model_export.model import MindConfig, build_tower
+
+    tower = build_tower(MindConfig(n_items=N_BUNDLE_ITEMS, dim=16, k=4, max_len=16, seed=5))
+    root = tmp_path_factory.mktemp("bundles")
+    export_bundle(tower.eval(), [f"i{n}" for n in range(1, N_BUNDLE_ITEMS + 1)], root)
+    return root / "current"
+
+
+@pytest.fixture
+def stream_settings(
+    integration_settings: Settings, bundle_dir: Path, tmp_path: Path
+) -> Iterator[Settings]:
+    settings = dataclasses.replace(
+        integration_settings,
+        bundle_path=str(bundle_dir),
+        worker_web_port=free_port(),
+        window_max_len=MAX_LEN,
+        window_horizon_s=HORIZON_S,
+        batch_size=100,
+        batch_deadline_ms=20,
+        onnx_threads=1,
+        stream_watch_interval_s=0.5,
+        stream_shutdown_grace_s=2.0,
+        log_level="INFO",
+    )
+    yield settings
+    delete_topics(
+        settings,
+        [
+            rekey_topic_name(settings.app_id, settings.clicks_topic),
+            f"{settings.app_id}-windows-changelog",
+        ],
+    )
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Callable[..., object]]:
+    """A redis-server of this test's own, which the test can stop and start again."""
+    port = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def control(action: str) -> object:
+        if action == "start":
+            proc = subprocess.Popen(
+                redis_argv(find_redis_server(), "127.0.0.1", port, tmp_path),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            procs.append(proc)
+            client = redis.Redis(port=port)
+            for _ in range(100):
+                try:
+                    client.ping()
+                    return client
+                except redis.ConnectionError:
+                    time.sleep(0.05)
+            raise RuntimeError("own redis did not start")
+        if action == "kill":
+            procs[-1].kill()
+            procs[-1].wait()
+            return None
+        return f"redis://127.0.0.1:{port}/0"
+
+    yield control
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

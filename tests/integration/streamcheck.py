@@ -1,0 +1,126 @@
+"""What the stream integration tests share: the click log as Kafka records, the expected windows
+by definition, the reference vectors from the bundle's ONNX graph, and the comparison of every
+user's Redis record with that batch recompute (fixtures are in this folder's conftest.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from mindstream.settings import Settings
+from model_export.bundle import load_bundle
+from model_export.onnx_tower import OnnxUserTower
+from stream.events import encode_event, event_key
+from stream.harness import WorkerProcess
+from stream.record import InterestRecord, read_many
+from stream.window import Behaviour, batch_window
+
+N_BUNDLE_ITEMS = 260  # the logs have 300 items: i261..i300 are unknown to the model
+MAX_LEN = 25  # window; the model sees its newest 16 known behaviours
+HORIZON_S = 1800
+UNKEYED_EVERY = 7  # every 7th click has no key and goes through the re-key topic
+CATCH_UP_S = 120.0
+
+
+def click_records(
+    events: list[dict], unkeyed_every: int = UNKEYED_EVERY
+) -> list[tuple[bytes | None, bytes]]:
+    out = []
+    for n, e in enumerate(events):
+        key = None if unkeyed_every and n % unkeyed_every == 0 else event_key(e["user_id"])
+        value = encode_event(
+            e["user_id"], e["item_id"], e["ts"], event=e["event"], category=e.get("category")
+        )
+        out.append((key, value))
+    return out
+
+
+def expected_windows(events: list[dict]) -> dict[str, tuple[tuple[str, ...], int]]:
+    """user -> (window items, events applied) by the window's definition."""
+    per_user: dict[str, list[Behaviour]] = defaultdict(list)
+    for n, e in enumerate(events):
+        per_user[e["user_id"]].append(Behaviour(e["item_id"], e["ts"], "log/0", n))
+    out = {}
+    for user, behaviours in per_user.items():
+        window = batch_window(behaviours, max_len=MAX_LEN, horizon_ms=HORIZON_S * 1000)
+        out[user] = (window.items, window.seq)
+    return out
+
+
+def reference_vectors(bundle_dir: Path, windows: list[tuple[str, ...]]) -> list[np.ndarray]:
+    """The bundle's graph run directly, fed by an encoding written here, not stream.tower's."""
+    bundle = load_bundle(bundle_dir)
+    index = {item: n + 1 for n, item in enumerate(bundle.item_ids)}
+    tower = OnnxUserTower(bundle.onnx_path, threads=1)
+    out = []
+    for items in windows:
+        known = [index[i] for i in items if i in index][-bundle.max_len :]
+        if not known:
+            out.append(np.zeros((0, bundle.dim), np.float32))
+            continue
+        seq = np.zeros((1, bundle.max_len), np.int64)
+        seq[0, : len(known)] = known
+        interests, mask = tower(seq)
+        out.append(interests[0][mask[0]])
+    return out
+
+
+def wait_for_records(
+    settings: Settings,
+    client: redis.Redis,
+    expected: dict[str, tuple[tuple[str, ...], int]],
+    *,
+    timeout_s: float = CATCH_UP_S,
+    worker: WorkerProcess | None = None,
+) -> dict[str, InterestRecord]:
+    users = sorted(expected)
+    deadline = time.monotonic() + timeout_s
+    behind: list[str] = users
+    while time.monotonic() < deadline:
+        records = read_many(client, settings.redis_prefix, users)
+        behind = [
+            u for u, r in zip(users, records, strict=True) if r is None or r.seq < expected[u][1]
+        ]
+        if not behind:
+            return {u: r for u, r in zip(users, records, strict=True) if r is not None}
+        if worker is not None and not worker.running:
+            pytest.fail(f"worker exited with {worker.returncode}:\n{worker.log_tail()}")
+        time.sleep(0.2)
+    tail = worker.log_tail() if worker is not None else ""
+    got = dict(zip(users, read_many(client, settings.redis_prefix, users), strict=True))
+    detail = [(u, got[u].seq if got[u] else None, expected[u][1]) for u in behind[:5]]
+    pytest.fail(
+        f"{len(behind)} users not caught up after {timeout_s:.0f} s; (user, seq, expected): "
+        f"{detail}\n{tail}"
+    )
+
+
+def assert_equal_to_batch_recompute(
+    bundle_dir: Path,
+    records: dict[str, InterestRecord],
+    expected: dict[str, tuple[tuple[str, ...], int]],
+) -> None:
+    users = sorted(expected)
+    assert sorted(records) == users
+    references = reference_vectors(bundle_dir, [expected[u][0] for u in users])
+    version = load_bundle(bundle_dir).version
+    worst = 0.0
+    for user, want in zip(users, references, strict=True):
+        record = records[user]
+        items, seq = expected[user]
+        assert record.items == items, user
+        assert record.seq == seq, user  # exactly once: not lost, not applied twice
+        assert record.n_behaviours == len(items)
+        topic, partition, offset = record.src.rsplit("/", 2)
+        assert topic and int(partition) >= 0 and int(offset) >= 0
+        assert record.model == version
+        assert record.vectors.shape == want.shape, user
+        if want.size:
+            worst = max(worst, float(np.abs(record.vectors - want).max()))
+    assert worst <= 1e-5, worst
