@@ -23,7 +23,8 @@ COPY pyproject.toml ./
 RUN python - <<'PY' > /tmp/requirements.txt
 import tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
-print("\n".join(project["dependencies"] + project["optional-dependencies"]["cpu"]))
+extras = project["optional-dependencies"]
+print("\n".join(project["dependencies"] + extras["cpu"] + extras["rocksdb"]))
 PY
 RUN pip install -r /tmp/requirements.txt
 

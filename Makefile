@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= cpu,train,local,dev
+EXTRAS ?= cpu,train,local,rocksdb,dev
 
 .PHONY: demo test lint typecheck unit install system-deps clean
 
