@@ -19,17 +19,13 @@ from infra.redis_server import find_redis_server, redis_argv
 from infra.topics import delete_topics
 from mindstream.settings import Settings
 from stream.rekey import rekey_topic_name
-from tests.integration.streamcheck import HORIZON_S, MAX_LEN, N_BUNDLE_ITEMS
+from tests.integration.streamcheck import HORIZON_S, MAX_LEN, export_small_bundle
 
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model_export.export import export_bundle
-    from model_export.model import MindConfig, build_tower
-
-    tower = build_tower(MindConfig(n_items=N_BUNDLE_ITEMS, dim=16, k=4, max_len=16, seed=5))
     root = tmp_path_factory.mktemp("bundles")
-    export_bundle(tower.eval(), [f"i{n}" for n in range(1, N_BUNDLE_ITEMS + 1)], root)
+    export_small_bundle(root)
     return root / "current"
 
 
