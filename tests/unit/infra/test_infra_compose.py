@@ -214,7 +214,10 @@ def test_dockerfile_targets_and_torch_only_in_the_trainer(
     assert "download.pytorch.org/whl/cpu" in stages["trainer"]
     assert '"torch==${TORCH_VERSION}"' in stages["trainer"]
     assert re.search(r"^ARG TORCH_VERSION=2\.13\.0$", text, flags=re.MULTILINE)
-    assert '["optional-dependencies"]["cpu"]' in stages["base"]
+    # the base image: onnxruntime's CPU build and the RocksDB table store, never the GPU build
+    assert 'extras = project["optional-dependencies"]' in stages["base"]
+    assert 'extras["cpu"] + extras["rocksdb"]' in stages["base"]
+    assert '"gpu"' not in stages["base"]
 
 
 def test_docker_build_context_keeps_what_the_build_copies() -> None:
