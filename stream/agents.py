@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY, generate_latest
 from stream.app import app, settings
 from stream.continuity import OffsetGuard
 from stream.lag import ConsumerLagCollector, ListedEnds, source_offsets
-from stream.positions import SeekOnce, rewind_to_committed
+from stream.positions import SeekOnce, limit_commits, rewind_to_committed
 from stream.rekey import rekey_topic_name
 from stream.runtime import Runtime, exit_without_commit
 from stream.tables import windows
@@ -81,6 +81,7 @@ async def rewind_sources(sender: Any, **kwargs: Any) -> None:
     global _seek_once
     if _seek_once is None:
         _seek_once = SeekOnce(app.consumer)
+        limit_commits(app.consumer, set(SOURCES), _offset_guard.next_expected)
     positions = await rewind_to_committed(
         app.consumer, settings, app.consumer.assignment(), set(SOURCES)
     )

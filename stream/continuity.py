@@ -38,6 +38,9 @@ class OffsetGuard:
     def __init__(self) -> None:
         self.expected: dict[Partition, int] = {}
 
+    def next_expected(self, topic: str, partition: int) -> int | None:
+        return self.expected.get((topic, partition))
+
     def reset(self, positions: Mapping[Partition, int]) -> None:
         """A new assignment: each partition starts where the worker sought it to."""
         self.expected = dict(positions)

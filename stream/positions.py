@@ -17,8 +17,10 @@ the agent, and the seek landing in the middle of their hand-over made Faust skip
 (acknowledged, never delivered) in about a third of the restarts of the Redis-outage test.
 Since the rewind here has done that seek already, with the partitions still paused, and has
 set what ``perform_seek`` sets (read and committed offsets), :class:`SeekOnce` turns the seek
-that follows it into a no-op. The processor's offset guard (``stream.processor``) still checks
-that no record of a partition is ever skipped.
+that follows it into a no-op. The processor's offset guard (``stream.continuity``) still checks
+that no record of a partition is ever skipped, and :func:`limit_commits` keeps Faust from
+committing past a record the worker never saw (Faust acknowledges a record that a stream takes
+while the flow is suspended, e.g. at a rebalance, without delivering it).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from infra.kafka_config import kafka_python_consumer_kwargs
@@ -101,3 +103,34 @@ async def rewind_to_committed(
         len(missing),
     )
     return positions
+
+
+def limit_commits(
+    consumer: Any, sources: set[str], next_expected: Callable[[str, int], int | None]
+) -> None:
+    """Cap every offset Faust's consumer is about to commit for a source partition at the next
+    offset the worker expects to see there (``stream.continuity``): records up to it have been
+    delivered to the worker, so a commit never passes one that was acknowledged unseen. The cap
+    changes nothing when every acknowledged record was delivered, the usual case."""
+    compute = consumer._filter_committable_offsets
+
+    def capped(tps: Iterable[Any]) -> dict[Any, int]:
+        out = {}
+        for tp, offset in compute(tps).items():
+            limit = next_expected(tp.topic, tp.partition) if tp.topic in sources else None
+            if limit is not None and offset > limit:
+                logger.warning(
+                    "commit capped topic=%s partition=%d offset=%d at=%d (acknowledged but "
+                    "never delivered to the worker)",
+                    tp.topic,
+                    tp.partition,
+                    offset,
+                    limit,
+                )
+                offset = limit
+            committed = consumer._committed_offset.get(tp)
+            if committed is None or offset > committed:
+                out[tp] = offset
+        return out
+
+    consumer._filter_committable_offsets = capped

@@ -6,10 +6,12 @@ the test's own that it can stop and start (see tests/conftest.py for the service
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -19,7 +21,7 @@ from infra.redis_server import find_redis_server, redis_argv
 from infra.topics import delete_topics
 from mindstream.settings import Settings
 from stream.rekey import rekey_topic_name
-from tests.integration.streamcheck import HORIZON_S, MAX_LEN, export_small_bundle
+from tests.integration.streamcheck import HORIZON_S, MAX_LEN, Report, export_small_bundle
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +91,23 @@ def own_redis(tmp_path: Path) -> Iterator[Callable[..., object]]:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def report(request: pytest.FixtureRequest) -> Report:
+    """``report(name, figures)``: write ``var/reliability/<name>.json`` and print the figures
+    past pytest's output capture (they are the point of the run)."""
+
+    def write(name: str, figures: dict[str, Any]) -> None:
+        out = ROOT / "var" / "reliability"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
+        line = " ".join(f"{k}={v}" for k, v in figures.items() if k != "test")
+        capture = request.config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled():
+            print(f"\nRELIABILITY {name}: {line}", flush=True)
+
+    return write

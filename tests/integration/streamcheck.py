@@ -7,20 +7,24 @@ conftest.py).
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import redis
 
+from infra.kafka_config import kafka_python_producer_kwargs
 from mindstream.settings import Settings
 from model_export.bundle import load_bundle
 from model_export.onnx_tower import OnnxUserTower
 from stream.events import encode_event, event_key
-from stream.harness import WorkerProcess
+from stream.harness import Record, WorkerProcess
+from stream.publish import Pacer
 from stream.record import InterestRecord, read_many
 from stream.window import Behaviour, batch_window
 
@@ -168,3 +172,81 @@ def assert_equal_to_batch_recompute(
             if want.size:
                 worst = max(worst, float(np.abs(records[user].vectors - want).max()))
     assert worst <= 1e-5, worst
+
+
+Report = Callable[[str, dict[str, Any]], None]  # report(name, figures): the conftest fixture
+
+
+class SustainedStream:
+    """Publishes a log at a steady rate from a thread; every send is followed to its ack.
+
+    ``rate`` 0 sends as fast as the producer takes records; ``producer_options`` override the
+    settings' producer options (e.g. multi-record batches for a burst). ``ends`` holds, per
+    partition, the offset after the highest acknowledged record: the log end offsets, known
+    exactly from the acknowledgements (the local broker's own answer is wrong for
+    multi-record batches).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        records: list[Record],
+        rate: float,
+        producer_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.records = records
+        self.rate = rate
+        self.producer_options = producer_options or {}
+        self.sent = 0
+        self.acked = 0
+        self.ends: dict[int, int] = {}
+        self.positions: list[tuple[int, int]] = []
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="sustained-stream", daemon=True)
+
+    def _on_ack(self, metadata: Any) -> None:
+        with self._lock:
+            self.acked += 1
+            end = self.ends.get(metadata.partition, 0)
+            self.ends[metadata.partition] = max(end, metadata.offset + 1)
+
+    def _run(self) -> None:
+        from kafka import KafkaProducer
+
+        try:
+            options = kafka_python_producer_kwargs(self.settings, client_id="faults-stream")
+            producer = KafkaProducer(**{**options, **self.producer_options})
+            try:
+                pacer = Pacer(self.rate)
+                futures = []
+                for key, value in self.records:
+                    pacer.wait()
+                    future = producer.send(self.settings.clicks_topic, key=key, value=value)
+                    future.add_callback(self._on_ack)
+                    futures.append(future)
+                    self.sent += 1
+                producer.flush(timeout=120)
+                self.positions = [(m.partition, m.offset) for m in (f.get(60) for f in futures)]
+            finally:
+                producer.close(timeout=10)
+        except BaseException as exc:
+            self.error = exc
+
+    def start(self) -> SustainedStream:
+        self._thread.start()
+        return self
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def join(self, timeout_s: float = 300.0) -> list[tuple[int, int]]:
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise AssertionError(f"the stream did not finish within {timeout_s:.0f} s")
+        if self.error is not None:
+            raise AssertionError(f"publishing failed: {self.error!r}") from self.error
+        assert len(self.positions) == len(self.records)
+        return self.positions

@@ -26,10 +26,8 @@ CI; the documented run uses 20 s), ``MINDSTREAM_FAULTS_KILLS`` the number of SIG
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import random
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,16 +36,16 @@ from typing import Any
 import pytest
 import redis
 
-from infra.kafka_config import kafka_python_producer_kwargs
 from infra.ports import free_port
 from mindstream.settings import Settings
 from stream.deadletter import DeadLetter
 from stream.harness import Record, WorkerProcess, read_dead_letters
-from stream.publish import Pacer
 from stream.record import read_many
 from stream.samples import malformed_records
 from tests.integration.streamcheck import (
     UNKEYED_EVERY,
+    Report,
+    SustainedStream,
     assert_equal_to_batch_recompute,
     click_records,
     expected_windows,
@@ -56,7 +54,6 @@ from tests.integration.streamcheck import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 FAULT_RATE = 200  # events/s offered while faults are injected
 BAD_EVERY = 53  # one malformed record every 53 records
 N_USERS = 150
@@ -119,81 +116,6 @@ def click_log(n_good: int, seed: int, unkeyed_every: int = UNKEYED_EVERY) -> Cli
         records.append(record)
     unkeyed = len(range(0, len(good), unkeyed_every)) if unkeyed_every else 0
     return ClickLog(good, records, bad, unkeyed)
-
-
-class SustainedStream:
-    """Publishes a log at a steady rate from a thread; every send is followed to its ack.
-
-    ``rate`` 0 sends as fast as the producer takes records; ``producer_options`` override the
-    settings' producer options (e.g. multi-record batches for a burst). ``ends`` holds, per
-    partition, the offset after the highest acknowledged record: the log end offsets, known
-    exactly from the acknowledgements (the local broker's own answer is wrong for
-    multi-record batches).
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        records: list[Record],
-        rate: float,
-        producer_options: dict[str, Any] | None = None,
-    ) -> None:
-        self.settings = settings
-        self.records = records
-        self.rate = rate
-        self.producer_options = producer_options or {}
-        self.sent = 0
-        self.acked = 0
-        self.ends: dict[int, int] = {}
-        self.positions: list[tuple[int, int]] = []
-        self.error: BaseException | None = None
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="sustained-stream", daemon=True)
-
-    def _on_ack(self, metadata: Any) -> None:
-        with self._lock:
-            self.acked += 1
-            end = self.ends.get(metadata.partition, 0)
-            self.ends[metadata.partition] = max(end, metadata.offset + 1)
-
-    def _run(self) -> None:
-        from kafka import KafkaProducer
-
-        try:
-            options = kafka_python_producer_kwargs(self.settings, client_id="faults-stream")
-            producer = KafkaProducer(**{**options, **self.producer_options})
-            try:
-                pacer = Pacer(self.rate)
-                futures = []
-                for key, value in self.records:
-                    pacer.wait()
-                    future = producer.send(self.settings.clicks_topic, key=key, value=value)
-                    future.add_callback(self._on_ack)
-                    futures.append(future)
-                    self.sent += 1
-                producer.flush(timeout=120)
-                self.positions = [(m.partition, m.offset) for m in (f.get(60) for f in futures)]
-            finally:
-                producer.close(timeout=10)
-        except BaseException as exc:
-            self.error = exc
-
-    def start(self) -> SustainedStream:
-        self._thread.start()
-        return self
-
-    @property
-    def done(self) -> bool:
-        return not self._thread.is_alive()
-
-    def join(self, timeout_s: float = 300.0) -> list[tuple[int, int]]:
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
-            raise AssertionError(f"the stream did not finish within {timeout_s:.0f} s")
-        if self.error is not None:
-            raise AssertionError(f"publishing failed: {self.error!r}") from self.error
-        assert len(self.positions) == len(self.records)
-        return self.positions
 
 
 # --- checks and figures ----------------------------------------------------------------------
@@ -275,26 +197,6 @@ def verify(
         assert letter.reason == want_sources[letter.source], letter
     assert_equal_to_batch_recompute(bundle, records, expected)
     return figures
-
-
-Report = Callable[[str, dict[str, Any]], None]
-
-
-@pytest.fixture
-def report(request: pytest.FixtureRequest) -> Report:
-    """``report(name, figures)``: write ``var/reliability/<name>.json`` and print the figures
-    past pytest's output capture (they are the point of the run)."""
-
-    def write(name: str, figures: dict[str, Any]) -> None:
-        out = ROOT / "var" / "reliability"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
-        line = " ".join(f"{k}={v}" for k, v in figures.items() if k != "test")
-        capture = request.config.pluginmanager.getplugin("capturemanager")
-        with capture.global_and_fixture_disabled():
-            print(f"\nRELIABILITY {name}: {line}", flush=True)
-
-    return write
 
 
 # --- the faults ------------------------------------------------------------------------------

@@ -39,19 +39,15 @@ from stream.events import encode_event, event_key
 from stream.harness import WorkerProcess
 from stream.lag import LAG_METRIC
 from stream.rekey import rekey_topic_name
-from tests.integration import test_faults as faults
-from tests.integration.test_stream_worker import (
-    _assert_equal_to_batch_recompute,
-    _expected,
-    _wait_for,
+from tests.integration.streamcheck import (
+    SustainedStream,
+    assert_equal_to_batch_recompute,
+    expected_windows,
+    wait_for_records,
 )
 from tests.unit.test_security import _listening as listening
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-bundle_dir = faults.bundle_dir
-stream_settings = faults.stream_settings
-report = faults.report
 
 BURST = 40_000
 BURST_USERS = 10_000
@@ -138,7 +134,7 @@ def test_burst_falls_behind_and_catches_up(
         baseline_kb = _memory_kb(pid)["VmRSS"]
         # As fast as the broker takes it, in multi-record batches (the local profile's one
         # record per batch caps the producer near what the worker drains).
-        stream = faults.SustainedStream(
+        stream = SustainedStream(
             settings, list(records), rate=0, producer_options={"batch_size": 64 * 1024}
         ).start()
         started = time.monotonic()
@@ -173,8 +169,8 @@ def test_burst_falls_behind_and_catches_up(
             assert worker.running, worker.log_tail()
             time.sleep(0.5)
         stream.join()
-        expected = _expected(events)
-        recs = _wait_for(settings, redis_client, expected, worker=worker)
+        expected = expected_windows(events)
+        recs = wait_for_records(settings, redis_client, expected, worker=worker)
         metrics = worker.metrics()
         # a quiet point: caught up, all committed; the gauge must say so for each partition
         final_reported = reported_lag(metrics, settings.clicks_topic)
@@ -236,4 +232,4 @@ def test_burst_falls_behind_and_catches_up(
     assert figures["bad_events"] == 0 and figures["redis_write_failures"] == 0, figures
     assert figures["error_log_lines"] == 0, log_text[-3000:]
     assert figures["peak_rss_mb"] < MAX_RSS_MB, figures
-    _assert_equal_to_batch_recompute(bundle_dir, recs, expected)
+    assert_equal_to_batch_recompute(bundle_dir, recs, expected)

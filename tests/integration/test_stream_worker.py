@@ -28,6 +28,7 @@ from tests.integration.streamcheck import (
     assert_equal_to_batch_recompute,
     click_records,
     expected_windows,
+    kill_mid_stream,
     wait_for_records,
 )
 
@@ -95,17 +96,7 @@ def test_sigkill_restarts_keep_exact_state(
             publish(settings, chunk)
             if n % 2 == 1 or n == len(chunks) - 1:
                 # let this run get somewhere (it has consumed records), then pull the plug
-                deadline = time.monotonic() + 60
-                while not sum(
-                    v
-                    for k, v in worker.metrics().items()
-                    if k.startswith("mindstream_stream_events_in")
-                ):
-                    assert time.monotonic() < deadline, worker.log_tail()
-                    time.sleep(0.05)
-                time.sleep(rng.uniform(0.0, 0.3))
-                replayed += worker.metrics()["mindstream_stream_events_replayed_total"]
-                worker.kill()
+                replayed += kill_mid_stream(worker, rng)
                 kills += 1
                 worker.start()
                 worker.wait_ready()

@@ -62,3 +62,26 @@ def test_the_seek_right_after_a_rewind_is_skipped_once() -> None:
     stale.arm()
     asyncio.run(consumer.perform_seek())  # armed too long ago: runs
     assert consumer.faust_seeks == 3
+
+
+def test_commits_never_pass_a_record_the_worker_did_not_see() -> None:
+    class Committing:
+        def __init__(self) -> None:
+            self._committed_offset: dict[TP, int | None] = {TP("clicks", 0): 100}
+
+        def _filter_committable_offsets(self, tps: Any) -> dict[TP, int]:
+            # what Faust computed from its acknowledgements
+            return {TP("clicks", 0): 142, TP("clicks", 1): 9, TP("other", 0): 50}
+
+    consumer = Committing()
+    expected = {("clicks", 0): 141, ("clicks", 1): 12, ("other", 0): 1}
+    positions.limit_commits(consumer, {"clicks"}, lambda t, p: expected.get((t, p)))
+    tps = [TP("clicks", 0), TP("clicks", 1), TP("other", 0)]
+    # clicks[0]: 141 was acknowledged but never delivered: capped there; others untouched
+    assert consumer._filter_committable_offsets(tps) == {
+        TP("clicks", 0): 141,
+        TP("clicks", 1): 9,
+        TP("other", 0): 50,
+    }
+    consumer._committed_offset[TP("clicks", 0)] = 141
+    assert TP("clicks", 0) not in consumer._filter_committable_offsets(tps)  # nothing new
