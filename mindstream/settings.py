@@ -166,8 +166,9 @@ class Settings:
     )
     batch_deadline_ms: int = _setting(
         "MINDSTREAM_BATCH_DEADLINE_MS",
-        50,
-        "Longest wait before a partly filled micro-batch is processed.",
+        20,
+        "Longest wait before a partly filled micro-batch is processed (Faust waits it out after "
+        "every batch, so it adds to freshness at every rate).",
     )
     table_store: str = _setting(
         "MINDSTREAM_TABLE_STORE",
