@@ -13,6 +13,10 @@ All on one broker and one Redis (local throw-away ones by default), in one run:
 5. offer ``--rate`` events/s for ``--duration`` s to a fresh worker (multi-record batches every
    ``--tick-ms``) and read the end-to-end freshness (Redis write time minus the Kafka record
    timestamp) p50/p95/p99 from its ``/metrics`` histogram, and the events/s it sustained.
+   With ``--workers N`` (N > 1), N worker processes in one consumer group split the partitions;
+   the load starts once every one of them is healthy and the group's assignment has settled,
+   and the figures add up the workers' counters and histogram buckets (phase ``N workers,
+   sustained``, with each worker's own figures under ``per_worker``).
 
 Worker CPU per event counts the worker's CPU seconds from ready to caught up (startup excluded);
 on a shared machine it is the figure that moves least with the neighbours' load.
@@ -38,7 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,7 @@ from mindstream.errors import MindstreamError
 from mindstream.settings import Settings, known_env
 from stream.events import encode_event, event_key
 from stream.harness import WorkerProcess, publish, publish_batches
+from stream.lag import LAG_METRIC
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=20.0, help="seconds of the sustained run")
     p.add_argument(
         "--tick-ms", type=float, default=20.0, help="sustained run: publish step (default 20 ms)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="sustained run: worker processes in one consumer group (default 1; the backlog "
+        "drain always uses one)",
     )
     p.add_argument("--batch-size", type=int, default=None, help="MINDSTREAM_BATCH_SIZE")
     p.add_argument("--deadline-ms", type=int, default=None, help="MINDSTREAM_BATCH_DEADLINE_MS")
@@ -312,27 +324,115 @@ def freshness_quantiles(metrics: dict[str, float]) -> dict[str, float]:
     }
 
 
+def sum_samples(samples: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Several workers' ``/metrics`` samples added up name by name: right for counters and for
+    histogram buckets, sums and counts (one histogram of the whole group), not for gauges."""
+    out: dict[str, float] = {}
+    for metrics in samples:
+        for key, value in metrics.items():
+            out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def assigned_partitions(metrics: Mapping[str, float], topic: str, partitions: int) -> set[int]:
+    """The partitions of ``topic`` a worker reports a consumer lag for: its assignment (a
+    partition shows once the worker knows its log end, at the latest after one scrape)."""
+    return {
+        p
+        for p in range(partitions)
+        if f'{LAG_METRIC}{{partition="{p}",topic="{topic}"}}' in metrics
+    }
+
+
+def assignment_settled(assignments: Sequence[set[int]], partitions: int) -> bool:
+    """Every worker holds at least one partition and together they hold each exactly once."""
+    held = [p for a in assignments for p in a]
+    return all(assignments) and len(held) == partitions and set(held) == set(range(partitions))
+
+
+def wait_settled(
+    workers: Sequence[WorkerProcess], topic: str, partitions: int, timeout_s: float = 180.0
+) -> list[set[int]]:
+    """Wait until every worker is healthy (not rebalancing) and the group's assignment covers
+    the partitions once, the same over three polls half a second apart; return it."""
+    deadline = time.monotonic() + timeout_s
+    stable = 0
+    last: list[set[int]] | None = None
+    now: list[set[int]] | None
+    while stable < 3:
+        if time.monotonic() > deadline:
+            tails = "\n".join(w.log_tail(20) for w in workers)
+            raise MindstreamError(f"worker group did not settle (last: {last}):\n{tails}")
+        for worker in workers:
+            if not worker.running:
+                raise MindstreamError(f"worker exited:\n{worker.log_tail()}")
+        answers = [w.health() for w in workers]
+        now = (
+            [assigned_partitions(w.metrics(), topic, partitions) for w in workers]
+            if all(a is not None and a[0] == 200 for a in answers)
+            else None
+        )
+        settled = now is not None and assignment_settled(now, partitions)
+        stable = stable + 1 if settled and now == last else (1 if settled else 0)
+        last = now
+        time.sleep(0.5)
+    return last or []
+
+
 def sustained(
-    settings: Settings, records: list[tuple[bytes, bytes]], rate: int, tick_s: float, work: Path
+    settings: Settings,
+    records: list[tuple[bytes, bytes]],
+    rate: int,
+    tick_s: float,
+    work: Path,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """Offer ``rate`` events/s to a running worker; freshness and the rate it kept up with."""
-    with WorkerProcess(settings, work / "worker-rate.log") as worker:
-        worker.start()
-        worker.wait_ready(timeout_s=180)
-        cpu_at_ready = _cpu(worker.metrics())
+    """Offer ``rate`` events/s to running workers; freshness and the rate they kept up with."""
+    group = [
+        WorkerProcess(settings, work / "worker-rate.log")
+        if workers == 1
+        else WorkerProcess(
+            dataclasses.replace(
+                settings,
+                worker_web_port=free_port() if i else settings.worker_web_port,
+                data_dir=str(Path(settings.data_dir) / f"worker-{i}"),
+            ),
+            work / f"worker-rate-{i}.log",
+        )
+        for i in range(workers)
+    ]
+    with contextlib.ExitStack() as stack:
+        for worker in group:
+            stack.enter_context(worker)
+            worker.start()
+        for worker in group:
+            worker.wait_ready(timeout_s=180)
+        assignments = (
+            wait_settled(group, settings.clicks_topic, settings.topic_partitions)
+            if workers > 1
+            else []
+        )
+        cpu_at_ready = [_cpu(worker.metrics()) for worker in group]
         started = time.time()
         publisher_cpu = time.process_time()
         published = publish_batches(settings, records, rate=rate, tick_s=tick_s)
         publisher_cpu = time.process_time() - publisher_cpu
         deadline = time.monotonic() + 600
-        while _events_in(metrics := worker.metrics()) < len(records):
-            if time.monotonic() > deadline or not worker.running:
-                raise MindstreamError(f"worker did not catch up:\n{worker.log_tail()}")
+        while True:
+            each = [worker.metrics() for worker in group]
+            metrics = sum_samples(each)
+            if _events_in(metrics) >= len(records):
+                break
+            if time.monotonic() > deadline or not all(w.running for w in group):
+                tails = "\n".join(w.log_tail() for w in group)
+                raise MindstreamError(f"worker did not catch up:\n{tails}")
             time.sleep(0.5)
-        caught_up = metrics["mindstream_stream_last_batch_timestamp_seconds"] - started
-        worker.terminate()
+        caught_up = max(m["mindstream_stream_last_batch_timestamp_seconds"] for m in each) - started
+        for worker in group:
+            worker.terminate()
     n = published.events
-    return {
+    worker_cpu = sum(_cpu(m) for m in each) - sum(cpu_at_ready)
+    out: dict[str, Any] = {
         "offered_events_per_s": rate,
         "published_events_per_s": round(published.events_per_s),
         "events": n,
@@ -346,8 +446,34 @@ def sustained(
         ),
         "freshness": freshness_quantiles(metrics),
         "mean_batch_events": round(n / max(metrics["mindstream_stream_batch_events_count"], 1)),
-        "worker_cpu_ms_per_event": round(1000 * (_cpu(metrics) - cpu_at_ready) / n, 3),
+        "worker_cpu_ms_per_event": round(1000 * worker_cpu / n, 3),
         "mean_ms_per_batch": _mean_stage_ms(metrics),
+    }
+    if workers > 1:
+        out["workers"] = workers
+        out["per_worker"] = [
+            _worker_figures(m, cpu, partitions)
+            for m, cpu, partitions in zip(each, cpu_at_ready, assignments, strict=True)
+        ]
+    return out
+
+
+def _worker_figures(
+    metrics: dict[str, float], cpu_at_ready: float, partitions: set[int]
+) -> dict[str, Any]:
+    """One worker of a group in the sustained run: its share of the events and of the CPU."""
+    events = _events_in(metrics)
+    cpu = _cpu(metrics) - cpu_at_ready
+    return {
+        "partitions": sorted(partitions),
+        "events_in": round(events),
+        "events_applied": round(metrics.get("mindstream_stream_events_applied_total", 0.0)),
+        "worker_cpu_s": round(cpu, 2),
+        "worker_cpu_ms_per_event": round(1000 * cpu / events, 3) if events else None,
+        "freshness": freshness_quantiles(metrics),
+        "mean_batch_events": round(
+            events / max(metrics.get("mindstream_stream_batch_events_count", 0.0), 1)
+        ),
     }
 
 
@@ -402,6 +528,8 @@ def run(args: argparse.Namespace, base: Settings) -> Results:
             "batch_deadline_ms": settings.batch_deadline_ms,
             "services": args.services,
         }
+        if args.workers > 1:
+            results.setup["sustained_workers"] = args.workers
         now_ms = int(time.time() * 1000)
         backlog = clicks(args.events, args.users, item_ids, seed=1, now_ms=now_ms)
         sample_topic = f"bench-sample-{tag}"
@@ -455,8 +583,9 @@ def run(args: argparse.Namespace, base: Settings) -> Results:
             offered = clicks(
                 int(args.rate * args.duration), args.users, item_ids, seed=2, now_ms=now_ms
             )
-            results.phases["worker, sustained"] = sustained(
-                rate_settings, offered, args.rate, args.tick_ms / 1000, work
+            name = "worker" if args.workers == 1 else f"{args.workers} workers"
+            results.phases[f"{name}, sustained"] = sustained(
+                rate_settings, offered, args.rate, args.tick_ms / 1000, work, args.workers
             )
             _report(results)
             topics = [rate_settings.clicks_topic]
@@ -470,11 +599,17 @@ def run(args: argparse.Namespace, base: Settings) -> Results:
 
 def _report(results: Results) -> None:
     name, values = list(results.phases.items())[-1]
-    print(f"{name:28s} " + "  ".join(f"{k}={v}" for k, v in values.items()), flush=True)
+    flat = {k: v for k, v in values.items() if k != "per_worker"}
+    print(f"{name:28s} " + "  ".join(f"{k}={v}" for k, v in flat.items()), flush=True)
+    for i, worker in enumerate(values.get("per_worker", [])):
+        print(f"  worker {i:<19d} " + "  ".join(f"{k}={v}" for k, v in worker.items()), flush=True)
 
 
 def main(argv: Sequence[str], settings: Settings) -> int:
-    args = build_parser().parse_args(list(argv)[1:])
+    parser = build_parser()
+    args = parser.parse_args(list(argv)[1:])
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
     results = run(args, settings)
     print(json.dumps(dataclasses.asdict(results), indent=2))
     if args.json is not None:
