@@ -610,6 +610,9 @@ def main(argv: Sequence[str], settings: Settings) -> int:
     args = parser.parse_args(list(argv)[1:])
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
+    if args.workers > args.partitions:
+        # a worker without a partition would idle, and the group would never look settled
+        parser.error(f"--workers {args.workers} exceeds --partitions {args.partitions}")
     results = run(args, settings)
     print(json.dumps(dataclasses.asdict(results), indent=2))
     if args.json is not None:
