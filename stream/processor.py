@@ -486,8 +486,3 @@ async def _tower_inline(tower: UserTower, windows: list[tuple[str, ...]]) -> lis
     # Inline: a batch's tower call takes milliseconds, the take() buffer is paused meanwhile
     # anyway, and a thread hand-off per batch cost more than it saved on 2 busy cores.
     return tower.compute(windows)
-
-
-async def tower_in_thread(tower: UserTower, windows: list[tuple[str, ...]]) -> list[Any]:
-    """Run the tower in the default executor (onnxruntime releases the GIL): for big models."""
-    return await asyncio.get_running_loop().run_in_executor(None, tower.compute, windows)
