@@ -50,6 +50,15 @@ def exit_without_commit(reason: str) -> None:
     os._exit(EXIT_UNWRITTEN)
 
 
+async def write_or_unavailable(writer: BatchWriter, records: list[OutRecord], what: str) -> None:
+    """Write ``records`` through ``writer``; a broker failure becomes StoreUnavailable, which
+    the processor retries (``what`` names the topic in the error)."""
+    try:
+        await writer.write(records)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise StoreUnavailable(f"{what} write failed: {exc!r}") from exc
+
+
 class _EventRef:
     """Stands in for the Faust event whose partition owns a table write."""
 
@@ -92,10 +101,7 @@ class TableWindowStore:
     async def flush(self) -> None:
         if not self.pending:
             return
-        try:
-            await self.writer.write(self.pending)
-        except (KafkaError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"window changelog write failed: {exc!r}") from exc
+        await write_or_unavailable(self.writer, self.pending, "window changelog")
         for key, (value, message) in self.unflushed.items():
             self._write_store(key, value, message)
         self.pending = []
@@ -130,10 +136,7 @@ class KafkaOutbox:
     async def flush(self) -> None:
         if not self.pending:
             return
-        try:
-            await self.rekey.write(self.pending)
-        except (KafkaError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"re-key topic write failed: {exc!r}") from exc
+        await write_or_unavailable(self.rekey, self.pending, "re-key topic")
         self.pending = []
 
 
