@@ -71,15 +71,10 @@ def gone(pid):
     return stat.exists() and stat.read_text().split(") ")[1].startswith("Z")
 
 
-@pytest.fixture(autouse=True)
-def _binaries():
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs redis-server (make system-deps)")
-
-
-def test_quick_demo_recovers_planted_interests_and_cleans_up(tmp_path):
+def run_demo(command, tmp_path):
+    """Run the demo to the end; it must exit 0. Its standard output."""
     done = subprocess.run(
-        demo_command(tmp_path),
+        command,
         cwd=REPO,
         env=clean_env(tmp_path),
         capture_output=True,
@@ -87,8 +82,18 @@ def test_quick_demo_recovers_planted_interests_and_cleans_up(tmp_path):
         timeout=420,
         check=False,
     )
-    output = done.stdout
-    assert done.returncode == 0, output[-4000:] + done.stderr[-4000:]
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+@pytest.fixture(autouse=True)
+def _binaries():
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs redis-server (make system-deps)")
+
+
+def test_quick_demo_recovers_planted_interests_and_cleans_up(tmp_path):
+    output = run_demo(demo_command(tmp_path), tmp_path)
 
     pids = pids_in(output)
     assert set(pids) == {"broker", "redis", "stream worker", "recall service"}, output[-3000:]
@@ -172,17 +177,7 @@ def test_demo_on_the_taobao_sample_serves_every_user(tmp_path):
         pytest.skip(f"no Taobao sample at {TAOBAO_SAMPLE}")
     command = [a for a in demo_command(tmp_path) if a != "--quick"]
     command += ["--data", str(TAOBAO_SAMPLE), "--rate", "0", "--epochs", "1", "--show", "1"]
-    done = subprocess.run(
-        command,
-        cwd=REPO,
-        env=clean_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=420,
-        check=False,
-    )
-    output = done.stdout
-    assert done.returncode == 0, output[-4000:] + done.stderr[-4000:]
+    output = run_demo(command, tmp_path)
     assert "sent 10000, acknowledged 10000, failed 0" in output
     assert "10,000/10,000 clicks applied for 114 users" in output
     assert "recall: candidates for 114/114 users" in output
