@@ -167,8 +167,8 @@ class Settings:
     batch_deadline_ms: int = _setting(
         "MINDSTREAM_BATCH_DEADLINE_MS",
         20,
-        "Longest wait before a partly filled micro-batch is processed (Faust waits it out after "
-        "every batch, so it adds to freshness at every rate).",
+        "Longest time the oldest record of a partly filled micro-batch waits for more before the "
+        "batch is processed (the next batch is gathered while one is processed).",
     )
     table_store: str = _setting(
         "MINDSTREAM_TABLE_STORE",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from prometheus_client import REGISTRY, generate_latest
 
 from stream.app import app, settings
 from stream.continuity import OffsetGuard
+from stream.intake import Intake, install
 from stream.lag import ConsumerLagCollector, ListedEnds, source_offsets
 from stream.positions import SeekOnce, limit_commits, rewind_to_committed
 from stream.rekey import rekey_topic_name
@@ -20,6 +22,7 @@ from stream.topics import clicks_in, dead_letters
 logger = logging.getLogger(__name__)
 
 BATCH_DEADLINE_S = max(settings.batch_deadline_ms, 1) / 1000  # 0 would wait for a full batch
+INTAKE_BATCHES = 2  # records fetched ahead of the batch in flight, in batches
 _runtime: Runtime | None = None
 _runtime_lock = asyncio.Lock()
 # where each source partition of the current assignment must continue (see stream.continuity)
@@ -30,6 +33,9 @@ SOURCES = frozenset(
 )
 # mindstream_stream_consumer_lag_records, computed at each scrape (see stream.lag)
 _listed_ends = ListedEnds()
+# the records of SOURCES, from the consumer's fetch loop to process_clicks (see stream.intake)
+_intake = Intake(INTAKE_BATCHES * settings.batch_size)
+install(app, _intake, SOURCES)
 REGISTRY.register(
     ConsumerLagCollector(lambda: source_offsets(app.consumer, SOURCES, _listed_ends.ends))
 )
@@ -59,10 +65,21 @@ async def get_runtime() -> Runtime:
 
 @app.agent(clicks_in)
 async def process_clicks(stream: Any) -> None:
-    """Micro-batches of click records: one recompute per dirty user, one Redis pipeline."""
+    """Micro-batches of click records: one recompute per dirty user, one Redis pipeline.
+
+    The records come from the intake (see stream.intake), not through ``stream``; iterating
+    the stream's channel is what subscribes the consumer to the topics."""
+    aiter(stream.channel)
     runtime = await get_runtime()
-    async for events in stream.take_events(settings.batch_size, BATCH_DEADLINE_S):
-        await runtime.run_batch([event.message for event in events])
+    consumer = app.consumer
+    inbound = app.monitor.stream_inbound_time
+    while True:
+        messages = await _intake.next_batch(settings.batch_size, BATCH_DEADLINE_S)
+        now = time.monotonic()
+        for tp in {m.tp for m in messages}:
+            inbound[tp] = now  # what Faust's stream records, for its slow-stream warnings
+        await runtime.run_batch(messages)
+        _intake.acknowledge(consumer, messages)
 
 
 if settings.stream_watch_interval_s > 0:
