@@ -67,9 +67,8 @@ async def get_runtime() -> Runtime:
 async def process_clicks(stream: Any) -> None:
     """Micro-batches of click records: one recompute per dirty user, one Redis pipeline.
 
-    The records come from the intake (see stream.intake), not through ``stream``; iterating
-    the stream's channel is what subscribes the consumer to the topics."""
-    aiter(stream.channel)
+    The records come from the intake (stream.intake), not through ``stream``: the stream is
+    what subscribes the consumer to the topics (Faust does that when it creates it)."""
     runtime = await get_runtime()
     consumer = app.consumer
     inbound = app.monitor.stream_inbound_time
@@ -79,7 +78,7 @@ async def process_clicks(stream: Any) -> None:
         for tp in {m.tp for m in messages}:
             inbound[tp] = now  # what Faust's stream records, for its slow-stream warnings
         await runtime.run_batch(messages)
-        _intake.acknowledge(consumer, messages)
+        _intake.acknowledge(consumer, app.sensors, messages)
 
 
 if settings.stream_watch_interval_s > 0:

@@ -78,6 +78,9 @@ def app_options(settings: Settings) -> dict[str, Any]:
         # Changelog records (one per dirty user per batch) are the bulk of what the worker
         # produces; lingering lets one request carry many of them.
         "producer_linger": settings.stream_producer_linger_ms / 1000,
+        # One fetch at most one batch: the worker's intake holds the records fetched until
+        # processed, and a rebalance waits for them (stream.intake).
+        "broker_max_poll_records": settings.batch_size,
         "autodiscover": False,
         "origin": "stream.app",
     }

@@ -13,8 +13,10 @@ So for the worker's own source topics (the clicks topic and its re-key topic) th
 puts each record into an :class:`Intake` directly, and the agent takes whole batches from it,
 gathered while the previous batch is processed. Records of every other topic (table changelogs
 during recovery) go the way Faust sends them. Faust's bookkeeping is kept: each record is
-tracked as in flight (a rebalance or a stop waits for it, ``Consumer.wait_empty``) and
-acknowledged (so committable) only after its batch is written (:meth:`Intake.acknowledge`).
+tracked as in flight from the moment it is in the intake (a rebalance or a stop waits until it
+is processed, ``Consumer.wait_empty``: bounded by the intake's capacity, two batches, plus one
+fetch, at most one batch with ``broker_max_poll_records``) and acknowledged (so committable)
+only after its batch is written (:meth:`Intake.acknowledge`).
 
 Unlike Faust's loop, a record is never marked as read unless it is in the intake: Faust's moves
 the read position past a record whose hand-over a flow suspension (a rebalance) interrupted
@@ -55,6 +57,7 @@ CONSUMER_NEEDS = (
 )
 FETCHING_FLAG = "FETCHING"  # faust.transport.consumer.CONSUMER_FETCHING
 ROOM_POLL_S = 0.1
+YIELD_EVERY = 100  # records, as Faust's loop
 
 
 class Intake:
@@ -117,10 +120,12 @@ class Intake:
         return not self.full
 
     @staticmethod
-    def acknowledge(consumer: Any, records: Collection[Any]) -> None:
-        """Mark ``records`` as processed: Faust may commit past them now."""
+    def acknowledge(consumer: Any, sensors: Any, records: Collection[Any]) -> None:
+        """Mark ``records`` as processed: Faust may commit past them now (and its sensors see
+        them leave, as when a stream acknowledges them)."""
         for record in records:
-            consumer.ack(record)
+            if consumer.ack(record):
+                sensors.on_message_out(record.tp, record.offset, record)
 
 
 class _Signal:
@@ -172,7 +177,13 @@ async def drain_messages(
             await asyncio.sleep(0)  # as Faust's: getmany can return at once, again and again
             if consumer.should_stop:
                 continue
+            since_yield = 0
             async for tp, message in records:
+                since_yield += 1
+                if since_yield > YIELD_EVERY:
+                    # as Faust's: let the agent and the web endpoint run during a long fetch
+                    await asyncio.sleep(0)
+                    since_yield = 0
                 offset = message.offset
                 read = get_read_offset(tp)
                 if read is not None and offset < read:

@@ -236,8 +236,8 @@ class Runtime:
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
-            # Cancelled mid-batch (the worker is stopping): the batch is acknowledged as soon
-            # as this body returns, so finish it first, or leave without acknowledging it.
+            # Cancelled mid-batch (the worker is stopping): finish it, so that it can be
+            # acknowledged and committed, or leave without committing it.
             logger.info("finishing the batch in flight before stopping batch=%s", span(messages))
             done, _ = await asyncio.wait({task}, timeout=self.settings.stream_shutdown_grace_s)
             if not done or task.exception() is not None:

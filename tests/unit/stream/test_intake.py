@@ -160,6 +160,14 @@ class FakeConsumer:
             coro.close()
 
 
+class Sensors:
+    def __init__(self) -> None:
+        self.out: list[tuple[TP, int]] = []
+
+    def on_message_out(self, tp: TP, offset: int, message: Record) -> None:
+        self.out.append((tp, offset))
+
+
 @dataclass
 class FakeFetcher:
     _stopped: Flag = field(default_factory=Flag)
@@ -186,8 +194,10 @@ async def test_source_records_go_to_the_intake_and_others_to_faust() -> None:
     assert consumer.delivered == changelog
     assert consumer._read_offset[TP("clicks", 0)] == 4
     assert not any(r.acked for r in clicks)  # acknowledged only when processed
-    Intake.acknowledge(consumer, batch)
+    sensors = Sensors()
+    Intake.acknowledge(consumer, sensors, batch)
     assert all(r.acked for r in clicks)
+    assert sensors.out == [(r.tp, r.offset) for r in clicks]
 
 
 async def test_records_read_already_are_dropped_and_gaps_are_recorded() -> None:
