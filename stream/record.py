@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import redis
 import redis.asyncio
 from redis.exceptions import NoScriptError
@@ -144,7 +145,8 @@ def encode_record(record: InterestRecord) -> dict[str, bytes]:
         "n_behaviours": str(record.n_behaviours).encode(),
         "seq": str(record.seq).encode(),
         "src": record.src.encode(),
-        "items": json.dumps(list(record.items), ensure_ascii=False, separators=(",", ":")).encode(),
+        # compact UTF-8 JSON, as json.dumps(items, ensure_ascii=False, separators=(",", ":"))
+        "items": orjson.dumps(list(record.items)),
     }
 
 

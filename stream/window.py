@@ -30,10 +30,11 @@ either topic are recognised. Two kinds of source:
 
 from __future__ import annotations
 
-import json
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+import orjson
 
 from stream.exceptions import StreamError
 
@@ -208,13 +209,14 @@ def encode_window(window: BehaviourWindow) -> bytes:
     }
     if window.recent:
         obj["r"] = window.recent
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    # orjson writes what json.dumps(obj, separators=(",", ":"), ensure_ascii=False) does
+    return orjson.dumps(obj)
 
 
 def decode_window(raw: bytes) -> BehaviourWindow:
     """Inverse of :func:`encode_window`; raise StreamError on anything else."""
     try:
-        obj = json.loads(raw)
+        obj = orjson.loads(raw)
         if obj["v"] != FORMAT_VERSION:
             raise StreamError(f"window format {obj['v']!r}, expected {FORMAT_VERSION}")
         items = tuple(obj["i"])

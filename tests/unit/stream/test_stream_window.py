@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.exceptions import StreamError
 from stream.window import (
+    FORMAT_VERSION,
     RECENT_OFFSETS,
     Behaviour,
     BehaviourWindow,
@@ -212,3 +215,31 @@ def test_rekeyed_offsets_kept_are_bounded() -> None:
     w2, changed = apply_event(w, inside, max_len=8, horizon_ms=10_000)
     assert changed and len(w2.recent["clicks/0+rekey"]) == RECENT_OFFSETS
     assert w2.recent["clicks/0+rekey"][0] == 10 * 6
+
+
+@settings(max_examples=200)
+@given(
+    items=st.lists(st.text(max_size=12), max_size=50),
+    offsets=st.dictionaries(st.text(max_size=20), st.integers(0, 2**62), max_size=4),
+    recent=st.dictionaries(
+        st.text(max_size=20), st.lists(st.integers(0, 2**62), max_size=32), max_size=3
+    ),
+)
+def test_encoding_is_the_json_modules_compact_utf8_output(items, offsets, recent) -> None:
+    # Changelog records written before orjson (and readers using any JSON library) stay valid:
+    # the bytes are those of json.dumps(..., separators=(",", ":"), ensure_ascii=False).
+    stamps = tuple(T0 + n for n in range(len(items)))
+    sorted_recent = {k: tuple(sorted(v)) for k, v in recent.items()}
+    window = BehaviourWindow(tuple(items), stamps, offsets, len(items), sorted_recent)
+    obj: dict[str, object] = {
+        "v": FORMAT_VERSION,
+        "i": items,
+        "t": stamps,
+        "o": offsets,
+        "s": len(items),
+    }
+    if sorted_recent:
+        obj["r"] = sorted_recent
+    expected = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert encode_window(window) == expected
+    assert decode_window(expected) == window
