@@ -21,6 +21,11 @@ that follows it into a no-op. The processor's offset guard (``stream.continuity`
 that no record of a partition is ever skipped, and :func:`limit_commits` keeps Faust from
 committing past a record the worker never saw (Faust acknowledges a record that a stream takes
 while the flow is suspended, e.g. at a rebalance, without delivering it).
+
+The source records now reach the worker through its intake (``stream.intake``), not Faust's
+stream, so the hand-over races above belong to Faust's own path. The rewind still sets where
+every assignment starts; the seek skip, the guard and the cap stay as defences against a record
+the consumer could move past unseen.
 """
 
 from __future__ import annotations

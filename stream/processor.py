@@ -483,6 +483,7 @@ class BatchProcessor:
 
 
 async def _tower_inline(tower: UserTower, windows: list[tuple[str, ...]]) -> list[Any]:
-    # Inline: a batch's tower call takes milliseconds, the take() buffer is paused meanwhile
-    # anyway, and a thread hand-off per batch cost more than it saved on 2 busy cores.
+    # Inline: a batch's tower call takes milliseconds, and a thread hand-off per batch did not
+    # pay on 2 busy cores, with the intake gathering the next batch meanwhile or without it
+    # (BENCHMARKS.md: the same or worse at 5,000 and 6,000 events/s).
     return tower.compute(windows)

@@ -35,7 +35,7 @@ from tests.integration.streamcheck import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# rocksdict is not among the project's dependencies yet (no extra installs it).
+# rocksdict comes with the `rocksdb` extra (make test and CI install it); without it, a skip.
 rocksdict = pytest.importorskip("rocksdict", reason="MINDSTREAM_TABLE_STORE=rocksdb:// needs it")
 
 CHUNK = 400
