@@ -1,13 +1,21 @@
 """The bundle format: what the model stage hands to serving, written atomically, verified on load.
 
-A bundle is a directory named after its version (a content hash)::
+A bundle is a directory named after its version::
 
     manifest.json        format, version, created_at, model config (dim, k, max_len, ...),
-                         metrics, and sha256 + size of every other file
+                         n_items, metrics, and sha256 + size of every other file
     user_tower.onnx      inputs  item_seq int64 [batch, seq] (model indices, right-padded, 0 = pad)
                          outputs interests float32 [batch, k, dim], interest_mask bool [batch, k]
     item_embeddings.npy  float32 [n_items, dim]; row i-1 is model index i
     item_ids             UTF-8, one producer item id per line, same order as the embeddings
+
+The version is a hash of the whole manifest except two fields: ``version`` itself, and
+``created_at``, which says when this copy was written and must be free to differ between two
+exports of the same model so that re-exporting it gives the same version (bundles are
+content-addressed: the worker's reload, recall's index cache and the records' ``model`` field
+all key on the version). Because the manifest holds every file's sha256, the version covers the
+files too. A reader refuses a bundle whose files, manifest or folder name disagree with its
+version.
 
 This module is imported by the serving side and must never import torch.
 """
@@ -34,7 +42,9 @@ from model_export.exceptions import BundleError
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "mindstream-bundle/1"
+# /2: the version covers the whole manifest (metrics, n_items, format) and the folder name, not
+# only the files and the model config; /1 bundles are refused with a message to re-export.
+FORMAT = "mindstream-bundle/2"
 MANIFEST = "manifest.json"
 TOWER = "user_tower.onnx"
 EMBEDDINGS = "item_embeddings.npy"
@@ -42,6 +52,8 @@ ITEM_IDS = "item_ids"
 CONTENT_FILES = (TOWER, EMBEDDINGS, ITEM_IDS)
 REQUIRED_CONFIG = ("kind", "dim", "k", "max_len", "routing_iterations")
 CURRENT_LINK = "current"
+# Manifest fields the version does not cover (see the module docstring).
+UNVERSIONED_FIELDS = frozenset({"version", "created_at"})
 
 
 @dataclass(frozen=True)
@@ -95,12 +107,10 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def content_version(files: Mapping[str, Mapping[str, Any]], model: Mapping[str, Any]) -> str:
-    """The bundle version: a hash of the content files and the model config, nothing else."""
-    payload = json.dumps(
-        {"files": {name: files[name]["sha256"] for name in sorted(files)}, "model": model},
-        sort_keys=True,
-    )
+def content_version(manifest: Mapping[str, Any]) -> str:
+    """The bundle version: a hash of every manifest field but ``UNVERSIONED_FIELDS``."""
+    covered = {key: value for key, value in manifest.items() if key not in UNVERSIONED_FIELDS}
+    payload = json.dumps(covered, sort_keys=True, separators=(",", ":"))
     return "mind-" + hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -146,17 +156,16 @@ def write_bundle(
             name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
             for name in CONTENT_FILES
         }
-        model_config = json.loads(json.dumps(dict(model)))
-        version = content_version(files, model_config)
-        manifest = {
+        manifest: dict[str, Any] = {
             "format": FORMAT,
-            "version": version,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "model": model_config,
+            "model": json.loads(json.dumps(dict(model))),
             "n_items": len(item_ids),
-            "metrics": dict(metrics or {}),
+            "metrics": json.loads(json.dumps(dict(metrics or {}))),
             "files": files,
         }
+        version = content_version(manifest)
+        manifest["version"] = version
+        manifest["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         for name in (*CONTENT_FILES, MANIFEST):
             fsync_file(tmp / name)
@@ -202,9 +211,15 @@ def read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise BundleError(f"{manifest_path}: format {got!r}, expected {FORMAT!r}")
-    for key in ("version", "model", "files", "n_items"):
+    for key in ("version", "created_at", "model", "files", "n_items", "metrics"):
         if key not in manifest:
             raise BundleError(f"{manifest_path}: missing key {key!r}")
+    try:
+        datetime.fromisoformat(str(manifest["created_at"]))
+    except ValueError as exc:
+        raise BundleError(
+            f"{manifest_path}: created_at {manifest['created_at']!r} is not an ISO-8601 time"
+        ) from exc
     return manifest
 
 
@@ -231,10 +246,17 @@ def verify_bundle(path: Path) -> dict[str, Any]:
                 f"{path}: {name} sha256 {digest[:12]}… does not match the manifest's "
                 f"{files[name]['sha256'][:12]}… (tampered or corrupt; re-export the bundle)"
             )
-    expected = content_version(files, manifest["model"])
+    expected = content_version(manifest)
     if manifest["version"] != expected:
         raise BundleError(
-            f"{path}: version {manifest['version']} does not match its content ({expected})"
+            f"{path}: version {manifest['version']} does not match its content ({expected}): "
+            "the manifest was edited; re-export the bundle"
+        )
+    if path.name != expected:
+        raise BundleError(
+            f"{path}: the folder name {path.name!r} is not the bundle's version {expected!r} "
+            "(a bundle is served only from a folder named after its version; rename it back "
+            "or re-export)"
         )
     return manifest
 

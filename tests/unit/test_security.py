@@ -209,8 +209,12 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _rewrite_manifest(bundle: Path, *, fix_version: bool) -> None:
-    """What an attacker with write access does: make the manifest match the new files."""
+def _rewrite_manifest(bundle: Path, *, fix_version: bool) -> Path:
+    """What an attacker with write access does: make the manifest match the new files.
+
+    With ``fix_version`` the version is recomputed too and the folder renamed after it, so the
+    bundle is consistent in every way the reader checks; returns the bundle's path.
+    """
     manifest = json.loads((bundle / MANIFEST).read_text())
     for name in CONTENT_FILES:
         manifest["files"][name] = {
@@ -218,15 +222,16 @@ def _rewrite_manifest(bundle: Path, *, fix_version: bool) -> None:
             "bytes": (bundle / name).stat().st_size,
         }
     if fix_version:
-        manifest["version"] = content_version(manifest["files"], manifest["model"])
+        manifest["version"] = content_version(manifest)
     (bundle / MANIFEST).write_text(json.dumps(manifest))
+    return bundle.rename(bundle.with_name(manifest["version"])) if fix_version else bundle
 
 
 @pytest.fixture
 def bundle(tmp_path: Path) -> Path:
     embeddings = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
     path = write_catalogue_bundle(tmp_path / "bundles", embeddings)
-    copy = tmp_path / "copy"
+    copy = tmp_path / "copy" / path.name
     shutil.copytree(path, copy)
     return copy
 
@@ -272,7 +277,7 @@ def test_pickled_embeddings_are_refused_without_running_them(bundle: Path, tmp_p
         np.save(fh, payload, allow_pickle=True)
     assert b"makedirs" in (bundle / "item_embeddings.npy").read_bytes()  # a real pickle payload
     # A fully consistent manifest: hashes and version recomputed over the planted file.
-    _rewrite_manifest(bundle, fix_version=True)
+    bundle = _rewrite_manifest(bundle, fix_version=True)
     for loader, error in _serving_loaders(bundle):
         assert error is not None, f"{loader} accepted a pickled object array"
         assert "unreadable" in str(error) or "float32" in str(error), (loader, error)

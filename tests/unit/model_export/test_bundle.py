@@ -17,6 +17,7 @@ from model_export.bundle import (
     ITEM_IDS,
     MANIFEST,
     TOWER,
+    UNVERSIONED_FIELDS,
     load_bundle,
 )
 from model_export.exceptions import BundleError
@@ -73,6 +74,10 @@ def test_same_content_gives_the_same_version(tmp_path, bundle):
     tower, ids, path = bundle
     again = export_bundle(tower, ids, path.parent, metrics={"hr@50": 0.25})
     assert again == path
+    elsewhere = export_bundle(tower, ids, tmp_path / "other", metrics={"hr@50": 0.25})
+    assert elsewhere.name == path.name
+    # The metrics are part of the manifest, hence of the version.
+    assert export_bundle(tower, ids, tmp_path / "other", metrics={"hr@50": 0.5}) != elsewhere
 
 
 @pytest.mark.parametrize("name", [TOWER, EMBEDDINGS, ITEM_IDS])
@@ -118,12 +123,88 @@ def test_wrong_format_is_refused(bundle):
         load_bundle(path)
 
 
-def test_edited_model_config_is_refused(bundle):
-    _, _, path = bundle
+def _edit_manifest(path, edit):
     manifest = json.loads((path / MANIFEST).read_text())
-    manifest["model"]["k"] = 8
+    edit(manifest)
     (path / MANIFEST).write_text(json.dumps(manifest))
+
+
+def _set(*keys, value):
+    def edit(manifest):
+        node = manifest
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = value
+
+    return edit
+
+
+# Edits of every field the version covers, by top-level field ("format" is refused by its own
+# check below; UNVERSIONED_FIELDS are checked below as well).
+MANIFEST_EDITS = {
+    "model-k": ("model", _set("model", "k", value=8)),
+    "model-kind": ("model", _set("model", "kind", value="youtube_dnn")),
+    "model-routing_iterations": ("model", _set("model", "routing_iterations", value=1)),
+    "model-added-key": ("model", _set("model", "temperature", value=2.0)),
+    "metrics-changed": ("metrics", _set("metrics", "hr@50", value=0.99)),
+    "metrics-added": ("metrics", _set("metrics", "ndcg@50", value=0.5)),
+    "metrics-emptied": ("metrics", _set("metrics", value={})),
+    "n_items": ("n_items", _set("n_items", value=N_ITEMS + 1)),
+    "files-extra-entry": ("files", _set("files", "notes.txt", value={"sha256": "0", "bytes": 1})),
+    "added-top-level-field": ("producer", _set("producer", value="someone")),
+    "version": ("version", _set("version", value="mind-00000000000000000000")),
+}
+
+
+@pytest.mark.parametrize("edit", [e for _, e in MANIFEST_EDITS.values()], ids=MANIFEST_EDITS)
+def test_every_edited_manifest_field_is_refused(bundle, edit):
+    _, _, path = bundle
+    _edit_manifest(path, edit)
     with pytest.raises(BundleError, match="does not match its content"):
+        load_bundle(path)
+
+
+def test_the_edits_above_cover_every_versioned_field(bundle):
+    _, _, path = bundle
+    fields = set(json.loads((path / MANIFEST).read_text()))
+    edited = {field for field, _ in MANIFEST_EDITS.values()}
+    assert fields - UNVERSIONED_FIELDS - {"format"} <= edited
+    assert {"version", "created_at"} == UNVERSIONED_FIELDS
+
+
+def test_created_at_is_not_versioned_but_must_be_a_time(bundle):
+    _, _, path = bundle
+    _edit_manifest(path, _set("created_at", value="2020-01-01T00:00:00+00:00"))
+    assert load_bundle(path).version == path.name  # when this copy was written may differ
+    _edit_manifest(path, _set("created_at", value="yesterday"))
+    with pytest.raises(BundleError, match="created_at"):
+        load_bundle(path)
+
+
+@pytest.mark.parametrize("field", ["version", "created_at", "metrics", "n_items", "files"])
+def test_a_missing_manifest_field_is_refused(bundle, field):
+    _, _, path = bundle
+    _edit_manifest(path, lambda manifest: manifest.pop(field))
+    with pytest.raises(BundleError, match=f"missing key '{field}'"):
+        load_bundle(path)
+
+
+def test_a_renamed_bundle_folder_is_refused(bundle, tmp_path):
+    _, _, path = bundle
+    renamed = path.rename(path.with_name("mind-11111111111111111111"))
+    with pytest.raises(BundleError, match="folder name 'mind-11111111111111111111' is not"):
+        load_bundle(renamed)
+    # Served through a link, the folder it resolves to is what counts.
+    (tmp_path / "link").symlink_to(renamed)
+    with pytest.raises(BundleError, match="folder name"):
+        load_bundle(tmp_path / "link")
+    assert load_bundle(renamed.rename(path)).version == path.name
+
+
+def test_a_bundle_of_the_previous_format_is_refused(bundle):
+    _, _, path = bundle
+    _edit_manifest(path, _set("format", value="mindstream-bundle/1"))
+    with pytest.raises(BundleError, match="format 'mindstream-bundle/1', expected"):
         load_bundle(path)
 
 
