@@ -75,12 +75,12 @@ def test_negative_and_nan_floats_are_refused() -> None:
     floats = [
         f for f in dataclasses.fields(Settings) if typing.get_type_hints(Settings)[f.name] is float
     ]
-    if not floats:
-        pytest.skip("no float settings")
-    variable = floats[0].metadata["env"]
-    for raw in ("-1", "nan"):
-        with pytest.raises(ConfigError, match=re.escape(variable)):
-            Settings.from_env({variable: raw})
+    assert floats
+    for field in floats:
+        variable = field.metadata["env"]
+        for raw in ("-1", "nan"):
+            with pytest.raises(ConfigError, match=re.escape(variable)):
+                Settings.from_env({variable: raw})
 
 
 def test_settings_are_frozen() -> None:
@@ -128,14 +128,59 @@ def test_markdown_table_has_a_row_per_variable() -> None:
     assert len(table.splitlines()) == len(known_env()) + 2
 
 
-def test_readme_documents_every_variable() -> None:
-    if not README.exists():
-        pytest.skip("README.md is not written yet")
-    text = README.read_text()
-    # Whole names only: REDIS_URL inside MINDSTREAM_TEST_REDIS_URL does not count.
-    missing = sorted(
-        v for v in known_env() if not re.search(rf"(?<![A-Z0-9_]){v}(?![A-Z0-9_])", text)
+def _readme_settings_rows(readme: Path) -> dict[str, tuple[str, str]]:
+    """variable -> (default, description) from the README's "## Settings" table."""
+    text = readme.read_text(encoding="utf-8")
+    section = text.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, tuple[str, str]] = {}
+    for line in section.splitlines():
+        match = re.fullmatch(r"\| `([A-Z][A-Z0-9_]*)` \| (.*?) \| (.*) \|", line)
+        if match:
+            variable, default, description = match.groups()
+            assert variable not in rows, f"README lists {variable} twice"
+            rows[variable] = (default, description)
+    return rows
+
+
+def assert_readme_settings_match_the_code(readme_path: Path) -> None:
+    readme = _readme_settings_rows(readme_path)
+    code = {}
+    for row in markdown_table().splitlines()[2:]:
+        match = re.fullmatch(r"\| `([A-Z][A-Z0-9_]*)` \| (.*?) \| (.*) \|", row)
+        assert match, row
+        code[match[1]] = (match[2], match[3])
+    regenerate = "regenerate the table with `mindstream settings --markdown`"
+    assert sorted(readme) == sorted(code), f"README variables differ from the code; {regenerate}"
+    for variable, (default, description) in code.items():
+        assert readme[variable][0] == default, (
+            f"README default of {variable} is {readme[variable][0]}, the code's is {default}; "
+            f"{regenerate}"
+        )
+        assert readme[variable][1] == description, (
+            f"README describes {variable} as {readme[variable][1]!r}, the code as "
+            f"{description!r}; {regenerate}"
+        )
+    # The table is in the code's declaration order, as `settings --markdown` prints it.
+    assert list(readme) == list(code)
+
+
+def test_readme_settings_table_matches_the_code() -> None:
+    assert_readme_settings_match_the_code(README)
+
+
+def test_readme_settings_check_catches_a_drifted_default_or_description(
+    tmp_path: Path,
+) -> None:
+    drifted = README.read_text(encoding="utf-8").replace(
+        "| `MINDSTREAM_BATCH_SIZE` | `1000` |", "| `MINDSTREAM_BATCH_SIZE` | `500` |"
     )
-    assert not missing, (
-        f"README.md lacks {missing}; regenerate with `mindstream settings --markdown`"
+    assert drifted != README.read_text(encoding="utf-8")
+    (tmp_path / "README.md").write_text(drifted, encoding="utf-8")
+    with pytest.raises(AssertionError, match="MINDSTREAM_BATCH_SIZE is `500`"):
+        assert_readme_settings_match_the_code(tmp_path / "README.md")
+    reworded = README.read_text(encoding="utf-8").replace(
+        "| Prefix of every Redis key mindstream writes. |", "| Prefix of Redis keys. |"
     )
+    (tmp_path / "README.md").write_text(reworded, encoding="utf-8")
+    with pytest.raises(AssertionError, match="README describes MINDSTREAM_REDIS_PREFIX"):
+        assert_readme_settings_match_the_code(tmp_path / "README.md")
