@@ -169,7 +169,13 @@ def test_batched_load_generator_is_read_exactly_once_with_exact_end_offsets(
         deadline = time.monotonic() + 60
         while len(read) < sum(len(r) for r in rounds) and time.monotonic() < deadline:
             time.sleep(0.2)
-        time.sleep(1.0)  # and nothing more arrives
+        stop.set()
+        reader.join(timeout=10)
+        assert not reader.is_alive()
+        # Nothing more can arrive: the consumer stands at each partition's end offset.
+        assert {tp.partition: consumer.position(tp) for tp in tps} == {
+            p: len(expected[p]) for p in range(partitions)
+        }
     finally:
         stop.set()
         reader.join(timeout=10)

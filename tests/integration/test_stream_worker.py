@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 import redis
+from faust.types.settings import Settings as FaustSettings
 
 from mindstream.settings import Settings
 from model_export.data.synthetic import SyntheticConfig, click_events, generate
 from stream.harness import WorkerProcess, publish, read_dead_letters
+from stream.positions import committed_offsets
 from stream.rekey import rekey_topic_name
 from stream.samples import malformed_records
 from tests.integration.streamcheck import (
@@ -166,14 +168,29 @@ def test_redis_outage_never_commits_past_an_unwritten_batch(
         publish(settings, log[:half])
         wait_for_records(settings, client, expected_first, worker=worker)
         own_redis("kill")  # Redis dies; the next batches cannot be written
-        publish(settings, log[half:])
+        unwritten = publish(settings, log[half:])
         deadline = time.monotonic() + 30
         while (answer := worker.health()) is None or answer[0] != 503:
             assert time.monotonic() < deadline, worker.log_tail()
             time.sleep(0.2)
         assert answer[1]["status"] == "degraded"
-        time.sleep(4)  # past a commit tick: an acknowledged batch would be committed now
-        assert worker.running  # retrying, not crashing
+        # For two of Faust's commit intervals, with unwritten batches taken: the group's
+        # committed offset of each partition never passes its first unwritten record.
+        first_unwritten: dict[tuple[str, int], int] = {}
+        for partition, offset in unwritten:
+            tp = (settings.clicks_topic, partition)
+            first_unwritten[tp] = min(offset, first_unwritten.get(tp, offset))
+        end = time.monotonic() + 2 * FaustSettings("probe").broker_commit_interval
+        while time.monotonic() < end:
+            committed = committed_offsets(settings, sorted(first_unwritten))
+            passed = {
+                tp: (offset, first_unwritten[tp])
+                for tp, offset in committed.items()
+                if offset is not None and offset > first_unwritten[tp]
+            }
+            assert not passed, f"committed past an unwritten record: {passed}"
+            assert worker.running, worker.log_tail()  # retrying, not crashing
+            time.sleep(0.2)
         # A stop while the batch cannot be written exits without committing (EX_TEMPFAIL).
         assert worker.terminate(timeout_s=30) == 75, worker.log_tail()
         client = own_redis("start")  # a new, empty Redis

@@ -42,7 +42,7 @@ async def test_a_partial_batch_waits_for_the_deadline_of_its_oldest_record() -> 
     clock.now += 0.5
     intake.put("b")
     waiter = asyncio.ensure_future(intake.next_batch(5, 1.0))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # one step: the waiter runs until it waits (or returns, if broken)
     assert not waiter.done()
     clock.now += 0.5  # the oldest has now waited 1 s
     assert await asyncio.wait_for(waiter, 2) == ["a", "b"]
@@ -221,13 +221,26 @@ async def test_a_suspended_flow_leaves_records_unread() -> None:
     assert consumer._read_offset[TP("clicks", 0)] == 2
 
 
+class ObservedIntake(Intake):
+    """An intake that says when the fetch loop starts waiting for room in it."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity)
+        self.waiting_for_room = asyncio.Event()
+
+    async def wait_for_room(self, timeout: float) -> bool:
+        if self.full:
+            self.waiting_for_room.set()
+        return await super().wait_for_room(timeout)
+
+
 async def test_a_full_intake_holds_the_fetch_loop_until_a_batch_is_taken() -> None:
     consumer = FakeConsumer([records("clicks", 0, range(i, i + 4)) for i in range(0, 12, 4)])
-    intake = Intake(4)
+    intake = ObservedIntake(4)
     consumer.fetcher = FakeFetcher()
     loop = asyncio.ensure_future(drain_messages(consumer, consumer.fetcher, intake, {"clicks"}))
-    await asyncio.sleep(0.05)
-    assert len(intake) == 4 and len(consumer.fetches) == 2  # waiting for room
+    await asyncio.wait_for(intake.waiting_for_room.wait(), 5)
+    assert len(intake) == 4 and len(consumer.fetches) == 2  # one fetch made, two left
     got = []
     while len(got) < 12:
         got += [r.offset for r in await asyncio.wait_for(intake.next_batch(4, 0.0), 2)]
