@@ -435,16 +435,15 @@ class Drained:
 
 def wait_for_redis(settings: Settings, per_user: dict[str, int], options: DemoOptions) -> Drained:
     """Poll the interest records until each user's ``seq`` covers the clicks sent to it."""
-    from tqdm import tqdm
-
     from infra.redis_config import redis_client
+    from mindstream.progress import progress_bar
     from stream.record import read_many
 
     client = redis_client(settings)
     users = sorted(per_user)
     expected = sum(per_user.values())
     started = time.monotonic()
-    bar = tqdm(total=expected, unit="ev", desc="in Redis", disable=not options.progress)
+    bar = progress_bar(expected, "in Redis", "ev", enabled=options.progress)
     records: dict[str, Any] = {}
     applied = 0
     try:

@@ -82,13 +82,32 @@ def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def human_number(value: float) -> str:
+    """A measurement as people read it: thousands separated, as many decimals as its size
+    warrants ("4,940" events/s, "42.5" ms, "3.42" interests, "0.253" hit rate)."""
+    if math.isnan(value) or math.isinf(value):
+        return "-" if math.isnan(value) else str(value)
+    size = abs(value)
+    if size >= 100 or value.is_integer():
+        return f"{value:,.0f}"
+    if size >= 10:
+        return f"{value:.1f}"
+    if size >= 1:
+        return f"{value:.2f}"
+    if size >= 0.001:
+        return f"{value:.3f}"
+    return f"{value:.2e}"
+
+
+def _fmt(value: Any, digits: int | None = None) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return _esc(value)
     if isinstance(value, float):
-        if math.isnan(value):
-            return "-"
-        return f"{value:.{digits}f}"
+        if digits is not None and not math.isnan(value):
+            return f"{value:,.{digits}f}"
+        return human_number(value)
     if isinstance(value, int):
         return f"{value:,}"
     return _esc(value)

@@ -26,8 +26,8 @@ from typing import Any
 
 import faiss
 import numpy as np
-from tqdm import tqdm
 
+from mindstream.progress import progress_bar
 from mindstream.settings import Settings
 from model_export.bundle import EMBEDDINGS, Bundle, fsync_file, sha256_file
 from recall.exceptions import IndexMismatchError, ItemIndexError
@@ -217,9 +217,7 @@ def build_index(bundle: Bundle, spec: IndexSpec, *, progress: bool = True) -> It
         logger.info("training ivf nlist=%d points=%d version=%s", nlist, n_train, bundle.version)
         ivf.train(sample)
         index = ivf
-    with tqdm(
-        total=n, desc=f"index {spec.kind}", unit="item", disable=not progress, leave=False
-    ) as bar:
+    with progress_bar(n, f"index {spec.kind}", "item", enabled=progress, leave=False) as bar:
         for start in range(0, n, ADD_CHUNK):
             chunk = x[start : start + ADD_CHUNK]
             index.add(chunk)

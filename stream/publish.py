@@ -242,7 +242,8 @@ def publish(
     as failed).
     """
     from kafka.errors import KafkaError, KafkaTimeoutError
-    from tqdm import tqdm
+
+    from mindstream.progress import progress_bar
 
     topic = topic or settings.clicks_topic
     if create_topic:
@@ -257,7 +258,7 @@ def publish(
     skew_ms = settings.event_max_skew_s * 1000
     last_ts = 0
     started = time.monotonic()
-    bar = tqdm(total=source.total, unit="ev", desc="publish", disable=not progress, smoothing=0.1)
+    bar = progress_bar(source.total, "publish", "ev", enabled=progress, smoothing=0.1)
     try:
         for event in source.events:
             if restamp:

@@ -14,16 +14,19 @@ production batch settings. Sampled every half second while it drains:
 - the worker's resident memory (``VmRSS`` and ``process_resident_memory_bytes`` from
   ``/metrics``; ``VmHWM`` at the end is the peak).
 
-Then: the lag went up to a large part of the burst and came back to 0, by both measures (the
-worker's gauge per clicks partition, 0 on each once caught up, as the broker's committed
-offsets say); the offered rate was a multiple of the rate the worker drained at; every user's
-record equals the batch recompute; no bad events, no Redis failures, no ERROR in the worker's
-log; peak RSS is reported and bounded.
+Then: the lag went up to a large part of the burst, the worker was still behind when the
+producer finished, the lag never grew once the producer had finished (commits only move
+forward), and it came back to 0, by both measures (the worker's gauge per clicks partition, 0
+on each once caught up, as the broker's committed offsets say); every event was applied once
+and every user's record equals the batch recompute; no bad events, no Redis failures, no ERROR
+in the worker's log; peak RSS is reported and bounded. The offered and drained rates are
+reported, not checked: they depend on the machine.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 import threading
 import time
@@ -186,6 +189,7 @@ def test_burst_falls_behind_and_catches_up(
             broker_lag = probe.lag(dict(stream.ends))
             sample = {
                 "t": round(now, 2),
+                "published": published_s is not None,
                 "acked": stream.acked,
                 "consumed": consumed,
                 "backlog": stream.acked - consumed,
@@ -256,7 +260,12 @@ def test_burst_falls_behind_and_catches_up(
     assert figures["max_backlog_from_metrics"] >= 0.3 * BURST, figures
     assert figures["max_broker_lag"] >= 0.3 * BURST, figures
     assert figures["max_reported_lag"] >= 0.3 * BURST, figures
-    assert figures["offered_over_drained"] >= 2, figures
+    # the worker was still behind when the producer had finished, ...
+    after_publish = [s["broker_lag"] for s in samples if s["published"]]
+    assert after_publish and after_publish[0] > 0, figures
+    # ... then only caught up: with nothing more offered, the lag never grew
+    growth = [(a, b) for a, b in itertools.pairwise(after_publish) if b > a]
+    assert not growth, (growth, figures)
     # ... and caught up, exactly, with no errors and bounded memory
     assert figures["final_broker_lag"] == 0, figures
     partitions = dict.fromkeys(range(settings.topic_partitions), 0)
