@@ -1,16 +1,15 @@
 """Records a micro-batch must make durable before it is acknowledged, sent in record batches.
 
 Two kinds go through here: the window table's changelog, and clicks re-keyed to their user's
-partition. Both used to go one record at a time through Faust's producer, and both suffered:
+partition. Sent one record at a time through Faust's producer, both would go wrong:
 
 - Changelog: with many users nearly every event dirties another user, and producing those
-  records one by one was over half of the worker's CPU (30,000 events over 5,000 users: 16.8
-  CPU s with Faust's per-write changelog, 7.3 with none at all; 7.3 again with this writer).
+  records one by one is over half of the worker's CPU (30,000 events over 5,000 users: 16.8
+  CPU s with Faust's per-write changelog, 7.3 with none at all; 7.3 with this writer).
 - Re-keyed clicks: the window de-duplicates a re-keyed channel by its origin offsets, which
-  needs each origin partition's clicks to reach the re-key topic in order. Faust's producer
-  delivered a later click before an earlier one was delivered at all (the worker was killed in
-  between, and the earlier one came after the later one on restart): the restart test lost an
-  event that way.
+  needs each origin partition's clicks to reach the re-key topic in order. Faust's producer can
+  deliver a later click before an earlier one is delivered at all (a worker killed in between,
+  the earlier one then comes after the later one on restart), and an event is lost.
 
 So, per micro-batch and partition, the records go in as few record batches as
 ``max_batch_size`` of the aiokafka producer allows, each batch sent only after the previous one

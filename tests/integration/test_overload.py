@@ -172,8 +172,8 @@ def test_burst_falls_behind_and_catches_up(
         pid = worker.process.pid
         baseline_kb = _memory_kb(pid)["VmRSS"]
         # As fast as the broker takes it, in multi-record batches composed directly (the
-        # kafka-python producer, at about 12k records/s here, no longer outruns the worker
-        # by much).
+        # kafka-python producer, at about 12k records/s here, does not outrun the worker by
+        # much).
         stream = Burst(settings, records).start()
         started = time.monotonic()
         published_s = drained_s = None

@@ -123,7 +123,7 @@ async def client(recall_settings: Settings, registry: IndexRegistry):
         yield client
 
 
-# --- the acceptance path ---------------------------------------------------------------------
+# --- a record written by the stream, served -------------------------------------------------
 
 
 async def test_stream_written_record_is_served_as_brute_force_merge(
