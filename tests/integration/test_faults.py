@@ -202,6 +202,14 @@ def verify(
 # --- the faults ------------------------------------------------------------------------------
 
 
+def _wait_applied(worker: WorkerProcess, events: int, timeout_s: float = 60.0) -> None:
+    """Wait until ``worker`` has applied ``events`` events (its own /metrics)."""
+    deadline = time.monotonic() + timeout_s
+    while worker.metrics().get("mindstream_stream_events_applied_total", 0.0) < events:
+        assert worker.running and time.monotonic() < deadline, worker.log_tail()
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("unkeyed_every", [0, UNKEYED_EVERY], ids=["keyed", "rekeyed"])
 def test_sigkill_at_random_moments(
     unkeyed_every: int,
@@ -263,7 +271,7 @@ def test_redis_outage_and_return_on_the_same_port(
         worker.start()
         worker.wait_ready()
         stream = SustainedStream(settings, log.records, FAULT_RATE).start()
-        time.sleep(3)
+        _wait_applied(worker, 200)  # the outage hits a worker with records in Redis
         client.shutdown(save=True)  # like a restart of a Redis with persistence
         down_at = time.monotonic()
         while time.monotonic() - down_at < REDIS_OUTAGE_S:
@@ -339,7 +347,7 @@ def test_two_workers_one_killed_rebalance(
         a.wait_ready(timeout_s=120)
         b.wait_ready(timeout_s=120)
         stream = SustainedStream(stream_settings, log.records, FAULT_RATE).start()
-        time.sleep(4)
+        _wait_applied(b, 100)  # the worker to kill owns partitions and has applied events
         b_events = sum(v for k, v in b.metrics().items() if "events_in_total" in k)
         b.kill()
         killed_at = time.monotonic()

@@ -13,6 +13,7 @@ answers ``--help``, every package runs as ``python -m <package> --help``, and th
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -124,6 +125,10 @@ def check_command(line: str) -> str | None:
     if not words:
         return None
     program, args = words[0], words[1:]
+    if program.startswith(".venv/bin/"):  # the project's virtualenv: the same programs
+        program = program.removeprefix(".venv/bin/")
+    elif "/" in program:  # a script of the repository
+        return None if (ROOT / program).is_file() else f"no file {program} in the repository"
     if program == "mindstream":
         return _parse_mindstream(args)
     if program == "nice":
@@ -136,6 +141,14 @@ def check_command(line: str) -> str | None:
         urls = [a for a in args if not a.startswith("-")]
         method = args[args.index("-X") + 1] if "-X" in args else "GET"
         return _check_url(method, urls[0]) if urls else "curl without a URL"
+    if program in ("python", "python3") and args[:1] == ["-m"] and len(args) > 1:
+        if args[1] == "mindstream":
+            return _parse_mindstream(args[2:])
+        return None if importlib.util.find_spec(args[1]) else f"no module {args[1]}"
+    if program == "pytest":
+        paths = [a.split("::")[0] for i, a in enumerate(args) if _is_pytest_path(args, i)]
+        missing = sorted(p for p in paths if not (ROOT / p).exists())
+        return f"no test file {missing}" if missing else None
     if program == "make":
         missing = sorted(set(args) - _makefile_targets())
         return f"the Makefile has no target {missing}" if missing else None
@@ -159,6 +172,12 @@ def check_command(line: str) -> str | None:
     if program in CHECKED_ELSEWHERE:
         return None
     return f"unknown program {program!r}: teach tests/unit/test_readme_commands.py to check it"
+
+
+def _is_pytest_path(args: list[str], i: int) -> bool:
+    """Whether ``args[i]`` of a pytest command line names a test file or folder."""
+    after_option = i > 0 and args[i - 1] in ("-k", "-m", "-p", "--durations", "-n")
+    return not args[i].startswith("-") and not after_option
 
 
 def readme_problems(text: str) -> list[str]:
@@ -229,6 +248,10 @@ def test_a_false_command_is_reported() -> None:
         ("curl -s 'localhost:8080/v1/users/u1/candidates?count=3'", "no query parameter"),
         ("kubectl apply -f x.yaml", "unknown program 'kubectl'"),
         ("GET  /healthz   GET /health", "/health is not a path"),
+        (".venv/bin/pytest tests/unit/test_nothing.py -k x", "no test file"),
+        ("python -m model_export.nothing run", "no module model_export.nothing"),
+        ("python -m mindstream stream", "required: ACTION"),
+        (".ci/nothing", "no file .ci/nothing"),
     ]:
         assert why in (check_command(false) or ""), false
     assert readme_problems("Run `mindstream stream worker` or `mindstream streams`.") == [
