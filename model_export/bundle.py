@@ -42,8 +42,8 @@ from model_export.exceptions import BundleError
 
 logger = logging.getLogger(__name__)
 
-# /2: the version covers the whole manifest (metrics, n_items, format) and the folder name, not
-# only the files and the model config; /1 bundles are refused with a message to re-export.
+# A reader accepts only this format; a bundle of another one is refused with a message to
+# re-export it (/1 bundles had a version over the files and model config alone).
 FORMAT = "mindstream-bundle/2"
 MANIFEST = "manifest.json"
 TOWER = "user_tower.onnx"
@@ -171,7 +171,7 @@ def write_bundle(
             fsync_file(tmp / name)
         target = out_root / version
         if target.exists():
-            # Same content hash: the bundle is already there (bundles are immutable).
+            # Same version: the same manifest is already there (bundles are immutable).
             logger.info("bundle already present version=%s path=%s", version, target)
             shutil.rmtree(tmp)
         else:
