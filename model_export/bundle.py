@@ -210,7 +210,10 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise BundleError(f"{manifest_path}: format {got!r}, expected {FORMAT!r}")
+        raise BundleError(
+            f"{manifest_path}: format {got!r}, expected {FORMAT!r} (re-export the bundle with "
+            "`mindstream export --checkpoint …` or train a new one with `mindstream train`)"
+        )
     for key in ("version", "created_at", "model", "files", "n_items", "metrics"):
         if key not in manifest:
             raise BundleError(f"{manifest_path}: missing key {key!r}")
