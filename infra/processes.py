@@ -184,9 +184,41 @@ def stop(handle: ProcessHandle, timeout_s: float = 10.0) -> StopOutcome:
     if not is_running(handle):
         return StopOutcome.NOT_RUNNING
     _signal(handle, signal.SIGTERM)
+    return _await_stop(handle, timeout_s)
+
+
+def _await_stop(handle: ProcessHandle, timeout_s: float) -> StopOutcome:
+    """After SIGTERM: wait up to ``timeout_s``, then SIGKILL."""
     if wait_until_gone(handle, timeout_s):
         return StopOutcome.TERMINATED
     logger.warning("pid=%d ignored SIGTERM for %.1fs; sending SIGKILL", handle.pid, timeout_s)
+    _signal(handle, signal.SIGKILL)
+    if wait_until_gone(handle, 5.0):
+        return StopOutcome.KILLED
+    raise InfraError(f"process {handle.pid} ({handle.executable}) is still alive after SIGKILL")
+
+
+def stop_many(handles: Sequence[ProcessHandle], timeout_s: float = 10.0) -> list[StopOutcome]:
+    """:func:`stop` for several processes at once: all get SIGTERM first, then each gets up to
+    ``timeout_s`` to end. Members of one cluster stopped one by one would each wait for the
+    others during their own shutdown."""
+    outcomes: dict[int, StopOutcome] = {}
+    for handle in handles:
+        if is_running(handle):
+            _signal(handle, signal.SIGTERM)
+        else:
+            outcomes[handle.pid] = StopOutcome.NOT_RUNNING
+    deadline = time.monotonic() + timeout_s
+    for handle in handles:
+        if handle.pid not in outcomes:
+            outcomes[handle.pid] = _await_stop(handle, max(0.0, deadline - time.monotonic()))
+    return [outcomes[h.pid] for h in handles]
+
+
+def kill(handle: ProcessHandle) -> StopOutcome:
+    """SIGKILL the process at once (a crash, for fault tests); wait until it is gone."""
+    if not is_running(handle):
+        return StopOutcome.NOT_RUNNING
     _signal(handle, signal.SIGKILL)
     if wait_until_gone(handle, 5.0):
         return StopOutcome.KILLED
