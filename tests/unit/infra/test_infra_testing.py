@@ -54,7 +54,7 @@ def test_forcing_a_source() -> None:
     assert choose({"MINDSTREAM_TEST_SERVICES": "Docker"}, _no_docker).source is Source.DOCKER
     with pytest.raises(ConfigError, match="expected one of"):
         choose({"MINDSTREAM_TEST_SERVICES": "cloud"}, _no_docker)
-    with pytest.raises(ConfigError, match="kafka .Apache Kafka. or tansu"):
+    with pytest.raises(ConfigError, match=r"kafka \(Apache Kafka\) or tansu"):
         choose({"MINDSTREAM_TEST_SERVICES": "local"}, _no_docker)
     with pytest.raises(ConfigError, match="set both"):
         choose({"MINDSTREAM_TEST_SERVICES": "env"}, _no_docker)
