@@ -107,6 +107,12 @@ class Settings:
     topic_partitions: int = _setting(
         "MINDSTREAM_TOPIC_PARTITIONS", 8, "Partitions used when mindstream creates its topics."
     )
+    topic_replication_factor: int = _setting(
+        "MINDSTREAM_TOPIC_REPLICATION_FACTOR",
+        1,
+        "Replicas of the topics the worker creates (window changelog, re-key topic); set it to "
+        "the cluster's replication (e.g. 3) so a broker loss keeps them available.",
+    )
     app_id: str = _setting(
         "MINDSTREAM_APP_ID",
         "mindstream",
@@ -212,6 +218,12 @@ class Settings:
         "MINDSTREAM_STREAM_SHUTDOWN_GRACE_S",
         15.0,
         "A stopping worker whose batch cannot be written exits after this, without committing.",
+    )
+    stream_broker_wait_s: float = _setting(
+        "MINDSTREAM_STREAM_BROKER_WAIT_S",
+        60.0,
+        "A starting worker waits this long for a Kafka broker to answer (retrying, one log line "
+        "per try), then exits with an error naming KAFKA_BOOTSTRAP_SERVERS.",
     )
     stream_allow_offset_gaps: bool = _setting(
         "MINDSTREAM_STREAM_ALLOW_OFFSET_GAPS",
@@ -338,7 +350,12 @@ class Settings:
             # `not value >= 0` also refuses NaN.
             if isinstance(value, int | float) and not isinstance(value, bool) and not value >= 0:
                 raise ConfigError(f"{f.metadata['env']}={value}: expected a number >= 0")
-        for name in ("window_max_len", "batch_size", "topic_partitions"):
+        for name in (
+            "window_max_len",
+            "batch_size",
+            "topic_partitions",
+            "topic_replication_factor",
+        ):
             if getattr(self, name) < 1:
                 env = self.__dataclass_fields__[name].metadata["env"]
                 raise ConfigError(f"{env}={getattr(self, name)}: expected a number >= 1")

@@ -63,6 +63,7 @@ def app_options(settings: Settings) -> dict[str, Any]:
         "broker_credentials": broker_credentials(settings),
         "store": table_store(settings),
         "topic_partitions": settings.topic_partitions,
+        "topic_replication_factor": settings.topic_replication_factor,
         "key_serializer": "raw",
         "value_serializer": "raw",
         "datadir": str(datadir),
