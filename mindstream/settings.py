@@ -87,6 +87,12 @@ class Settings:
         "standard",
         "Broker profile: `standard` (Apache Kafka) or `local` (quirks of the local Tansu broker).",
     )
+    kafka_session_timeout_ms: int = _setting(
+        "MINDSTREAM_KAFKA_SESSION_TIMEOUT_MS",
+        0,
+        "Consumer group session timeout; 0 = the profile's (30000 standard, 6000 local). A "
+        "SIGKILLed worker's partitions wait this long before another member gets them.",
+    )
     kafka_security_protocol: str = _setting(
         "MINDSTREAM_KAFKA_SECURITY_PROTOCOL",
         "PLAINTEXT",
@@ -311,6 +317,17 @@ class Settings:
     @property
     def profile(self) -> KafkaProfile:
         return KAFKA_PROFILES[self.kafka_profile]
+
+    @property
+    def group_session_timeout_ms(self) -> int:
+        """The consumer group session timeout: the setting, else the profile's."""
+        return self.kafka_session_timeout_ms or self.profile.session_timeout_ms
+
+    @property
+    def group_heartbeat_interval_ms(self) -> int:
+        """The profile's heartbeat interval, at most a third of the session timeout (Kafka's
+        advice, so that two heartbeats can be missed before the session ends)."""
+        return min(self.profile.heartbeat_interval_ms, self.group_session_timeout_ms // 3)
 
     @property
     def data_path(self) -> Path:
