@@ -1,6 +1,7 @@
 """Subcommands of the ``infra`` stage (imports only the standard library at import time).
 
-``mindstream services up|down|status`` runs the local broker and Redis without Docker;
+``mindstream services up|down|status`` runs the local broker (Tansu, or Apache Kafka with
+``--broker kafka``) and Redis without Docker;
 ``mindstream services create-topics`` creates the click and dead-letter topics on whatever
 broker the settings point at.
 """
@@ -24,8 +25,9 @@ def register(sub: Any) -> None:
     services = sub.add_parser(
         "services",
         help="run the local Kafka-compatible broker and Redis (no Docker)",
-        description="Start, stop or inspect a local Tansu broker and redis-server, each on a "
-        'free loopback port. `eval "$(mindstream services up)"` points this shell at them.',
+        description="Start, stop or inspect a local broker (Tansu, or Apache Kafka with --broker "
+        "kafka) and redis-server, each on a free loopback port. "
+        '`eval "$(mindstream services up)"` points this shell at them.',
     )
     actions = services.add_subparsers(dest="services_command", metavar="ACTION", required=True)
 
