@@ -2,8 +2,10 @@
 2) while a sustained click stream runs, with the checks of ``test_faults.py``: every Redis
 record equals the batch recompute, lost 0, duplicated 0, dead letters exact.
 
-- SIGKILL of the broker leading clicks partition 0, mid-stream (it is started again with its
-  data afterwards, as an operator would);
+- SIGKILL, mid-stream, of the broker leading clicks partition 0, of the one leading the window
+  changelog's partition 0, and of the one leading the ``__consumer_offsets`` partition of the
+  worker's group (its group coordinator); the node is started again with its data afterwards,
+  as an operator would;
 - a restart of the whole cluster (every node stopped, then all started again with their data).
 
 The cluster is this module's own (``infra.services.up(broker="kafka", nodes=3)``), started when
@@ -35,6 +37,7 @@ from tests.integration.test_faults import FAULT_RATE, click_log, verify
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 NODES = 3
+OFFSETS_TOPIC_PARTITIONS = 50  # the brokers' offsets.topic.num.partitions (Kafka's default)
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +101,24 @@ def partition_leader(settings: Settings, topic: str, partition: int) -> int:
     raise AssertionError(f"{topic}[{partition}] not in {described}")
 
 
+def offsets_partition(group_id: str) -> int:
+    """The ``__consumer_offsets`` partition of a group: Kafka's ``abs(groupId.hashCode()) %
+    partitions``, with Java's String hash and ``Utils.abs`` (the sign bit masked)."""
+    h = 0
+    data = group_id.encode("utf-16-be")  # Java hashes UTF-16 code units
+    for i in range(0, len(data), 2):
+        h = (31 * h + int.from_bytes(data[i : i + 2], "big")) & 0xFFFFFFFF
+    return (h & 0x7FFFFFFF) % OFFSETS_TOPIC_PARTITIONS
+
+
+def target_partition(settings: Settings, target: str) -> tuple[str, int]:
+    if target == "clicks":
+        return settings.clicks_topic, 0
+    if target == "changelog":
+        return f"{settings.app_id}-windows-changelog", 0
+    return "__consumer_offsets", offsets_partition(settings.app_id)
+
+
 def _events_in(worker: WorkerProcess) -> float:
     return sum(v for k, v in worker.metrics().items() if "events_in_total" in k)
 
@@ -109,7 +130,9 @@ def _wait_mid_stream(worker: WorkerProcess, events: float) -> None:
         time.sleep(0.1)
 
 
-def test_sigkill_of_the_clicks_partition_leader(
+@pytest.mark.parametrize("target", ["clicks", "changelog", "consumer-offsets"])
+def test_sigkill_of_a_partition_leader(
+    target: str,
     cluster: Path,
     cluster_settings: Settings,
     redis_client: redis.Redis,
@@ -125,7 +148,8 @@ def test_sigkill_of_the_clicks_partition_leader(
         worker.wait_ready(timeout_s=120)
         stream = SustainedStream(settings, log.records, FAULT_RATE).start()
         _wait_mid_stream(worker, FAULT_RATE * 2)
-        leader = f"kafka-{partition_leader(settings, settings.clicks_topic, 0)}"
+        topic, partition = target_partition(settings, target)
+        leader = f"kafka-{partition_leader(settings, topic, partition)}"
         killed_at = time.monotonic()
         outcome = services.stop_nodes(cluster, [leader], kill=True)
         assert outcome == {leader: processes.StopOutcome.KILLED}
@@ -138,13 +162,14 @@ def test_sigkill_of_the_clicks_partition_leader(
         positions = stream.join()
         figures: dict[str, Any] = {
             "brokers": NODES,
-            "sigkill_of_leader": leader,
+            "sigkill_of_leader_of": f"{topic}[{partition}]",
+            "node": leader,
             "records_sent_before_kill": sent_at_kill,
             "leader_back_after_s": round(back_s, 1),
             "worker_starts": worker.starts,
         }
         verify(
-            "cluster_leader_sigkill",
+            f"cluster_leader_sigkill_{target}",
             settings,
             redis_client,
             log,

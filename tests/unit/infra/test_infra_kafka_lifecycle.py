@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -76,3 +77,34 @@ def test_three_broker_cluster_up_status_and_down(data_dir: Path) -> None:
         assert not processes.is_running(record.process)
         assert not accepts_connections(record.host, record.port)
     assert services.read_state(data_dir) is None
+
+
+def test_a_port_taken_meanwhile_moves_the_node_to_other_free_ports(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Something else listens on the port picked first (as when another process takes it
+    # between the pick and the bind): the node exits at once and starts again elsewhere.
+    busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    taken = busy.getsockname()[1]
+    picks: list[list[int]] = []
+    real_free_ports = kafka_broker._free_ports
+
+    def free_ports(host: str, count: int) -> list[int]:
+        ports = real_free_ports(host, count)
+        if not picks:
+            ports[0] = taken
+        picks.append(ports)
+        return ports
+
+    monkeypatch.setattr(kafka_broker, "_free_ports", free_ports)
+    try:
+        state = services.up(data_dir, broker="kafka", timeout_s=120, jars_root=JARS_ROOT).services
+    finally:
+        busy.close()
+    (node,) = state.broker_nodes
+    assert len(picks) == 2 and node.port == picks[1][0] != taken
+    assert kafka_broker.cluster_answers(node.host, node.port, expected_brokers=1)
+    services.down(data_dir, timeout_s=30)
+    assert not processes.is_running(node.process)
