@@ -121,7 +121,9 @@ def is_running(handle: ProcessHandle) -> bool:
         return False
     if _PROC.is_dir():
         stat = _read_proc_stat(handle.pid)
-        if stat is None or stat[0] in {"Z", "X"}:
+        if stat is None or stat[0] == "X":
+            return False
+        if stat[0] == "Z" and not _threads_left(handle.pid):
             return False
         return handle.start_ticks is None or stat[1] == handle.start_ticks
     try:
@@ -131,6 +133,15 @@ def is_running(handle: ProcessHandle) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _threads_left(pid: int) -> bool:
+    """Whether a zombie thread-group leader still has live threads: a JVM's main thread can
+    end before the others, which still hold its sockets while they shut down."""
+    try:
+        return sum(1 for _ in (_PROC / str(pid) / "task").iterdir()) > 1
+    except OSError:
+        return False
 
 
 def wait_until_gone(handle: ProcessHandle, timeout_s: float) -> bool:
