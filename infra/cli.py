@@ -1,6 +1,7 @@
 """Subcommands of the ``infra`` stage (imports only the standard library at import time).
 
-``mindstream services up|down|status`` runs the local broker and Redis without Docker;
+``mindstream services up|down|status`` runs the local broker (Tansu, or Apache Kafka with
+``--broker kafka``) and Redis without Docker;
 ``mindstream services create-topics`` creates the click and dead-letter topics on whatever
 broker the settings point at.
 """
@@ -24,15 +25,34 @@ def register(sub: Any) -> None:
     services = sub.add_parser(
         "services",
         help="run the local Kafka-compatible broker and Redis (no Docker)",
-        description="Start, stop or inspect a local Tansu broker and redis-server, each on a "
-        'free loopback port. `eval "$(mindstream services up)"` points this shell at them.',
+        description="Start, stop or inspect a local broker (Tansu, or Apache Kafka with --broker "
+        "kafka) and redis-server, each on a free loopback port. "
+        '`eval "$(mindstream services up)"` points this shell at them.',
     )
     actions = services.add_subparsers(dest="services_command", metavar="ACTION", required=True)
 
     up = actions.add_parser("up", help="start both (unless running) and print shell exports")
     _data_dir_option(up)
     up.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for each (default: 30)"
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for each (default: 30 for tansu, 120 for kafka)",
+    )
+    up.add_argument(
+        "--broker",
+        choices=("tansu", "kafka"),
+        default="tansu",
+        help="tansu: the in-memory Tansu broker (profile local; default); kafka: Apache Kafka "
+        "in KRaft mode as local JVM processes (profile standard; needs java and mvn, fetches "
+        "the jars once)",
+    )
+    up.add_argument(
+        "--nodes",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        help="Apache Kafka nodes: 1, or 3 (replication factor 3, min.insync.replicas 2)",
     )
     up.set_defaults(handler=_up)
 
@@ -101,10 +121,18 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
 
     _quiet_kafka_client()
     data_dir = _data_dir(args, settings)
-    result = services.up(data_dir, timeout_s=args.timeout)
+    if args.nodes != 1 and args.broker != "kafka":
+        print("--nodes needs --broker kafka", file=sys.stderr)
+        return 2
+    timeout = (
+        args.timeout if args.timeout is not None else (120.0 if args.broker == "kafka" else 30.0)
+    )
+    result = services.up(data_dir, timeout_s=timeout, broker=args.broker, nodes=args.nodes)
     state = result.services
     if result.started:
         print(f"started {_describe(state.services)}", file=sys.stderr)
+        timings = ", ".join(f"{name} {s:.1f}s" for name, s in result.startup_s.items())
+        print(f"start-up: {timings}", file=sys.stderr)
     else:
         print(
             f"already running ({_describe(state.services)}); not starting another",
@@ -143,7 +171,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     for name, record in state.services.items():
         word = "running" if alive[name] else "DEAD"
         print(
-            f"{name:<7} {word:<8} pid {record.process.pid:<8} "
+            f"{name:<8} {word:<8} pid {record.process.pid:<8} "
             f"{record.host}:{record.port}  log {record.log_path}"
         )
     if alive and all(alive.values()):

@@ -48,8 +48,8 @@ def _group(settings: Settings, group_id: str | None) -> dict[str, Any]:
     """A consumer's group and the profile's group timeouts (same names in both libraries)."""
     return {
         "group_id": group_id,
-        "session_timeout_ms": settings.profile.session_timeout_ms,
-        "heartbeat_interval_ms": settings.profile.heartbeat_interval_ms,
+        "session_timeout_ms": settings.group_session_timeout_ms,
+        "heartbeat_interval_ms": settings.group_heartbeat_interval_ms,
     }
 
 

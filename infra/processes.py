@@ -121,7 +121,9 @@ def is_running(handle: ProcessHandle) -> bool:
         return False
     if _PROC.is_dir():
         stat = _read_proc_stat(handle.pid)
-        if stat is None or stat[0] in {"Z", "X"}:
+        if stat is None or stat[0] == "X":
+            return False
+        if stat[0] == "Z" and not _threads_left(handle.pid):
             return False
         return handle.start_ticks is None or stat[1] == handle.start_ticks
     try:
@@ -131,6 +133,15 @@ def is_running(handle: ProcessHandle) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _threads_left(pid: int) -> bool:
+    """Whether a zombie thread-group leader still has live threads: a JVM's main thread can
+    end before the others, which still hold its sockets while they shut down."""
+    try:
+        return sum(1 for _ in (_PROC / str(pid) / "task").iterdir()) > 1
+    except OSError:
+        return False
 
 
 def wait_until_gone(handle: ProcessHandle, timeout_s: float) -> bool:
@@ -184,9 +195,41 @@ def stop(handle: ProcessHandle, timeout_s: float = 10.0) -> StopOutcome:
     if not is_running(handle):
         return StopOutcome.NOT_RUNNING
     _signal(handle, signal.SIGTERM)
+    return _await_stop(handle, timeout_s)
+
+
+def _await_stop(handle: ProcessHandle, timeout_s: float) -> StopOutcome:
+    """After SIGTERM: wait up to ``timeout_s``, then SIGKILL."""
     if wait_until_gone(handle, timeout_s):
         return StopOutcome.TERMINATED
     logger.warning("pid=%d ignored SIGTERM for %.1fs; sending SIGKILL", handle.pid, timeout_s)
+    _signal(handle, signal.SIGKILL)
+    if wait_until_gone(handle, 5.0):
+        return StopOutcome.KILLED
+    raise InfraError(f"process {handle.pid} ({handle.executable}) is still alive after SIGKILL")
+
+
+def stop_many(handles: Sequence[ProcessHandle], timeout_s: float = 10.0) -> list[StopOutcome]:
+    """:func:`stop` for several processes at once: all get SIGTERM first, then each gets up to
+    ``timeout_s`` to end. Members of one cluster stopped one by one would each wait for the
+    others during their own shutdown."""
+    outcomes: dict[int, StopOutcome] = {}
+    for handle in handles:
+        if is_running(handle):
+            _signal(handle, signal.SIGTERM)
+        else:
+            outcomes[handle.pid] = StopOutcome.NOT_RUNNING
+    deadline = time.monotonic() + timeout_s
+    for handle in handles:
+        if handle.pid not in outcomes:
+            outcomes[handle.pid] = _await_stop(handle, max(0.0, deadline - time.monotonic()))
+    return [outcomes[h.pid] for h in handles]
+
+
+def kill(handle: ProcessHandle) -> StopOutcome:
+    """SIGKILL the process at once (a crash, for fault tests); wait until it is gone."""
+    if not is_running(handle):
+        return StopOutcome.NOT_RUNNING
     _signal(handle, signal.SIGKILL)
     if wait_until_gone(handle, 5.0):
         return StopOutcome.KILLED

@@ -23,9 +23,11 @@ SERVICES_DIR = "services"
 STATE_FILE = "services.json"
 LOCK_FILE = "services.lock"
 STATE_VERSION = 1
-# The local broker needs the local profile of the Kafka client settings (docs/ARCHITECTURE.md,
-# "Local broker").
-KAFKA_PROFILE = "local"
+# Which Kafka client profile each local broker needs: Tansu's quirks are handled by the
+# ``local`` profile; Apache Kafka is what the ``standard`` profile is for.
+BROKER_PROFILES = {"tansu": "local", "kafka": "standard"}
+DEFAULT_BROKER = "tansu"
+KAFKA_PROFILE = BROKER_PROFILES[DEFAULT_BROKER]
 
 
 @dataclass(frozen=True)
@@ -34,11 +36,20 @@ class LocalServices:
 
     services: dict[str, ServiceRecord] = field(default_factory=dict)
     owner: processes.ProcessHandle | None = None
+    broker: str = DEFAULT_BROKER  # a key of BROKER_PROFILES
+
+    @property
+    def broker_nodes(self) -> list[ServiceRecord]:
+        """The broker's records: ``broker`` (Tansu) or ``kafka-1``.. (Apache Kafka nodes)."""
+        return [r for n, r in self.services.items() if n == "broker" or n.startswith("kafka-")]
+
+    @property
+    def kafka_profile(self) -> str:
+        return BROKER_PROFILES[self.broker]
 
     @property
     def bootstrap_servers(self) -> str:
-        broker = self.services["broker"]
-        return f"{broker.host}:{broker.port}"
+        return ",".join(f"{r.host}:{r.port}" for r in self.broker_nodes)
 
     @property
     def redis_url(self) -> str:
@@ -50,16 +61,17 @@ class LocalServices:
         return {
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "REDIS_URL": self.redis_url,
-            "MINDSTREAM_KAFKA_PROFILE": KAFKA_PROFILE,
+            "MINDSTREAM_KAFKA_PROFILE": self.kafka_profile,
         }
 
     def with_service(self, record: ServiceRecord) -> LocalServices:
-        return LocalServices({**self.services, record.name: record}, self.owner)
+        return LocalServices({**self.services, record.name: record}, self.owner, self.broker)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
             "owner": None if self.owner is None else self.owner.to_dict(),
+            "broker": self.broker,
             "services": {name: record.to_dict() for name, record in self.services.items()},
         }
 
@@ -68,9 +80,13 @@ class LocalServices:
         if data.get("version") != STATE_VERSION:
             raise ValueError(f"state version {data.get('version')!r}, expected {STATE_VERSION}")
         owner = data.get("owner")
+        broker = str(data.get("broker", DEFAULT_BROKER))
+        if broker not in BROKER_PROFILES:
+            raise ValueError(f"broker {broker!r}, expected one of {sorted(BROKER_PROFILES)}")
         return cls(
             services={n: ServiceRecord.from_dict(r) for n, r in data["services"].items()},
             owner=None if owner is None else processes.ProcessHandle.from_dict(owner),
+            broker=broker,
         )
 
 

@@ -1,8 +1,10 @@
 """Kafka and Redis for a test session: given by the environment, in containers, or local.
 
-The test suite's fixtures (``tests/conftest.py``) use this module; it is here, next to the
-launchers, so that benchmarks and other harnesses can get test services the same way. Nothing
-here reads the environment: callers pass it in.
+Sources in the order they are tried: the environment's services, Docker containers, the local
+Apache Kafka (when java and mvn are installed), the local Tansu broker. The test suite's
+fixtures (``tests/conftest.py``) use this module; it is here, next to the launchers, so that
+benchmarks and other harnesses can get test services the same way. Nothing here reads the
+environment: callers pass it in.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ from mindstream.settings import KAFKA_PROFILES, Settings, known_env
 logger = logging.getLogger(__name__)
 
 TEST_PREFIX = "MINDSTREAM_TEST_"
-# MINDSTREAM_TEST_SERVICES=env|docker|local skips the automatic choice.
+# MINDSTREAM_TEST_SERVICES=env|docker|kafka|tansu skips the automatic choice.
 CHOICE_VARIABLE = "MINDSTREAM_TEST_SERVICES"
+# Where the local Apache Kafka's jars are kept under the test services' root (shared by the
+# sessions, so they are fetched once per checkout).
+KAFKA_JARS_DIR = "kafka-jars"
 BOOTSTRAP_VARIABLE = "MINDSTREAM_TEST_KAFKA_BOOTSTRAP_SERVERS"
 REDIS_VARIABLE = "MINDSTREAM_TEST_REDIS_URL"
 
@@ -33,21 +38,31 @@ REDIS_VARIABLE = "MINDSTREAM_TEST_REDIS_URL"
 class Source(enum.Enum):
     ENV = "env"
     DOCKER = "docker"
-    LOCAL = "local"
+    KAFKA = "kafka"
+    TANSU = "tansu"
 
     @property
     def description(self) -> str:
         return {
             Source.ENV: f"existing services from ${BOOTSTRAP_VARIABLE} / ${REDIS_VARIABLE}",
             Source.DOCKER: "Docker containers via testcontainers (Apache Kafka KRaft + Redis)",
-            Source.LOCAL: "local launcher, no Docker (Tansu broker + redis-server)",
+            Source.KAFKA: "local launcher, no Docker (Apache Kafka KRaft JVM + redis-server)",
+            Source.TANSU: "local launcher, no Docker (Tansu broker + redis-server)",
         }[self]
+
+    @property
+    def local_broker(self) -> str | None:
+        """The ``infra.services`` broker this source launches (None: it launches none)."""
+        return {Source.KAFKA: "kafka", Source.TANSU: "tansu"}.get(self)
 
 
 @dataclass(frozen=True)
 class Choice:
     source: Source
     reason: str
+    # True when the choice was made explicitly (MINDSTREAM_TEST_SERVICES): it must then never
+    # fall back to another source.
+    explicit: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,9 @@ class ServiceEndpoints:
     redis_url: str
     kafka_profile: str
     detail: str  # what was started (pids, container ids) or where it came from
+    # The local services' data folder (``infra.services``), for tests that stop and restart
+    # the local broker; None for services this session did not launch itself.
+    data_dir: Path | None = None
 
     def apply(self, settings: Settings) -> Settings:
         """``settings`` pointed at these services, with the broker's profile."""
@@ -91,11 +109,24 @@ def env_for_tests(environ: Mapping[str, str]) -> dict[str, str]:
     return mapped
 
 
-def choose(environ: Mapping[str, str], docker_reachable: Callable[[], bool]) -> Choice:
-    """Which services the tests use: the environment's, else Docker's, else local ones."""
+def choose(
+    environ: Mapping[str, str],
+    docker_reachable: Callable[[], bool],
+    kafka_tools: Callable[[], str | None] = lambda: None,
+) -> Choice:
+    """Which services the tests use: the environment's, else Docker's, else the local Apache
+    Kafka, else the local Tansu broker.
+
+    ``kafka_tools()`` returns None when the local Apache Kafka can be launched (java, and mvn
+    or jars already fetched), else what is missing (the launcher's install advice).
+    """
     has_bootstrap = bool(environ.get(BOOTSTRAP_VARIABLE))
     has_redis = bool(environ.get(REDIS_VARIABLE))
     forced = environ.get(CHOICE_VARIABLE, "").strip().lower()
+    if forced == "local":
+        raise ConfigError(
+            f"{CHOICE_VARIABLE}=local: name the local broker, kafka (Apache Kafka) or tansu"
+        )
     if forced and forced not in {s.value for s in Source}:
         raise ConfigError(
             f"{CHOICE_VARIABLE}={forced!r}: expected one of {[s.value for s in Source]}"
@@ -106,12 +137,30 @@ def choose(environ: Mapping[str, str], docker_reachable: Callable[[], bool]) -> 
             f"services, or neither"
         )
     if forced:
-        return Choice(Source(forced), f"{CHOICE_VARIABLE}={forced}")
+        return Choice(Source(forced), f"{CHOICE_VARIABLE}={forced}", explicit=True)
     if has_bootstrap:
         return Choice(Source.ENV, f"{BOOTSTRAP_VARIABLE} and {REDIS_VARIABLE} are set")
     if docker_reachable():
         return Choice(Source.DOCKER, "a Docker engine answered")
-    return Choice(Source.LOCAL, "no test services in the environment and no Docker engine")
+    missing = kafka_tools()
+    if missing is None:
+        return Choice(Source.KAFKA, "no Docker engine; java and mvn are installed")
+    return Choice(Source.TANSU, f"no Docker engine; falling back to Tansu because {missing}")
+
+
+def local_kafka_missing(jars_root: Path) -> str | None:
+    """None when the local Apache Kafka can be launched, else what is missing and how to get
+    it (java always; mvn only while the jars have not been fetched)."""
+    from infra.exceptions import BinaryNotFoundError
+    from infra.kafka_jars import find_java, find_maven, jars_present, kafka_version
+
+    try:
+        find_java()
+        if not jars_present(jars_root / kafka_version()):
+            find_maven()
+    except BinaryNotFoundError as exc:
+        return str(exc)
+    return None
 
 
 def _from_environment(environ: Mapping[str, str]) -> ServiceEndpoints:
@@ -145,25 +194,32 @@ def _from_docker() -> Iterator[ServiceEndpoints]:
 
 
 @contextlib.contextmanager
-def _from_local_launcher(root: Path) -> Iterator[ServiceEndpoints]:
+def _from_local_launcher(root: Path, broker: str) -> Iterator[ServiceEndpoints]:
     from infra import processes, services
 
     for reaped in services.reap_orphans(root):
         logger.warning("stopped services left behind by a dead test session in %s", reaped)
     data_dir = root / f"session-{os.getpid()}"
-    result = services.up(data_dir, owner=processes.current_process())
+    result = services.up(
+        data_dir,
+        owner=processes.current_process(),
+        broker=broker,
+        timeout_s=120.0 if broker == "kafka" else 30.0,
+        jars_root=root / KAFKA_JARS_DIR,
+    )
     state = result.services
     pids = ", ".join(f"{n} pid {r.process.pid}" for n, r in state.services.items())
     try:
         yield ServiceEndpoints(
-            source=Source.LOCAL,
+            source=Source.KAFKA if broker == "kafka" else Source.TANSU,
             bootstrap_servers=state.bootstrap_servers,
             redis_url=state.redis_url,
-            kafka_profile=services.KAFKA_PROFILE,
+            kafka_profile=state.kafka_profile,
             detail=f"{pids}; logs in {services.services_dir(data_dir) / 'logs'}",
+            data_dir=data_dir,
         )
     finally:
-        outcomes = services.down(data_dir)
+        outcomes = services.down(data_dir, timeout_s=30.0)
         logger.info("stopped local test services: %s", outcomes)
         leftover = [n for n, r in state.services.items() if processes.is_running(r.process)]
         if leftover:
@@ -179,7 +235,10 @@ def provide(
         return contextlib.nullcontext(_from_environment(environ))
     if source is Source.DOCKER:
         return _from_docker()
-    return _from_local_launcher(local_root)
+    broker = source.local_broker
+    if broker is None:
+        raise ConfigError(f"no launcher for test services of source {source.value!r}")
+    return _from_local_launcher(local_root, broker)
 
 
 def check_reachable(settings: Settings, timeout_s: float = 5.0) -> None:

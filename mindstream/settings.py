@@ -87,6 +87,12 @@ class Settings:
         "standard",
         "Broker profile: `standard` (Apache Kafka) or `local` (quirks of the local Tansu broker).",
     )
+    kafka_session_timeout_ms: int = _setting(
+        "MINDSTREAM_KAFKA_SESSION_TIMEOUT_MS",
+        0,
+        "Consumer group session timeout; 0 = the profile's (30000 standard, 6000 local). A "
+        "SIGKILLed worker's partitions wait this long before another member gets them.",
+    )
     kafka_security_protocol: str = _setting(
         "MINDSTREAM_KAFKA_SECURITY_PROTOCOL",
         "PLAINTEXT",
@@ -106,6 +112,12 @@ class Settings:
     )
     topic_partitions: int = _setting(
         "MINDSTREAM_TOPIC_PARTITIONS", 8, "Partitions used when mindstream creates its topics."
+    )
+    topic_replication_factor: int = _setting(
+        "MINDSTREAM_TOPIC_REPLICATION_FACTOR",
+        1,
+        "Replicas of the topics the worker creates (window changelog, re-key topic); set it to "
+        "the cluster's replication (e.g. 3) so a broker loss keeps them available.",
     )
     app_id: str = _setting(
         "MINDSTREAM_APP_ID",
@@ -213,6 +225,12 @@ class Settings:
         15.0,
         "A stopping worker whose batch cannot be written exits after this, without committing.",
     )
+    stream_broker_wait_s: float = _setting(
+        "MINDSTREAM_STREAM_BROKER_WAIT_S",
+        60.0,
+        "A starting worker waits this long for a Kafka broker to answer (retrying, one log line "
+        "per try), then exits with an error naming KAFKA_BOOTSTRAP_SERVERS.",
+    )
     stream_allow_offset_gaps: bool = _setting(
         "MINDSTREAM_STREAM_ALLOW_OFFSET_GAPS",
         False,
@@ -301,6 +319,17 @@ class Settings:
         return KAFKA_PROFILES[self.kafka_profile]
 
     @property
+    def group_session_timeout_ms(self) -> int:
+        """The consumer group session timeout: the setting, else the profile's."""
+        return self.kafka_session_timeout_ms or self.profile.session_timeout_ms
+
+    @property
+    def group_heartbeat_interval_ms(self) -> int:
+        """The profile's heartbeat interval, at most a third of the session timeout (Kafka's
+        advice, so that two heartbeats can be missed before the session ends)."""
+        return min(self.profile.heartbeat_interval_ms, self.group_session_timeout_ms // 3)
+
+    @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
 
@@ -338,7 +367,12 @@ class Settings:
             # `not value >= 0` also refuses NaN.
             if isinstance(value, int | float) and not isinstance(value, bool) and not value >= 0:
                 raise ConfigError(f"{f.metadata['env']}={value}: expected a number >= 0")
-        for name in ("window_max_len", "batch_size", "topic_partitions"):
+        for name in (
+            "window_max_len",
+            "batch_size",
+            "topic_partitions",
+            "topic_replication_factor",
+        ):
             if getattr(self, name) < 1:
                 env = self.__dataclass_fields__[name].metadata["env"]
                 raise ConfigError(f"{env}={getattr(self, name)}: expected a number >= 1")

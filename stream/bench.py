@@ -139,7 +139,7 @@ def services(kind: str, settings: Settings, root: Path) -> Iterator[Settings]:
         return
     from infra.testing import Source, provide
 
-    with provide(Source.LOCAL, os.environ, local_root=root) as endpoints:
+    with provide(Source.TANSU, os.environ, local_root=root) as endpoints:
         yield endpoints.apply(settings)
 
 

@@ -63,6 +63,7 @@ def app_options(settings: Settings) -> dict[str, Any]:
         "broker_credentials": broker_credentials(settings),
         "store": table_store(settings),
         "topic_partitions": settings.topic_partitions,
+        "topic_replication_factor": settings.topic_replication_factor,
         "key_serializer": "raw",
         "value_serializer": "raw",
         "datadir": str(datadir),
@@ -73,8 +74,8 @@ def app_options(settings: Settings) -> dict[str, Any]:
         "web_host": settings.worker_web_host,
         "consumer_auto_offset_reset": "earliest",
         "processing_guarantee": "at_least_once",
-        "broker_session_timeout": profile.session_timeout_ms / 1000,
-        "broker_heartbeat_interval": profile.heartbeat_interval_ms / 1000,
+        "broker_session_timeout": settings.group_session_timeout_ms / 1000,
+        "broker_heartbeat_interval": settings.group_heartbeat_interval_ms / 1000,
         # Changelog records (one per dirty user per batch) are the bulk of what the worker
         # produces; lingering lets one request carry many of them.
         "producer_linger": settings.stream_producer_linger_ms / 1000,

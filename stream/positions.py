@@ -1,4 +1,6 @@
-"""Where the worker starts reading a partition it is assigned: its committed offset, always.
+"""Where the worker starts reading a partition it is assigned: its committed offset, always
+(the log start where there is no commit, or where the broker's retention has deleted the
+committed records: a seek below the log start would make the consumer jump ahead unseen).
 
 Faust 0.15 drops a record whose hand-over to the stream a rebalance (flow suspension)
 interrupts, moving its read position past it, and reads it again only by seeking to the
@@ -92,12 +94,26 @@ async def rewind_to_committed(
     committed = await asyncio.get_running_loop().run_in_executor(
         None, committed_offsets, settings, [(tp.topic, tp.partition) for tp in tps]
     )
+    # The log start too, for every partition: a committed offset below it names records the
+    # broker has deleted (retention ran while the group was behind or away), and seeking there
+    # would make the consumer jump to the log start and the offset guard see a hole forever.
+    start = await consumer.earliest_offsets(*tps)
     missing = [tp for tp in tps if committed[(tp.topic, tp.partition)] is None]
-    start = await consumer.earliest_offsets(*missing) if missing else {}
     positions = {}
     for tp in tps:
         offset = committed[(tp.topic, tp.partition)]
-        positions[tp] = offset if offset is not None else start[tp]
+        first = start.get(tp)
+        positions[tp] = first_readable(offset, first)
+        if offset is not None and first is not None and offset < first:
+            logger.warning(
+                "committed offset below the log start topic=%s partition=%d committed=%d "
+                "log_start=%d: %d records were deleted by the broker before they were read",
+                tp.topic,
+                tp.partition,
+                offset,
+                first,
+                first - offset,
+            )
         await consumer.seek(tp, positions[tp])
         if offset is not None:
             # as Faust's perform_seek records it (its commit bookkeeping starts from here)
@@ -108,6 +124,14 @@ async def rewind_to_committed(
         len(missing),
     )
     return positions
+
+
+def first_readable(committed: int | None, log_start: int | None) -> int:
+    """Where a partition's reading starts: its committed offset, the log start when there is
+    no commit or the committed records are gone (0 when the log start is unknown)."""
+    if committed is None:
+        return log_start or 0
+    return max(committed, log_start or 0)
 
 
 def limit_commits(

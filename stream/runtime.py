@@ -20,7 +20,12 @@ from typing import Any
 import faust.streams
 import redis.asyncio
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+)
 from faust.types import TP
 
 from infra.kafka_config import aiokafka_producer_kwargs
@@ -50,11 +55,54 @@ def exit_without_commit(reason: str) -> None:
     os._exit(EXIT_UNWRITTEN)
 
 
-async def write_or_unavailable(writer: BatchWriter, records: list[OutRecord], what: str) -> None:
+# Answers after which an idempotent producer's sequence numbers no longer match what the
+# brokers hold for its producer id. Seen on Apache Kafka after a restart of the whole cluster
+# mid-write: OutOfOrderSequenceNumber on every retry, for good (aiokafka keeps the producer id
+# and the sequence numbers). A new producer gets a new id and starts its sequences afresh.
+PRODUCER_STATE_LOST = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch)
+PRODUCER_STOP_TIMEOUT_S = 5.0
+
+
+class ProducerRenewal:
+    """Replaces the producer the batch writers share by a new one (see PRODUCER_STATE_LOST)."""
+
+    def __init__(self, make: Any, writers: list[BatchWriter]) -> None:
+        self.make = make  # () -> a new, not yet started AIOKafkaProducer
+        self.writers = writers
+        self.renewals = 0
+
+    @property
+    def producer(self) -> Any:
+        return self.writers[0].producer
+
+    async def renew(self) -> None:
+        old = self.producer
+        new = self.make()
+        await new.start()
+        for writer in self.writers:
+            writer.producer = new
+        self.renewals += 1
+        logger.warning("kafka producer replaced renewals=%d", self.renewals)
+        # the old one may hold batches it can never deliver: do not wait for them for long
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(old.stop(), PRODUCER_STOP_TIMEOUT_S)
+
+
+async def write_or_unavailable(
+    writer: BatchWriter,
+    records: list[OutRecord],
+    what: str,
+    renewal: ProducerRenewal | None = None,
+) -> None:
     """Write ``records`` through ``writer``; a broker failure becomes StoreUnavailable, which
-    the processor retries (``what`` names the topic in the error)."""
+    the processor retries (``what`` names the topic in the error). When the brokers lost the
+    producer's idempotence state, the producer is replaced first, so the retry can succeed."""
     try:
         await writer.write(records)
+    except PRODUCER_STATE_LOST as exc:
+        if renewal is not None:
+            await renewal.renew()
+        raise StoreUnavailable(f"{what} write failed: {exc!r}; producer replaced") from exc
     except (KafkaError, OSError, TimeoutError) as exc:
         raise StoreUnavailable(f"{what} write failed: {exc!r}") from exc
 
@@ -81,9 +129,12 @@ class TableWindowStore:
     tests/integration/test_stream_rocksdb.py, e.g. 7 events of one user; 0 of 9 since).
     """
 
-    def __init__(self, table: Any, writer: BatchWriter) -> None:
+    def __init__(
+        self, table: Any, writer: BatchWriter, renewal: ProducerRenewal | None = None
+    ) -> None:
         self.table = table
         self.writer = writer
+        self.renewal = renewal
         self.pending: list[OutRecord] = []
         self.unflushed: dict[bytes, tuple[bytes, SourceMessage]] = {}
 
@@ -101,7 +152,7 @@ class TableWindowStore:
     async def flush(self) -> None:
         if not self.pending:
             return
-        await write_or_unavailable(self.writer, self.pending, "window changelog")
+        await write_or_unavailable(self.writer, self.pending, "window changelog", self.renewal)
         for key, (value, message) in self.unflushed.items():
             self._write_store(key, value, message)
         self.pending = []
@@ -120,9 +171,12 @@ class KafkaOutbox:
     """Dead letters through the app's producer (flushed by Faust before each commit); re-keyed
     clicks gathered per batch and written in order by :meth:`flush` (``stream.batchwriter``)."""
 
-    def __init__(self, dead_letters: Any, rekey: BatchWriter) -> None:
+    def __init__(
+        self, dead_letters: Any, rekey: BatchWriter, renewal: ProducerRenewal | None = None
+    ) -> None:
         self.dead_letters = dead_letters
         self.rekey = rekey
+        self.renewal = renewal
         self.pending: list[OutRecord] = []
 
     async def dead_letter(self, letter: DeadLetter) -> None:
@@ -136,7 +190,7 @@ class KafkaOutbox:
     async def flush(self) -> None:
         if not self.pending:
             return
-        await write_or_unavailable(self.rekey, self.pending, "re-key topic")
+        await write_or_unavailable(self.rekey, self.pending, "re-key topic", self.renewal)
         self.pending = []
 
 
@@ -158,7 +212,7 @@ class Runtime:
         self.redis = redis_client
         self.bundle_link = Path(settings.bundle_path)
         self._rejected: Path | None = None
-        self.changelog_producer: AIOKafkaProducer | None = None
+        self.producers: ProducerRenewal | None = None
         self.processor = BatchProcessor(
             processor_config,
             self,
@@ -179,15 +233,19 @@ class Runtime:
         stopping: Any,
     ) -> Runtime:
         loop = asyncio.get_running_loop()
-        producer = AIOKafkaProducer(
-            **{
-                **aiokafka_producer_kwargs(settings, client_id=f"{settings.app_id}-batches"),
-                # batches are composed explicitly (stream.batchwriter), so the profile's one
-                # record per batch does not apply; durability as Faust's own producer
-                "max_batch_size": MAX_BATCH_BYTES,
-                "acks": "all",
-            }
-        )
+
+        def make_producer() -> AIOKafkaProducer:
+            return AIOKafkaProducer(
+                **{
+                    **aiokafka_producer_kwargs(settings, client_id=f"{settings.app_id}-batches"),
+                    # batches are composed explicitly (stream.batchwriter), so the profile's one
+                    # record per batch does not apply; durability as Faust's own producer
+                    "max_batch_size": MAX_BATCH_BYTES,
+                    "acks": "all",
+                }
+            )
+
+        producer = make_producer()
         await producer.start()
         topic = table.changelog_topic.get_topic_name()
 
@@ -201,8 +259,9 @@ class Runtime:
             rekey_topic_name(settings.app_id, settings.clicks_topic),
             single_record_tail=tail,
         )
-        outbox = KafkaOutbox(dead_letters, rekey)
-        store = TableWindowStore(table, writer)
+        renewal = ProducerRenewal(make_producer, [writer, rekey])
+        outbox = KafkaOutbox(dead_letters, rekey, renewal)
+        store = TableWindowStore(table, writer, renewal)
         tower = await loop.run_in_executor(
             None,
             functools.partial(
@@ -227,7 +286,7 @@ class Runtime:
             config.rekey_topic,
         )
         runtime = cls(settings, tower, client, config, store, outbox, stopping)
-        runtime.changelog_producer = producer
+        runtime.producers = renewal
         return runtime
 
     async def run_batch(self, messages: list[SourceMessage]) -> None:
@@ -305,5 +364,5 @@ class Runtime:
 
     async def close(self) -> None:
         await self.redis.aclose()  # type: ignore[attr-defined]  # stubs predate redis 5
-        if self.changelog_producer is not None:
-            await self.changelog_producer.stop()
+        if self.producers is not None:
+            await self.producers.producer.stop()

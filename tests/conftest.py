@@ -8,13 +8,21 @@ Which services (decided once per run; the pytest header and the terminal summary
    ``MINDSTREAM_TEST_KAFKA_SECURITY_PROTOCOL``); the tests neither start nor stop them;
 2. else Docker containers via testcontainers (``apache/kafka`` in KRaft mode, ``redis``) when a
    Docker engine answers a ping within 2 s; profile ``standard``;
-3. else the local launcher of ``infra/`` (Tansu broker + redis-server on free loopback ports,
-   state and logs in ``var/test-services/session-<pid>/``); profile ``local``.
+3. else the local Apache Kafka of ``infra/`` (one KRaft JVM + redis-server on free loopback
+   ports) when java and mvn are installed; profile ``standard``;
+4. else the local Tansu broker of ``infra/`` + redis-server; profile ``local``.
 
-``MINDSTREAM_TEST_SERVICES=env|docker|local`` forces one. Services start when the first test
-that needs them runs (a unit-only run starts nothing) and are stopped, by PID or container id,
-at the end of the session; local services left by a killed session are stopped by the next one.
-The developer's own ``KAFKA_BOOTSTRAP_SERVERS``/``REDIS_URL``/``MINDSTREAM_*`` are ignored.
+The local launchers keep their state and logs in ``var/test-services/session-<pid>/`` (the
+Apache Kafka jars in ``var/test-services/kafka-jars/``, fetched once).
+``MINDSTREAM_TEST_SERVICES=env|docker|kafka|tansu`` forces one, and never falls back to another.
+
+With an explicit choice or ``CI=true``, services that cannot start fail every integration test
+with the launcher's error. Only in a developer's ad-hoc run does a missing service binary skip
+the integration tests instead; the summary then says how many were skipped and why. Services
+start when the first test that needs them runs (a unit-only run starts nothing) and are
+stopped, by PID or container id, at the end of the session; local services left by a killed
+session are stopped by the next one. The developer's own
+``KAFKA_BOOTSTRAP_SERVERS``/``REDIS_URL``/``MINDSTREAM_*`` are ignored.
 
 Fixtures (any test under ``tests/`` can use them; a test that does is marked ``integration``
 automatically, but mark it yourself too: ``@pytest.mark.integration``):
@@ -72,13 +80,16 @@ import redis
 
 from infra.containers import docker_engine_reachable
 from infra.exceptions import BinaryNotFoundError, TopicError
+from infra.kafka_jars import JarFetchError
 from infra.testing import (
+    KAFKA_JARS_DIR,
     Choice,
     ServiceEndpoints,
     Source,
     check_reachable,
     choose,
     env_for_tests,
+    local_kafka_missing,
     provide,
 )
 from infra.topics import delete_topics, ensure_topics
@@ -97,25 +108,39 @@ SERVICE_FIXTURES = frozenset(
 TEST_TOPIC_PARTITIONS = 4
 
 
+SKIP_PREFIX = "no test services: "
+
+
 @dataclasses.dataclass
 class _ServicesReport:
     choice: Choice
+    strict: bool  # a start failure fails the run (CI=true or an explicit choice)
     endpoints: ServiceEndpoints | None = None
     start_s: float | None = None
     note: str = ""
     stopped: bool = False
+    skip_reason: str = ""
 
 
 _REPORT = pytest.StashKey[_ServicesReport]()
 
 
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
 def _report(config: pytest.Config) -> _ServicesReport:
     if _REPORT not in config.stash:
+        jars_root = _local_root(config) / KAFKA_JARS_DIR
         try:
-            choice = choose(os.environ, lambda: docker_engine_reachable(timeout_s=2.0))
+            choice = choose(
+                os.environ,
+                lambda: docker_engine_reachable(timeout_s=2.0),
+                lambda: local_kafka_missing(jars_root),
+            )
         except ConfigError as exc:
             raise pytest.UsageError(f"test services: {exc}") from exc
-        config.stash[_REPORT] = _ServicesReport(choice)
+        config.stash[_REPORT] = _ServicesReport(choice, strict=choice.explicit or _in_ci())
     return config.stash[_REPORT]
 
 
@@ -124,11 +149,17 @@ def _base_settings(config: pytest.Config) -> Settings:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    choice = _report(config).choice
+    report = _report(config)
+    choice = report.choice
     when = "used as given" if choice.source is Source.ENV else "started on first use"
+    policy = (
+        "services that cannot start fail the run"
+        if report.strict
+        else "ad-hoc run: integration tests skip if a service is not installed"
+    )
     return (
         f"mindstream test services: {choice.source.value} - {choice.source.description} "
-        f"({choice.reason}; {when})"
+        f"({choice.reason}; {when}; {policy})"
     )
 
 
@@ -145,12 +176,22 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_sep("-", "mindstream test services")
     if report.note:
         terminalreporter.write_line(report.note)
+    # The session fixture's skip is re-raised for every test that needs the services.
+    skipped = [
+        r for r in terminalreporter.stats.get("skipped", []) if SKIP_PREFIX in str(r.longrepr)
+    ]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} integration tests SKIPPED because {report.skip_reason}",
+            yellow=True,
+            bold=True,
+        )
+        return
     endpoints = report.endpoints
     if endpoints is None:
         source = report.choice.source
-        terminalreporter.write_line(
-            f"{source.value}: {source.description} - not started (no test needed them)"
-        )
+        started = "could not start" if report.note else "not started (no test needed them)"
+        terminalreporter.write_line(f"{source.value}: {source.description} - {started}")
         return
     source = endpoints.source
     terminalreporter.write_line(
@@ -172,26 +213,43 @@ def _local_root(config: pytest.Config) -> Path:
     return data_dir / "test-services"
 
 
+def _fallbacks(report: _ServicesReport, root: Path) -> list[Source]:
+    """The sources an ad-hoc run may try after the chosen one failed to start."""
+    if report.strict or report.choice.source is Source.ENV:
+        return []
+    order = [Source.DOCKER, Source.KAFKA, Source.TANSU]
+    later = order[order.index(report.choice.source) + 1 :]
+    if Source.KAFKA in later and local_kafka_missing(root / KAFKA_JARS_DIR) is not None:
+        later.remove(Source.KAFKA)
+    return later
+
+
 @pytest.fixture(scope="session")
 def service_endpoints(request: pytest.FixtureRequest) -> Iterator[ServiceEndpoints]:
     config = request.config
     report = _report(config)
-    source = report.choice.source
+    root = _local_root(config)
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
-        try:
-            endpoints = stack.enter_context(
-                provide(source, os.environ, local_root=_local_root(config))
-            )
-        except BinaryNotFoundError as exc:
-            pytest.skip(f"no test services: {exc}")
-        except Exception as exc:
-            if source is not Source.DOCKER:
-                raise
-            report.note = f"docker failed ({exc!r}); fell back to the local launcher"
-            endpoints = stack.enter_context(
-                provide(Source.LOCAL, os.environ, local_root=_local_root(config))
-            )
+        endpoints = None
+        failures: list[str] = []
+        for source in [report.choice.source, *_fallbacks(report, root)]:
+            try:
+                endpoints = stack.enter_context(provide(source, os.environ, local_root=root))
+                break
+            except Exception as exc:
+                failures.append(f"{source.value} could not start: {exc}")
+                report.note = "; ".join(failures)
+                if report.strict:
+                    raise
+                if isinstance(exc, BinaryNotFoundError):
+                    report.skip_reason = str(exc)
+                elif source is not Source.DOCKER and not isinstance(exc, JarFetchError):
+                    raise  # installed but broken: worth a failure even in an ad-hoc run
+        if endpoints is None:
+            pytest.skip(f"{SKIP_PREFIX}{report.skip_reason}")
+        if failures:
+            report.note += f"; fell back to {endpoints.source.value}"
         if endpoints.source is Source.ENV:
             check_reachable(endpoints.apply(_base_settings(config)))
         report.endpoints = endpoints

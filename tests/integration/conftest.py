@@ -46,6 +46,9 @@ def stream_settings(
         onnx_threads=1,
         stream_watch_interval_s=0.5,
         stream_shutdown_grace_s=2.0,
+        # The shortest session Apache Kafka allows (group.min.session.timeout.ms): a SIGKILLed
+        # worker's partitions go to its successor after 6 s, not the standard profile's 30 s.
+        kafka_session_timeout_ms=6_000,
         log_level="INFO",
     )
     yield settings

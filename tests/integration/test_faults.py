@@ -36,7 +36,9 @@ from typing import Any
 import pytest
 import redis
 
+from infra import processes, services
 from infra.ports import free_port
+from infra.testing import ServiceEndpoints, Source
 from mindstream.settings import Settings
 from stream.deadletter import DeadLetter
 from stream.harness import Record, WorkerProcess, read_dead_letters
@@ -310,21 +312,67 @@ def test_redis_outage_and_return_on_the_same_port(
     assert failures > 0 and worker.starts == 1, figures
 
 
-def test_broker_restart_with_durable_storage(service_settings: Settings) -> None:
-    """(c) needs a broker that keeps its data across a restart."""
-    if service_settings.kafka_profile == "local":
+def _events_in(worker: WorkerProcess) -> float:
+    return sum(v for k, v in worker.metrics().items() if "events_in_total" in k)
+
+
+def test_broker_restart_with_durable_storage(
+    service_endpoints: ServiceEndpoints,
+    stream_settings: Settings,
+    redis_client: redis.Redis,
+    bundle_dir: Path,
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    report: Report,
+) -> None:
+    """(c) the broker stops (SIGTERM, its data kept) mid-stream and starts again on the same
+    ports with its data; the worker and the producer ride it out."""
+    data_dir = service_endpoints.data_dir
+    if service_endpoints.source is not Source.KAFKA or data_dir is None:
         pytest.skip(
-            "the local Tansu broker runs with memory storage: a restart loses every topic, so "
-            "there is nothing to resume. Its s3:// engine against a moto S3 emulator did keep "
-            "records across a restart, but answered wrong end offsets (113 for partitions "
-            "holding 160 and 140 records, before any restart) and took ~70 records/s, so the "
-            "worker's changelog recovery could not be exact; run this against Apache Kafka "
-            "(MINDSTREAM_TEST_SERVICES=docker or env)"
+            "needs the local Apache Kafka launched by this session (MINDSTREAM_TEST_SERVICES="
+            "kafka): the local Tansu broker keeps topics in memory only, and services from the "
+            "environment or Docker are not restarted by the tests"
         )
-    pytest.skip(
-        "the test services are not started by this test run (docker or env): restarting the "
-        "shared broker mid-session would break the other tests; see RELIABILITY.md"
-    )
+    log = click_log(FAULT_RATE * 15, seed=6)
+    with WorkerProcess(stream_settings, tmp_path / "worker.log") as worker:
+        worker.start()
+        worker.wait_ready(timeout_s=120)
+        stream = SustainedStream(stream_settings, log.records, FAULT_RATE).start()
+        deadline = time.monotonic() + 60
+        while _events_in(worker) < FAULT_RATE * 2:  # the worker is in the middle of the stream
+            assert time.monotonic() < deadline and worker.running, worker.log_tail()
+            time.sleep(0.1)
+        state = services.read_state(data_dir)
+        assert state is not None
+        nodes = [r.name for r in state.broker_nodes]
+        stopped_at = time.monotonic()
+        outcomes = services.stop_nodes(data_dir, nodes)
+        assert all(o is processes.StopOutcome.TERMINATED for o in outcomes.values()), outcomes
+        sent_before_stop = stream.sent
+        assert worker.running, worker.log_tail()  # waiting for the broker, not crashing
+        services.restart_nodes(data_dir, nodes, timeout_s=120)
+        down_s = time.monotonic() - stopped_at
+        positions = stream.join()
+        verify(
+            "broker_restart",
+            stream_settings,
+            redis_client,
+            log,
+            positions,
+            bundle_dir,
+            unique_name,
+            worker,
+            {
+                "broker_restarts": 1,
+                "broker_nodes": len(nodes),
+                "broker_down_s": round(down_s, 1),
+                "records_sent_before_stop": sent_before_stop,
+                "worker_starts": worker.starts,
+            },
+            report,
+        )
+        assert worker.running and worker.starts == 1, worker.log_tail()
 
 
 def test_two_workers_one_killed_rebalance(

@@ -137,3 +137,23 @@ async def test_aiokafka_options_work_and_keep_end_offsets_exact(
                 await consumer.stop()
     finally:
         await producer.stop()
+
+
+def test_session_timeout_setting_overrides_the_profile_for_every_consumer() -> None:
+    from stream.config import app_options
+
+    default = Settings()
+    assert (
+        kafka_config.kafka_python_consumer_kwargs(default, group_id="g")["session_timeout_ms"]
+        == 30_000
+    )
+    tuned = dataclasses.replace(Settings(), kafka_session_timeout_ms=6_000)
+    for options in (
+        kafka_config.kafka_python_consumer_kwargs(tuned, group_id="g"),
+        kafka_config.aiokafka_consumer_kwargs(tuned, group_id="g"),
+    ):
+        assert options["session_timeout_ms"] == 6_000
+        assert options["heartbeat_interval_ms"] == 2_000  # at most a third of the session
+    faust = app_options(tuned)
+    assert faust["broker_session_timeout"] == 6.0
+    assert faust["broker_heartbeat_interval"] == 2.0

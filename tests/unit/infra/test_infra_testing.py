@@ -28,19 +28,34 @@ def _must_not_ask() -> bool:
     raise AssertionError("docker was probed although the choice was already made")
 
 
-def test_environment_wins_then_docker_then_local() -> None:
-    assert choose(BOTH, _must_not_ask).source is Source.ENV
-    assert choose({}, _docker).source is Source.DOCKER
-    assert choose({}, _no_docker).source is Source.LOCAL
+def _kafka_tools() -> str | None:
+    return None
+
+
+def _no_java() -> str:
+    return "the local Apache Kafka broker needs Java (not on PATH); install it with: apt-get"
+
+
+def test_environment_wins_then_docker_then_apache_kafka_then_tansu() -> None:
+    assert choose(BOTH, _must_not_ask, _kafka_tools).source is Source.ENV
+    assert choose({}, _docker, _kafka_tools).source is Source.DOCKER
+    assert choose({}, _no_docker, _kafka_tools).source is Source.KAFKA
+    fallback = choose({}, _no_docker, _no_java)
+    assert fallback.source is Source.TANSU and not fallback.explicit
+    # The header says why it fell back to Tansu, with the launcher's install advice.
+    assert "falling back to Tansu" in fallback.reason and "needs Java" in fallback.reason
 
 
 def test_forcing_a_source() -> None:
-    assert choose({**BOTH, "MINDSTREAM_TEST_SERVICES": "local"}, _must_not_ask).source is (
-        Source.LOCAL
-    )
+    forced = choose({**BOTH, "MINDSTREAM_TEST_SERVICES": "tansu"}, _must_not_ask, _no_java)
+    assert forced.source is Source.TANSU and forced.explicit
+    kafka = choose({"MINDSTREAM_TEST_SERVICES": "kafka"}, _must_not_ask, _no_java)
+    assert kafka.source is Source.KAFKA and kafka.explicit  # chosen even without java
     assert choose({"MINDSTREAM_TEST_SERVICES": "Docker"}, _no_docker).source is Source.DOCKER
     with pytest.raises(ConfigError, match="expected one of"):
         choose({"MINDSTREAM_TEST_SERVICES": "cloud"}, _no_docker)
+    with pytest.raises(ConfigError, match=r"kafka \(Apache Kafka\) or tansu"):
+        choose({"MINDSTREAM_TEST_SERVICES": "local"}, _no_docker)
     with pytest.raises(ConfigError, match="set both"):
         choose({"MINDSTREAM_TEST_SERVICES": "env"}, _no_docker)
 

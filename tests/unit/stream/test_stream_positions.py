@@ -24,29 +24,54 @@ class Consumer:
         self.faust_seeks += 1
 
     async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
-        return {tp: 5 for tp in tps}
+        # the log start: records below it were deleted by retention
+        starts = {TP("rekey", 0): 5, TP("clicks", 2): 10}
+        return {tp: starts.get(tp, 0) for tp in tps}
 
     async def seek(self, tp: TP, offset: int) -> None:
         self.seeks[tp] = offset
 
 
-def test_rewind_covers_zero_and_missing_commits(monkeypatch: pytest.MonkeyPatch) -> None:
-    committed = {("clicks", 0): 0, ("clicks", 1): 42, ("rekey", 0): None}
+def test_rewind_covers_zero_missing_and_deleted_commits(monkeypatch: pytest.MonkeyPatch) -> None:
+    committed = {("clicks", 0): 0, ("clicks", 1): 42, ("clicks", 2): 3, ("rekey", 0): None}
 
     def fake(settings: Settings, partitions: list[tuple[str, int]]) -> dict[Any, Any]:
         return {p: committed[p] for p in partitions}
 
     monkeypatch.setattr(positions, "committed_offsets", fake)
     consumer = Consumer()
-    assigned = [TP("clicks", 0), TP("clicks", 1), TP("rekey", 0), TP("app-windows-changelog", 0)]
+    assigned = [
+        TP("clicks", 0),
+        TP("clicks", 1),
+        TP("clicks", 2),
+        TP("rekey", 0),
+        TP("app-windows-changelog", 0),
+    ]
     started = asyncio.run(
         positions.rewind_to_committed(consumer, Settings(), assigned, {"clicks", "rekey"})
     )
-    # the changelog partition is Faust's recovery's business and is left alone
-    assert consumer.seeks == {TP("clicks", 0): 0, TP("clicks", 1): 42, TP("rekey", 0): 5}
+    # the changelog partition is Faust's recovery's business and is left alone; clicks[2]'s
+    # committed records 3..9 were deleted: it starts at the log start, where the guard expects
+    assert consumer.seeks == {
+        TP("clicks", 0): 0,
+        TP("clicks", 1): 42,
+        TP("clicks", 2): 10,
+        TP("rekey", 0): 5,
+    }
     assert started == consumer.seeks
     # what Faust's own perform_seek would record: the committed offsets that exist
-    assert consumer._committed_offset == {TP("clicks", 0): 0, TP("clicks", 1): 42}
+    assert consumer._committed_offset == {
+        TP("clicks", 0): 0,
+        TP("clicks", 1): 42,
+        TP("clicks", 2): 3,
+    }
+
+
+def test_first_readable_offset() -> None:
+    assert positions.first_readable(None, None) == 0
+    assert positions.first_readable(None, 7) == 7
+    assert positions.first_readable(12, 7) == 12
+    assert positions.first_readable(3, 7) == 7
 
 
 def test_the_seek_right_after_a_rewind_is_skipped_once() -> None:
