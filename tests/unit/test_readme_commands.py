@@ -289,8 +289,8 @@ def _section_block(heading: str) -> str:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text.split(f"\n{heading}\n", 1)[1].split("\n#", 1)[0]
     blocks = [body for language, body in fenced_blocks(section) if language == "bash"]
-    assert len(blocks) == 1, f"{heading} should hold one bash block"
-    return blocks[0]
+    assert blocks, f"{heading} should hold a bash block"
+    return blocks[0]  # the section's first block: the dependency-free Tansu services
 
 
 @pytest.mark.integration
