@@ -34,6 +34,12 @@ def register(sub: Any) -> None:
     up.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for each (default: 30)"
     )
+    up.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="a local Redis Cluster (3 masters, 3 replicas) instead of one redis-server; "
+        "the exports then set MINDSTREAM_REDIS_CLUSTER=true",
+    )
     up.set_defaults(handler=_up)
 
     down = actions.add_parser("down", help="stop both and forget them")
@@ -101,7 +107,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
 
     _quiet_kafka_client()
     data_dir = _data_dir(args, settings)
-    result = services.up(data_dir, timeout_s=args.timeout)
+    result = services.up(data_dir, timeout_s=args.timeout, redis_cluster=args.redis_cluster)
     state = result.services
     if result.started:
         print(f"started {_describe(state.services)}", file=sys.stderr)

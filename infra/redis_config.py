@@ -106,7 +106,7 @@ _TRANSIENT_ERRORS = (
     redis.exceptions.ReadOnlyError,
     redis.exceptions.TryAgainError,
     redis.exceptions.ClusterDownError,  # MASTERDOWN too
-    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.OutOfMemoryError,  # type: ignore[attr-defined]  # stubs lack it
     redis.exceptions.BusyLoadingError,
 )
 _NAMED_ERRORS: dict[type[Exception], str] = {
@@ -139,9 +139,12 @@ def unrecoverable_reason(exc: BaseException, *, cluster: bool = False) -> str | 
         return None  # the slot map is refreshed on the next try
     if isinstance(exc, RedisClusterException):
         text = str(exc)
-        if "not covered" in text or "not enabled" in text or "same key slot" in text:
-            return f"cluster: {text[:120]}"
-        return None
+        # no startup node answers (all down, or a failover in progress): retry
+        if "cannot be connected" in text:
+            return None
+        # the client refused the request itself (keys of two slots, a blocked command) or the
+        # cluster cannot serve it (uncovered slots, not a cluster)
+        return f"cluster: {text[:120]}"
     if isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthorizationError):
         return getattr(exc, "status_code", None) or "authentication refused"
     if isinstance(exc, _TRANSIENT_ERRORS):

@@ -19,6 +19,7 @@ from infra.launch import ServiceDefinition, ServiceRecord, launch
 from infra.ports import LOOPBACK
 from infra.redis_server import REDIS
 from infra.state import (
+    CLUSTER_NODE_PREFIX,
     KAFKA_PROFILE,
     SERVICES_DIR,
     STATE_FILE,
@@ -82,27 +83,35 @@ def up(
     host: str = LOOPBACK,
     timeout_s: float = 30.0,
     owner: processes.ProcessHandle | None = None,
+    redis_cluster: bool = False,
 ) -> UpResult:
     """Start the broker and Redis unless they already run; return where they listen.
 
-    With ``owner`` set (test sessions), :func:`reap_orphans` may stop them once that process
-    is gone. Services recorded but partly dead are stopped and started afresh.
+    ``redis_cluster``: a local Redis Cluster (3 masters, 3 replicas; ``infra.redis_cluster``)
+    instead of one redis-server. With ``owner`` set (test sessions), :func:`reap_orphans` may
+    stop them once that process is gone. Services recorded but partly dead, or of the other
+    Redis kind, are stopped and started afresh.
     """
+    definitions = DEFINITIONS
+    if redis_cluster:
+        from infra.redis_cluster import cluster_definitions
+
+        definitions = (*(d for d in DEFINITIONS if d is not REDIS), *cluster_definitions())
     with locked(data_dir):
         state = read_state(data_dir)
         if state is not None:
             alive = running(state)
-            if alive and all(alive.values()) and set(alive) == {d.name for d in DEFINITIONS}:
+            if alive and all(alive.values()) and set(alive) == {d.name for d in definitions}:
                 return UpResult(state, started=False)
             logger.warning("recorded services are not all running (%s); restarting them", alive)
             _stop_all(state, timeout_s=10.0)
             clear_state(data_dir)
-        for definition in DEFINITIONS:
+        for definition in definitions:
             definition.find_binary()  # refuse before starting anything when one is missing
         workdir = services_dir(data_dir)
         state = LocalServices(owner=owner)
         try:
-            for definition in DEFINITIONS:
+            for definition in definitions:
 
                 def remember(record: ServiceRecord, before: LocalServices = state) -> None:
                     write_state(data_dir, before.with_service(record))
@@ -112,6 +121,11 @@ def up(
                 )
                 state = state.with_service(record)
                 write_state(data_dir, state)
+            if redis_cluster:
+                from infra.redis_cluster import MASTERS, form_cluster
+
+                nodes = [r for n, r in state.services.items() if n.startswith(CLUSTER_NODE_PREFIX)]
+                form_cluster(nodes, masters=MASTERS, timeout_s=timeout_s)
         except BaseException:
             _stop_all(state, timeout_s=5.0)
             clear_state(data_dir)

@@ -205,7 +205,9 @@ class Precomputer:
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=False)
             for record, payload in writes:
-                pipe.evalsha(
+                # execute_command: a cluster pipeline blocks evalsha(), not the command
+                pipe.execute_command(
+                    "EVALSHA",
                     MONOTONIC_CANDIDATES_SHA,
                     1,
                     candidates_key(prefix, record.user_id),

@@ -257,7 +257,9 @@ def write_records(
     for attempt in (1, 2):
         pipe = client.pipeline(transaction=False)
         for numkeys, args in calls:
-            pipe.evalsha(MONOTONIC_WRITE_SHA, numkeys, *args)
+            # execute_command: redis-py's cluster pipeline blocks the evalsha() method, but
+            # routes the command by its keys (all of one slot here)
+            pipe.execute_command("EVALSHA", MONOTONIC_WRITE_SHA, numkeys, *args)
         try:
             return _written(pipe.execute(), order)
         except NoScriptError:
@@ -280,7 +282,9 @@ async def write_records_async(
     for attempt in (1, 2):
         pipe = client.pipeline(transaction=False)
         for numkeys, args in calls:
-            pipe.evalsha(MONOTONIC_WRITE_SHA, numkeys, *args)
+            # execute_command: redis-py's cluster pipeline blocks the evalsha() method, but
+            # routes the command by its keys (all of one slot here)
+            pipe.execute_command("EVALSHA", MONOTONIC_WRITE_SHA, numkeys, *args)
         try:
             return _written(await pipe.execute(), order)
         except NoScriptError:
