@@ -11,6 +11,7 @@ link is up. ``mindstream services up --redis-cluster`` and the cluster tests use
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,21 +42,35 @@ def cluster_definitions(
     return tuple(node_definition(n) for n in range(masters * (1 + replicas)))
 
 
+def node_argv(
+    binary: Path, host: str, port: int, workdir: Path, *, bus_port: int, node_timeout_ms: int
+) -> list[str]:
+    """Command line of a cluster node (its node file ``nodes-<port>.conf`` in ``workdir``)."""
+    return [
+        *redis_argv(binary, host, port, workdir),
+        *("--cluster-enabled", "yes"),
+        *("--cluster-config-file", f"nodes-{port}.conf"),
+        *("--cluster-port", str(bus_port)),
+        *("--cluster-node-timeout", str(node_timeout_ms)),
+        # a replica whose master is gone takes over however stale its link was
+        *("--cluster-replica-validity-factor", "0"),
+    ]
+
+
 def node_definition(index: int, node_timeout_ms: int = NODE_TIMEOUT_MS) -> ServiceDefinition:
-    """Node ``index`` of the cluster: a redis-server in cluster mode with its own bus port."""
+    """Node ``index`` of a new cluster: a redis-server in cluster mode with its own bus port."""
 
     def argv(binary: Path, host: str, port: int, workdir: Path) -> list[str]:
         # A node file left by an earlier cluster on the same port would rejoin that cluster.
         (workdir / f"nodes-{port}.conf").unlink(missing_ok=True)
-        return [
-            *redis_argv(binary, host, port, workdir),
-            *("--cluster-enabled", "yes"),
-            *("--cluster-config-file", f"nodes-{port}.conf"),
-            *("--cluster-port", str(free_port(host))),
-            *("--cluster-node-timeout", str(node_timeout_ms)),
-            # a replica whose master is gone takes over however stale its link was
-            *("--cluster-replica-validity-factor", "0"),
-        ]
+        return node_argv(
+            binary,
+            host,
+            port,
+            workdir,
+            bus_port=free_port(host),
+            node_timeout_ms=node_timeout_ms,
+        )
 
     return ServiceDefinition(
         name=f"{CLUSTER_NODE_PREFIX}{index}",
@@ -64,6 +79,42 @@ def node_definition(index: int, node_timeout_ms: int = NODE_TIMEOUT_MS) -> Servi
         env=redis_env,
         probe=redis_answers,
     )
+
+
+def restart_node(
+    record: ServiceRecord, *, node_timeout_ms: int = NODE_TIMEOUT_MS, timeout_s: float = 30.0
+) -> ServiceRecord:
+    """Start a node that died again, on its port and bus port with its node file, as a
+    supervisor would: it rejoins its cluster (a failed master comes back as a replica)."""
+    workdir = record.log_path.parent.parent / record.name
+    bus_port = _own_bus_port(workdir / f"nodes-{record.port}.conf")
+    binary = find_redis_server()
+    argv = node_argv(
+        binary,
+        record.host,
+        record.port,
+        workdir,
+        bus_port=bus_port,
+        node_timeout_ms=node_timeout_ms,
+    )
+    handle = processes.spawn(argv, record.log_path, env=redis_env(os.environ), cwd=workdir)
+    again = ServiceRecord(record.name, record.host, record.port, handle, record.log_path)
+    processes.wait_until_ready(
+        handle,
+        lambda: redis_answers(record.host, record.port),
+        what=f"{record.name} on {record.host}:{record.port}",
+        log_path=record.log_path,
+        timeout_s=timeout_s,
+    )
+    return again
+
+
+def _own_bus_port(node_file: Path) -> int:
+    for line in node_file.read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 2 and "myself" in fields[2]:
+            return int(fields[1].split("@", 1)[1].split(",", 1)[0])
+    raise ServiceStartError(f"{node_file} does not name the node itself")
 
 
 def slot_ranges(masters: int) -> list[tuple[int, int]]:

@@ -208,6 +208,18 @@ class Settings:
         5.0,
         "Longest pause between retries of a failed Redis write (backoff doubles up to it).",
     )
+    redis_wait_replicas: int = _setting(
+        "MINDSTREAM_REDIS_WAIT_REPLICAS",
+        0,
+        "Replicas that must hold a batch's records before the worker commits it (Redis WAIT "
+        "on every node written; 0 = do not wait). With 1, a master failover loses no "
+        "committed record.",
+    )
+    redis_wait_timeout_ms: int = _setting(
+        "MINDSTREAM_REDIS_WAIT_TIMEOUT_MS",
+        1000,
+        "How long that WAIT may block; fewer replicas by then fail the write, which is retried.",
+    )
     stream_redis_refused_exit_s: float = _setting(
         "MINDSTREAM_STREAM_REDIS_REFUSED_EXIT_S",
         30.0,

@@ -60,7 +60,7 @@ import redis.cluster
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
-from stream.exceptions import RecordError
+from stream.exceptions import RecordError, StoreUnavailable
 
 FIELDS = (
     "v",
@@ -102,6 +102,10 @@ MONOTONIC_WRITE_SHA = hashlib.sha1(MONOTONIC_WRITE_LUA.encode()).hexdigest()  # 
 # Records per script call: one call runs atomically and blocks the server meanwhile, so a big
 # batch goes as several calls (pipelined in one round trip) of bounded length.
 RECORDS_PER_CALL = 256
+
+
+class ReplicasBehind(StoreUnavailable):
+    """Fewer replicas than asked acknowledged a write in time (retried like an outage)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -273,24 +277,60 @@ def write_records(
 
 
 async def write_records_async(
-    client: redis.asyncio.Redis, prefix: str, records: Sequence[InterestRecord]
+    client: redis.asyncio.Redis,
+    prefix: str,
+    records: Sequence[InterestRecord],
+    *,
+    wait_replicas: int = 0,
+    wait_timeout_ms: int = 1000,
 ) -> list[bool]:
-    """:func:`write_records` for an asyncio client."""
+    """:func:`write_records` for an asyncio client.
+
+    ``wait_replicas`` > 0: the pipeline ends, on every node written (one for a single Redis),
+    with ``WAIT wait_replicas wait_timeout_ms`` on the same connection, so the call returns only
+    once that many replicas hold the batch; fewer raise :class:`ReplicasBehind` (a retry may
+    succeed once the replicas catch up). Replication is asynchronous otherwise, and a master
+    that fails over loses the writes its replica had not received yet.
+    """
     if not records:
         return []
-    calls, order = _script_calls(prefix, records, by_slot=_is_cluster(client))
+    cluster = _is_cluster(client)
+    calls, order = _script_calls(prefix, records, by_slot=cluster)
     for attempt in (1, 2):
         pipe = client.pipeline(transaction=False)
         for numkeys, args in calls:
             # execute_command: redis-py's cluster pipeline blocks the evalsha() method, but
             # routes the command by its keys (all of one slot here)
             pipe.execute_command("EVALSHA", MONOTONIC_WRITE_SHA, numkeys, *args)
+        waits = 0
+        if wait_replicas > 0:
+            if cluster:
+                await client.initialize()  # the slot map (a no-op once loaded)
+                # the node of each call's slot, once (ClusterNode compares by name)
+                nodes = {
+                    node.name: node
+                    for node in (client.get_node_from_key(args[0]) for _, args in calls)  # type: ignore[attr-defined]
+                }
+                for node in nodes.values():
+                    pipe.execute_command("WAIT", wait_replicas, wait_timeout_ms, target_nodes=node)
+                waits = len(nodes)
+            else:
+                pipe.execute_command("WAIT", wait_replicas, wait_timeout_ms)
+                waits = 1
         try:
-            return _written(await pipe.execute(), order)
+            replies = await pipe.execute()
         except NoScriptError:
             if attempt == 2:
                 raise
             await client.script_load(MONOTONIC_WRITE_LUA)
+            continue
+        acked = replies[len(replies) - waits :]
+        if any(int(n) < wait_replicas for n in acked):
+            raise ReplicasBehind(
+                f"WAIT {wait_replicas} {wait_timeout_ms}: only {sorted(int(n) for n in acked)} "
+                "replicas acknowledged the batch (MINDSTREAM_REDIS_WAIT_REPLICAS)"
+            )
+        return _written(replies[: len(replies) - waits], order)
     raise AssertionError("unreachable")
 
 

@@ -176,7 +176,13 @@ class Runtime:
             self,
             store,
             outbox,
-            functools.partial(write_records_async, redis_client, settings.redis_prefix),
+            functools.partial(
+                write_records_async,
+                redis_client,
+                settings.redis_prefix,
+                wait_replicas=settings.redis_wait_replicas,
+                wait_timeout_ms=settings.redis_wait_timeout_ms,
+            ),
             stopping=stopping,
         )
         self._export_tower_info(None)

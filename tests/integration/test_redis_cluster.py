@@ -5,7 +5,8 @@ Each test starts its own cluster (``redis_cluster`` fixture, ``infra.redis_clust
 node. Checked: every user's record equals the batch recompute and ``seq`` is exact (the
 ``streamcheck`` helpers), the records are spread over every master, recall and ``mindstream
 stream show`` read them through a cluster client; a master SIGKILLed mid-stream is replaced by
-its replica and the worker carries on without a restart and without losing an event; and
+its replica and the worker (waiting for one replica per batch) carries on without a restart and
+without losing an event; 2,000 slots resharded mid-stream (MOVED/ASK) lose nothing; and
 misconfiguration (cluster mode on the wrong kind of server, uncovered slots, a node refusing
 the write script) fails with an error that names the setting instead of a retry loop.
 """
@@ -16,6 +17,7 @@ import asyncio
 import dataclasses
 import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,8 +28,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from infra import processes
 from infra.launch import ServiceRecord
-from infra.redis_cluster import wait_cluster_ok
+from infra.redis_cluster import restart_node, wait_cluster_ok
 from infra.redis_config import RedisConfigError, check_redis, redis_client
 from infra.services import read_state
 from mindstream.settings import Settings, known_env
@@ -93,7 +96,9 @@ def test_worker_writes_per_slot_and_readers_read_through_the_cluster(
         assert shown[user]["seq"] == served[user]["seq"] == records[user].seq, user
 
 
+@pytest.mark.parametrize("wait_replicas", [0, 1], ids=["async-replication", "wait-1-replica"])
 def test_master_sigkilled_mid_stream_is_replaced_and_nothing_is_lost(
+    wait_replicas: int,
     redis_cluster: list[ServiceRecord],
     stream_settings: Settings,
     bundle_dir: Path,
@@ -101,9 +106,18 @@ def test_master_sigkilled_mid_stream_is_replaced_and_nothing_is_lost(
     unique_name: Callable[[str], str],
     report: Report,
 ) -> None:
-    settings = _cluster_settings(stream_settings, redis_cluster)
+    """A master is SIGKILLed while the stream runs; its replica takes over its slots.
+
+    With ``MINDSTREAM_REDIS_WAIT_REPLICAS=1`` every batch is on a replica before it is
+    committed, so the failover cannot lose a committed record; the promoted replica then has no
+    replica of its own, and the writes to its slots wait (``/health`` degraded) until the killed
+    node is started again, as a supervisor would, and rejoins as its replica."""
+    settings = dataclasses.replace(
+        _cluster_settings(stream_settings, redis_cluster), redis_wait_replicas=wait_replicas
+    )
     log = click_log(FAULT_RATE * 12, seed=6)
     victim, replica = redis_cluster[1], redis_cluster[1 + MASTERS]
+    restarted: list[ServiceRecord] = []
     client = redis_client(settings)
     try:
         with WorkerProcess(settings, tmp_path / "worker.log") as worker:
@@ -121,9 +135,31 @@ def test_master_sigkilled_mid_stream_is_replaced_and_nothing_is_lost(
                 time.sleep(0.05)
             wait_cluster_ok([r for r in redis_cluster if r is not victim], timeout_s=60)
             failover_s = time.monotonic() - killed_at
+            faults: dict[str, object] = {
+                "master_sigkill": 1,
+                "replica_promoted_after_s": round(failover_s, 1),
+                "wait_replicas": wait_replicas,
+            }
+            if wait_replicas:
+                # no replica for the promoted master: its slots' writes wait, the worker says so
+                while (answer := worker.health()) is None or answer[0] == 200:
+                    assert time.monotonic() - killed_at < 60, worker.log_tail()
+                    time.sleep(0.1)
+                assert answer[1]["status"] == "degraded", answer
+                restarted.append(restart_node(victim))
+                while _node(victim).info("replication").get("master_link_status") != "up":
+                    assert time.monotonic() - killed_at < 90, "the old master did not rejoin"
+                    time.sleep(0.1)
+                faults["old_master_back_as_replica_after_s"] = round(
+                    time.monotonic() - killed_at, 1
+                )
             positions = stream.join()
+            faults["redis_write_failures_retried"] = worker.metrics().get(
+                "mindstream_stream_redis_write_failures_total", 0.0
+            )
+            faults["worker_starts"] = worker.starts
             figures = verify(
-                "redis_cluster_failover",
+                f"redis_cluster_failover_wait{wait_replicas}",
                 settings,
                 client,
                 log,
@@ -131,19 +167,14 @@ def test_master_sigkilled_mid_stream_is_replaced_and_nothing_is_lost(
                 bundle_dir,
                 unique_name,
                 worker,
-                {
-                    "master_sigkill": 1,
-                    "replica_promoted_after_s": round(failover_s, 1),
-                    "redis_write_failures_retried": worker.metrics().get(
-                        "mindstream_stream_redis_write_failures_total", 0.0
-                    ),
-                    "worker_starts": worker.starts,
-                },
+                faults,
                 report,
             )
             assert worker.running and worker.starts == 1, figures
     finally:
         client.close()
+        for record in restarted:
+            processes.stop(record.process, timeout_s=5.0)
 
 
 def test_cluster_mode_must_match_the_server(
@@ -244,3 +275,75 @@ def test_services_up_redis_cluster_starts_a_usable_cluster(tmp_path: Path) -> No
     finally:
         down = run([*cli, "down", "--data-dir", str(data_dir)])
     assert down.returncode == 0 and down.stderr.count(": stopped by") == 7, down.stderr
+
+
+def test_slots_resharded_mid_stream_are_followed(
+    redis_cluster: list[ServiceRecord],
+    stream_settings: Settings,
+    bundle_dir: Path,
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    report: Report,
+) -> None:
+    """``redis-cli --cluster reshard`` moves 2,000 slots (and their records, key by key, with
+    MIGRATE) from one master to another while the stream runs: the worker's writes follow the
+    MOVED and ASK redirections and nothing is lost."""
+    redis_cli = shutil.which("redis-cli")
+    if redis_cli is None:
+        pytest.skip("redis-cli is not installed (apt-get install redis-tools)")
+    settings = _cluster_settings(stream_settings, redis_cluster)
+    log = click_log(FAULT_RATE * 10, seed=8)
+    source, target = redis_cluster[0], redis_cluster[2]
+    ids = [_node(r).execute_command("CLUSTER", "MYID") for r in (source, target)]
+    source_id, target_id = (i.decode() if isinstance(i, bytes) else str(i) for i in ids)
+    client = redis_client(settings)
+    try:
+        with WorkerProcess(settings, tmp_path / "worker.log") as worker:
+            worker.start()
+            worker.wait_ready()
+            stream = SustainedStream(settings, log.records, FAULT_RATE).start()
+            deadline = time.monotonic() + 60
+            while _node(source).dbsize() < 20:  # records to move are there
+                assert time.monotonic() < deadline and worker.running, worker.log_tail()
+                time.sleep(0.05)
+            started = time.monotonic()
+            moved = subprocess.run(
+                [
+                    redis_cli,
+                    *("--cluster", "reshard", f"{source.host}:{source.port}"),
+                    *("--cluster-from", source_id, "--cluster-to", target_id),
+                    *("--cluster-slots", "2000", "--cluster-yes"),
+                    *("--cluster-pipeline", "10"),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            reshard_s = time.monotonic() - started
+            assert moved.returncode == 0, moved.stdout[-2000:] + moved.stderr[-2000:]
+            positions = stream.join()
+            figures = verify(
+                "redis_cluster_reshard",
+                settings,
+                client,
+                log,
+                positions,
+                bundle_dir,
+                unique_name,
+                worker,
+                {
+                    "slots_moved": 2000,
+                    "reshard_s": round(reshard_s, 1),
+                    "stream_done_before_reshard_ended": stream.done,
+                    "worker_starts": worker.starts,
+                },
+                report,
+            )
+            assert worker.running and worker.starts == 1, figures
+    finally:
+        client.close()
+    # the target now serves the moved slots
+    slots = _node(target).execute_command("CLUSTER", "SLOTS")
+    served = sum(int(r[1]) - int(r[0]) + 1 for r in slots if int(r[2][1]) == target.port)
+    assert served >= 16384 // MASTERS + 2000 - 1, served
