@@ -306,6 +306,7 @@ def test_slots_resharded_mid_stream_are_followed(
             while _node(source).dbsize() < 20:  # records to move are there
                 assert time.monotonic() < deadline and worker.running, worker.log_tail()
                 time.sleep(0.05)
+            streaming_at_start = not stream.done
             started = time.monotonic()
             moved = subprocess.run(
                 [
@@ -321,6 +322,7 @@ def test_slots_resharded_mid_stream_are_followed(
                 check=False,
             )
             reshard_s = time.monotonic() - started
+            streaming_at_end = not stream.done
             assert moved.returncode == 0, moved.stdout[-2000:] + moved.stderr[-2000:]
             positions = stream.join()
             figures = verify(
@@ -335,12 +337,14 @@ def test_slots_resharded_mid_stream_are_followed(
                 {
                     "slots_moved": 2000,
                     "reshard_s": round(reshard_s, 1),
-                    "stream_done_before_reshard_ended": stream.done,
+                    "stream_running_when_reshard_began": streaming_at_start,
+                    "stream_running_when_reshard_ended": streaming_at_end,
                     "worker_starts": worker.starts,
                 },
                 report,
             )
             assert worker.running and worker.starts == 1, figures
+            assert streaming_at_start, figures  # the slots moved while records were written
     finally:
         client.close()
     # the target now serves the moved slots
