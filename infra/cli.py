@@ -54,6 +54,12 @@ def register(sub: Any) -> None:
         default=1,
         help="Apache Kafka nodes: 1, or 3 (replication factor 3, min.insync.replicas 2)",
     )
+    up.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="a local Redis Cluster (3 masters, 3 replicas) instead of one redis-server; "
+        "the exports then set MINDSTREAM_REDIS_CLUSTER=true",
+    )
     up.set_defaults(handler=_up)
 
     down = actions.add_parser("down", help="stop both and forget them")
@@ -127,7 +133,13 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
     timeout = (
         args.timeout if args.timeout is not None else (120.0 if args.broker == "kafka" else 30.0)
     )
-    result = services.up(data_dir, timeout_s=timeout, broker=args.broker, nodes=args.nodes)
+    result = services.up(
+        data_dir,
+        timeout_s=timeout,
+        broker=args.broker,
+        nodes=args.nodes,
+        redis_cluster=args.redis_cluster,
+    )
     state = result.services
     if result.started:
         print(f"started {_describe(state.services)}", file=sys.stderr)

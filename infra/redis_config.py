@@ -13,18 +13,25 @@ the same way (the Kafka side has ``infra.kafka_config``):
 
 :func:`check_redis` pings once and turns the two failures an operator meets first (wrong
 credentials, no TLS where TLS was expected and the reverse) into :class:`RedisConfigError`
-messages that name the setting to fix, without echoing the password.
+messages that name the setting to fix, without echoing the password, and checks that the
+server's cluster mode is the one ``MINDSTREAM_REDIS_CLUSTER`` says. :func:`unrecoverable_reason`
+tells the errors that retrying cannot fix (their name) from those a retry may outlast (None).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import re
+import ssl
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException, SlotNotCoveredError
 from redis.retry import Retry
 
 from infra.exceptions import InfraError
@@ -54,18 +61,120 @@ def redis_client_kwargs(settings: Settings) -> dict[str, Any]:
     return options
 
 
+# Every error a Redis call can raise: the cluster client's own errors do not derive from
+# RedisError.
+REDIS_ERRORS = (redis.RedisError, RedisClusterException)
+
+
+# The factories return a cluster client typed as the plain one: it offers the same commands
+# (pipelines included, grouped per node), but the installed type stubs know few of them.
+
+
 def redis_client(settings: Settings, **overrides: Any) -> redis.Redis:
-    """A synchronous client (bytes in, bytes out unless ``decode_responses`` is overridden)."""
-    return redis.Redis.from_url(
-        settings.redis_url, **{**redis_client_kwargs(settings), **overrides}
-    )
+    """A synchronous client (bytes in, bytes out unless ``decode_responses`` is overridden);
+    a cluster client when ``MINDSTREAM_REDIS_CLUSTER`` is set."""
+    options = {**redis_client_kwargs(settings), **overrides}
+    if settings.redis_cluster:
+        return cast(redis.Redis, redis.cluster.RedisCluster.from_url(settings.redis_url, **options))
+    return redis.Redis.from_url(settings.redis_url, **options)
 
 
 def async_redis_client(settings: Settings, **overrides: Any) -> redis.asyncio.Redis:
     """An asyncio client with the same connection options as :func:`redis_client`."""
-    return redis.asyncio.Redis.from_url(
-        settings.redis_url, **{**redis_client_kwargs(settings), **overrides}
-    )
+    options = {**redis_client_kwargs(settings), **overrides}
+    if settings.redis_cluster:
+        return cast(
+            redis.asyncio.Redis,
+            redis.asyncio.cluster.RedisCluster.from_url(settings.redis_url, **options),
+        )
+    return redis.asyncio.Redis.from_url(settings.redis_url, **options)
+
+
+def is_cluster(client: object) -> bool:
+    """Whether ``client`` is a cluster client (sync or asyncio)."""
+    return isinstance(client, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster)
+
+
+# Server error codes a retry can outlast: a server loading its data, a script or a failover
+# in progress, a replica not yet promoted, memory or persistence trouble that an operator or
+# eviction may clear. Every other error reply means the request itself is refused.
+_TRANSIENT_CODES = frozenset(
+    {"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "OOM", "MISCONF",
+     "NOREPLICAS", "UNBLOCKED"}
+)  # fmt: skip
+_TRANSIENT_ERRORS = (
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,  # MASTERDOWN too
+    redis.exceptions.OutOfMemoryError,  # type: ignore[attr-defined]  # stubs lack it
+    redis.exceptions.BusyLoadingError,
+)
+_NAMED_ERRORS: dict[type[Exception], str] = {
+    redis.exceptions.NoPermissionError: "NOPERM",
+    redis.exceptions.ClusterCrossSlotError: "CROSSSLOT",
+    redis.exceptions.NoScriptError: "NOSCRIPT",
+}
+# redis-py prefixes an error of a pipelined command with the command it came from.
+_PIPELINE_PREFIX = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: ", re.S)
+
+
+def unrecoverable_reason(exc: BaseException, *, cluster: bool = False) -> str | None:
+    """The name of an error that retrying the same request cannot fix, or None when a retry
+    may succeed (nothing listening, a timeout, a failover in progress).
+
+    Unrecoverable: a TLS certificate that does not verify, a TLS handshake the server refuses
+    (no client certificate, TLS to a plain port), a refused password or user, an error reply
+    such as NOAUTH, NOPERM, CROSSSLOT, WRONGTYPE, an unknown command or a script that will not
+    load, a cluster without full slot coverage; with a non-cluster client (``cluster`` False)
+    also MOVED/ASK, which mean ``REDIS_URL`` is a cluster node.
+    """
+    for cause in _chain(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return "TLS certificate verify failed"
+        if isinstance(cause, ssl.SSLError) and not isinstance(
+            cause, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLWantReadError
+        ):
+            return f"TLS {cause.reason or 'handshake failed'}"
+    if isinstance(exc, SlotNotCoveredError):
+        return None  # the slot map is refreshed on the next try
+    if isinstance(exc, RedisClusterException):
+        text = str(exc)
+        # no startup node answers (all down, or a failover in progress): retry
+        if "cannot be connected" in text:
+            return None
+        # the client refused the request itself (keys of two slots, a blocked command) or the
+        # cluster cannot serve it (uncovered slots, not a cluster)
+        return f"cluster: {text[:120]}"
+    if isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthorizationError):
+        return getattr(exc, "status_code", None) or "authentication refused"
+    if isinstance(exc, _TRANSIENT_ERRORS):
+        return None
+    if isinstance(exc, redis.exceptions.AskError):  # MOVED too
+        return None if cluster else "MOVED (REDIS_URL is a cluster node)"
+    if not isinstance(exc, redis.ResponseError):
+        return None
+    for kind, name in _NAMED_ERRORS.items():
+        if isinstance(exc, kind):
+            return name
+    text = _PIPELINE_PREFIX.sub("", str(exc))
+    code = getattr(exc, "status_code", None) or text.split(" ", 1)[0]
+    if code in _TRANSIENT_CODES:
+        return None
+    if code in {"MOVED", "ASK"}:
+        return None if cluster else f"{code} (REDIS_URL is a cluster node)"
+    if code == "ERR" or not code.isupper():
+        lowered = text.lower()
+        return "unknown command" if "unknown command" in lowered else f"ERR {text[:80]}"
+    return code
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
 
 
 def redacted_url(url: str) -> str:
@@ -82,15 +191,20 @@ def redacted_url(url: str) -> str:
 
 
 def check_redis(settings: Settings, *, timeout_s: float = 5.0) -> None:
-    """PING Redis with the configured credentials and TLS; raise RedisConfigError if refused.
+    """PING the node of ``REDIS_URL`` with the configured credentials and TLS, and check its
+    cluster mode against ``MINDSTREAM_REDIS_CLUSTER`` (and, for a cluster, that every slot is
+    served); raise RedisConfigError if anything is refused or does not match.
 
     Connection failures that are not about configuration (nothing listening, a timeout) are
     re-raised as they are: a retry may cure them, a wrong password never does.
     """
-    # No retries: redis-py counts a refused AUTH as a connection error and would retry it with
-    # backoff (about 4 s) although a wrong password never heals.
-    client = redis_client(
-        settings,
+    # A plain client to the node named by the URL, so that the mode can be checked before a
+    # cluster client would fail on its own terms. No retries: redis-py counts a refused AUTH as
+    # a connection error and would retry it with backoff (about 4 s) although a wrong password
+    # never heals.
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        **redis_client_kwargs(settings),
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0),
@@ -99,6 +213,7 @@ def check_redis(settings: Settings, *, timeout_s: float = 5.0) -> None:
     user = urlsplit(settings.redis_url).username or "default"
     try:
         client.ping()
+        _check_cluster_mode(client, settings, where)
     except redis.AuthenticationError as exc:
         raise RedisConfigError(
             f"Redis at {where} refused user {user!r}: {exc} - check the user and password in "
@@ -125,4 +240,38 @@ def check_redis(settings: Settings, *, timeout_s: float = 5.0) -> None:
         raise
     finally:
         client.close()
-    logger.info("redis reachable url=%s user=%s", where, user)
+    logger.info("redis reachable url=%s user=%s cluster=%s", where, user, settings.redis_cluster)
+
+
+def _check_cluster_mode(client: redis.Redis, settings: Settings, where: str) -> None:
+    try:
+        enabled = bool(int(client.info("cluster").get("cluster_enabled", 0)))
+    except redis.exceptions.NoPermissionError:
+        # INFO is an @dangerous command that a restricted user may lack; the first write then
+        # tells (MOVED or CROSSSLOT, named in the log).
+        logger.warning("redis cluster mode not checked url=%s: INFO refused by the ACL", where)
+        return
+    if enabled != settings.redis_cluster:
+        if enabled:
+            raise RedisConfigError(
+                f"Redis at {where} is a Redis Cluster node but MINDSTREAM_REDIS_CLUSTER is "
+                "false: set MINDSTREAM_REDIS_CLUSTER=true (a plain client cannot follow the "
+                "cluster's slots)"
+            )
+        raise RedisConfigError(
+            f"MINDSTREAM_REDIS_CLUSTER is true but Redis at {where} is not in cluster mode "
+            "(cluster_enabled:0): unset MINDSTREAM_REDIS_CLUSTER, or point REDIS_URL at a "
+            "cluster node"
+        )
+    if not enabled:
+        return
+    raw = client.execute_command("CLUSTER", "INFO")
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    info = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    assigned = int(info.get("cluster_slots_assigned", "0"))
+    if assigned < 16384:
+        raise RedisConfigError(
+            f"the Redis Cluster of {where} (MINDSTREAM_REDIS_CLUSTER=true) serves {assigned} "
+            "of 16384 slots: assign every slot to a master (redis-cli --cluster fix or "
+            "CLUSTER ADDSLOTS) before starting mindstream"
+        )

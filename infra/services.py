@@ -24,6 +24,7 @@ from infra.ports import LOOPBACK
 from infra.redis_server import REDIS
 from infra.state import (
     BROKER_PROFILES,
+    CLUSTER_NODE_PREFIX,
     DEFAULT_BROKER,
     KAFKA_PROFILE,
     SERVICES_DIR,
@@ -67,13 +68,15 @@ class UpResult:
     startup_s: dict[str, float] = field(default_factory=dict)
 
 
-def expected_services(broker: str, nodes: int) -> set[str]:
-    """The names of the services ``up`` starts for this broker."""
+def expected_services(
+    broker: str, nodes: int, redis_definitions: tuple[ServiceDefinition, ...] = DEFINITIONS[1:]
+) -> set[str]:
+    """The names of the services ``up`` starts for this broker and this Redis."""
     if broker == "kafka":
         brokers = {f"{kafka_broker.NAME_PREFIX}{i}" for i in range(1, nodes + 1)}
     else:
         brokers = {TANSU.name}
-    return brokers | {d.name for d in DEFINITIONS if d is not TANSU}
+    return brokers | {d.name for d in redis_definitions}
 
 
 def shell_exports(env: Mapping[str, str]) -> str:
@@ -107,19 +110,26 @@ def up(
     broker: str = DEFAULT_BROKER,
     nodes: int = 1,
     jars_root: Path | None = None,
+    redis_cluster: bool = False,
 ) -> UpResult:
     """Start the broker and Redis unless they already run; return where they listen.
 
     ``broker`` is ``tansu`` or ``kafka``; ``nodes`` (1 or 3) applies to Apache Kafka, whose jars
-    are kept in ``jars_root`` (default ``<data_dir>/kafka-jars``). With ``owner`` set (test
-    sessions), :func:`reap_orphans` may stop them once that process is gone. Services recorded
-    but partly dead are stopped and started afresh.
+    are kept in ``jars_root`` (default ``<data_dir>/kafka-jars``). ``redis_cluster``: a local
+    Redis Cluster (3 masters, 3 replicas; ``infra.redis_cluster``) instead of one redis-server.
+    With ``owner`` set (test sessions), :func:`reap_orphans` may stop them once that process is
+    gone. Services recorded but partly dead are stopped and started afresh.
     """
     if broker not in BROKER_PROFILES:
         raise ServiceStateError(f"broker {broker!r}: expected one of {sorted(BROKER_PROFILES)}")
     if broker == "tansu" and nodes != 1:
         raise ServiceStateError("the local Tansu broker runs as one node; use --broker kafka")
-    wanted = expected_services(broker, nodes)
+    redis_definitions = tuple(d for d in DEFINITIONS if d is not TANSU)
+    if redis_cluster:
+        from infra.redis_cluster import cluster_definitions
+
+        redis_definitions = tuple(cluster_definitions())
+    wanted = expected_services(broker, nodes, redis_definitions)
     with locked(data_dir):
         state = read_state(data_dir)
         if state is not None:
@@ -128,14 +138,14 @@ def up(
                 if set(alive) == wanted:
                     return UpResult(state, started=False)
                 raise ServiceStateError(
-                    f"local services already run with another broker ({', '.join(alive)}); "
+                    f"local services already run as another set ({', '.join(alive)}); "
                     f"stop them first: mindstream services down"
                 )
             logger.warning("recorded services are not all running (%s); restarting them", alive)
             _stop_all(state, timeout_s=10.0)
             clear_state(data_dir)
-        others = [d for d in DEFINITIONS if d is not TANSU]
-        for definition in [TANSU, *others] if broker == "tansu" else others:
+        definitions = [TANSU, *redis_definitions] if broker == "tansu" else [*redis_definitions]
+        for definition in definitions:
             definition.find_binary()  # refuse before starting anything when one is missing
         workdir = services_dir(data_dir)
         current = LocalServices(owner=owner, broker=broker)
@@ -158,10 +168,17 @@ def up(
                     on_spawn=remember,
                 )
                 startup_s["kafka"] = time.monotonic() - began
-            for definition in [TANSU, *others] if broker == "tansu" else others:
+            for definition in definitions:
                 began = time.monotonic()
                 launch(definition, workdir, host=host, timeout_s=timeout_s, on_spawn=remember)
                 startup_s[definition.name] = time.monotonic() - began
+            if redis_cluster:
+                from infra.redis_cluster import MASTERS, form_cluster
+
+                cluster_nodes = [
+                    r for n, r in current.services.items() if n.startswith(CLUSTER_NODE_PREFIX)
+                ]
+                form_cluster(cluster_nodes, masters=MASTERS, timeout_s=timeout_s)
         except BaseException:
             _stop_all(current, timeout_s=5.0)
             clear_state(data_dir)

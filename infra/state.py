@@ -28,6 +28,8 @@ STATE_VERSION = 1
 BROKER_PROFILES = {"tansu": "local", "kafka": "standard"}
 DEFAULT_BROKER = "tansu"
 KAFKA_PROFILE = BROKER_PROFILES[DEFAULT_BROKER]
+# Service names of the nodes of a local Redis Cluster (infra.redis_cluster): <prefix><index>.
+CLUSTER_NODE_PREFIX = "redis-cluster-"
 
 
 @dataclass(frozen=True)
@@ -52,17 +54,26 @@ class LocalServices:
         return ",".join(f"{r.host}:{r.port}" for r in self.broker_nodes)
 
     @property
+    def redis_cluster(self) -> bool:
+        """Whether Redis is a local cluster (``services up --redis-cluster``)."""
+        return "redis" not in self.services and f"{CLUSTER_NODE_PREFIX}0" in self.services
+
+    @property
     def redis_url(self) -> str:
-        redis = self.services["redis"]
+        # a cluster client finds every node from any one of them
+        redis = self.services[f"{CLUSTER_NODE_PREFIX}0" if self.redis_cluster else "redis"]
         return f"redis://{redis.host}:{redis.port}/0"
 
     def connection_env(self) -> dict[str, str]:
         """The settings' environment variables that point a mindstream process at these."""
-        return {
+        env = {
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "REDIS_URL": self.redis_url,
             "MINDSTREAM_KAFKA_PROFILE": self.kafka_profile,
         }
+        if self.redis_cluster:
+            env["MINDSTREAM_REDIS_CLUSTER"] = "true"
+        return env
 
     def with_service(self, record: ServiceRecord) -> LocalServices:
         return LocalServices({**self.services, record.name: record}, self.owner, self.broker)

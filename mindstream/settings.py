@@ -148,6 +148,12 @@ class Settings:
     redis_ssl_key_file: str = _setting(
         "MINDSTREAM_REDIS_SSL_KEY_FILE", "", "Private key of the Redis client certificate."
     )
+    redis_cluster: bool = _setting(
+        "MINDSTREAM_REDIS_CLUSTER",
+        False,
+        "`REDIS_URL` is a node of a Redis Cluster: every process uses a cluster client (the "
+        "worker writes each batch per hash slot). Checked against the server at start.",
+    )
 
     # --- Model bundle ------------------------------------------------------------------------
     bundle_path: str = _setting(
@@ -213,6 +219,25 @@ class Settings:
         "MINDSTREAM_STREAM_RETRY_MAX_S",
         5.0,
         "Longest pause between retries of a failed Redis write (backoff doubles up to it).",
+    )
+    redis_wait_replicas: int = _setting(
+        "MINDSTREAM_REDIS_WAIT_REPLICAS",
+        0,
+        "Replicas that must hold a batch's records before the worker commits it (Redis WAIT "
+        "on every node written; 0 = do not wait). With 1, a master failover loses no "
+        "committed record.",
+    )
+    redis_wait_timeout_ms: int = _setting(
+        "MINDSTREAM_REDIS_WAIT_TIMEOUT_MS",
+        1000,
+        "How long that WAIT may block; fewer replicas by then fail the write, which is retried.",
+    )
+    stream_redis_refused_exit_s: float = _setting(
+        "MINDSTREAM_STREAM_REDIS_REFUSED_EXIT_S",
+        30.0,
+        "A Redis error that retrying cannot fix (TLS verification, wrong password, NOAUTH, "
+        "NOPERM, CROSSSLOT, unknown command, a script Redis will not load) ends the worker "
+        "after this long (exit status 78); transient errors are retried without end.",
     )
     stream_producer_linger_ms: int = _setting(
         "MINDSTREAM_STREAM_PRODUCER_LINGER_MS",

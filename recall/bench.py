@@ -261,8 +261,7 @@ def bench_ann_recall(
 def bench_catalogue(
     n_items: int, args: argparse.Namespace, settings: Settings, work_dir: Path, redis_url: str
 ) -> dict[str, Any]:
-    import redis
-
+    from infra.redis_config import redis_client
     from stream.record import write_records
 
     bundle = catalogue_bundle(work_dir, n_items, args.dim, args.k)
@@ -284,19 +283,21 @@ def bench_catalogue(
     if args.no_service:
         return result
     prefix = f"bench:recall:{uuid.uuid4().hex[:8]}:"
-    client = redis.Redis.from_url(redis_url)
+    service_settings = dataclasses.replace(
+        settings,
+        redis_url=redis_url,
+        # the bench's own redis-server (no --redis-url) is a single node
+        redis_cluster=settings.redis_cluster and bool(args.redis_url),
+        redis_prefix=prefix,
+        bundle_path=str(bundle.path),
+        recall_watch_interval_s=0.0,
+        recall_max_n=max(settings.recall_max_n, args.n),
+        recall_batch_max_users=max(settings.recall_batch_max_users, args.batch_users),
+    )
+    client = redis_client(service_settings)
     try:
         for start in range(0, len(records), 1000):
             write_records(client, prefix, records[start : start + 1000])
-        service_settings = dataclasses.replace(
-            settings,
-            redis_url=redis_url,
-            redis_prefix=prefix,
-            bundle_path=str(bundle.path),
-            recall_watch_interval_s=0.0,
-            recall_max_n=max(settings.recall_max_n, args.n),
-            recall_batch_max_users=max(settings.recall_batch_max_users, args.batch_users),
-        )
         result["service"] = bench_service(service_settings, records, args)
     finally:
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))

@@ -205,7 +205,9 @@ class Precomputer:
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=False)
             for record, payload in writes:
-                pipe.evalsha(
+                # execute_command: a cluster pipeline blocks evalsha(), not the command
+                pipe.execute_command(
+                    "EVALSHA",
                     MONOTONIC_CANDIDATES_SHA,
                     1,
                     candidates_key(prefix, record.user_id),
@@ -369,6 +371,14 @@ async def precompute_forever(
 
     from recall.registry import BundleWatcher
 
+    if settings.redis_cluster:
+        # Keyspace notifications are per node in a cluster: listening needs a subscription on
+        # every master, which this process does not make.
+        raise RecallError(
+            "recall precompute listens to the keyspace notifications of one Redis server and "
+            "does not follow a Redis Cluster (MINDSTREAM_REDIS_CLUSTER=true); read candidates "
+            "through the recall service instead, or run precompute against a single Redis"
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

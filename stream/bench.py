@@ -9,7 +9,8 @@ All on one broker and one Redis (local throw-away ones by default), in one run:
 2. drain it with a bare aiokafka consumer that JSON-decodes each value: the consumer ceiling;
 3. drain it with a Faust agent that only counts: Faust's own per-event ceiling;
 4. drain it with the real worker (``python -m stream worker``): capacity in events/s and users
-   recomputed/s;
+   recomputed/s; with ``--redis-cluster``, drain it once more with a worker of its own writing
+   to a local Redis Cluster (3 masters, 3 replicas), for the cost of per-slot writes;
 5. offer ``--rate`` events/s for ``--duration`` s to a fresh worker (multi-record batches every
    ``--tick-ms``) and read the end-to-end freshness (Redis write time minus the Kafka record
    timestamp) p50/p95/p99 from its ``/metrics`` histogram, and the events/s it sustained.
@@ -87,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="local",
         help="local: start a throw-away Tansu broker and redis-server (default); env: use "
         "KAFKA_BOOTSTRAP_SERVERS / REDIS_URL",
+    )
+    p.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="also drain the backlog with a worker writing to a local Redis Cluster (3 "
+        "masters, 3 replicas) after the single-node drain, for both CPU per event in one run",
     )
     p.add_argument("--bundle", type=Path, default=None, help="bundle to serve (default: train)")
     p.add_argument("--skip", default="", help="comma list of phases to skip: noop,bare,drain,rate")
@@ -288,6 +295,28 @@ def drain_worker(settings: Settings, n: int, work: Path) -> dict[str, Any]:
         "worker_cpu_ms_per_event": round(1000 * (_cpu(metrics) - cpu_at_ready) / n, 3),
         "mean_ms_per_batch": _mean_stage_ms(metrics),
     }
+
+
+def drain_worker_on_cluster(settings: Settings, n: int, work: Path) -> dict[str, Any]:
+    """:func:`drain_worker` with its own consumer group (so the same backlog from the start)
+    and a local Redis Cluster of its own (``infra.redis_cluster``)."""
+    from infra import processes
+    from infra.redis_cluster import start_cluster
+
+    started: list[Any] = []
+    nodes = start_cluster(work / "redis-cluster", on_spawn=started.append)
+    try:
+        cluster_settings = dataclasses.replace(
+            settings,
+            app_id=f"{settings.app_id}-cluster",
+            redis_url=f"redis://{nodes[0].host}:{nodes[0].port}/0",
+            redis_cluster=True,
+            worker_web_port=free_port(),
+        )
+        return {"redis_masters": 3, **drain_worker(cluster_settings, n, work)}
+    finally:
+        for record in started:
+            processes.stop(record.process, timeout_s=5.0)
 
 
 def _cpu(metrics: dict[str, float]) -> float:
@@ -572,6 +601,11 @@ def run(args: argparse.Namespace, base: Settings) -> Results:
         if "drain" not in skip:
             results.phases["worker, backlog"] = drain_worker(settings, args.events, work)
             _report(results)
+            if args.redis_cluster:
+                results.phases["worker, backlog, redis cluster"] = drain_worker_on_cluster(
+                    settings, args.events, work
+                )
+                _report(results)
         if "rate" not in skip:
             rate_settings = dataclasses.replace(
                 settings,

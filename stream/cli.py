@@ -85,11 +85,11 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _show(args: argparse.Namespace, settings: Settings) -> int:
-    import redis
-
+    from infra.redis_config import check_redis, redis_client
     from stream.record import read_many
 
-    client = redis.Redis.from_url(settings.redis_url)
+    check_redis(settings)
+    client = redis_client(settings)
     missing = 0
     for user, record in zip(
         args.users, read_many(client, settings.redis_prefix, args.users), strict=True

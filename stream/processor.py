@@ -3,13 +3,16 @@
 validate each record (bad ones to the dead-letter topic) -> re-key those not on their user's
 partition -> apply the rest to their users' windows (replays are no-ops) -> recompute each user
 touched by the batch once with the current tower -> write all their records to Redis in one
-monotonic pipeline, retrying with backoff until it succeeds.
+monotonic pipeline, retrying with backoff until it succeeds, or, for a Redis error that
+retrying cannot fix (refused TLS certificate or password, NOPERM, CROSSSLOT, ...), until
+``refused_exit_s`` have passed without a success.
 
 Every user touched by a valid event is rewritten, replays included: after a crash the changelog
 can hold a window whose Redis write never happened, and the monotonic check makes the rewrite
 harmless. :meth:`BatchProcessor.process` never raises on bad data or a Redis outage; it raises
 :class:`FatalBatchError` only when the batch cannot be completed (the worker is stopping while
-Redis keeps failing, or a bug), and the caller must then exit without acknowledging the batch.
+Redis keeps failing, Redis keeps refusing the request, or a bug), and the caller must then
+exit without acknowledging the batch.
 """
 
 from __future__ import annotations
@@ -22,8 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast
 
-from redis.exceptions import RedisError
-
+from infra.redis_config import REDIS_ERRORS, unrecoverable_reason
 from mindstream.settings import Settings
 from stream import metrics
 from stream.continuity import OffsetGuard
@@ -38,6 +40,8 @@ from stream.window import Behaviour, BehaviourWindow, apply_batch, decode_window
 logger = logging.getLogger(__name__)
 
 RETRY_FIRST_S = 0.05
+# What a failed write can raise: Redis errors, socket errors, a broker write (StoreUnavailable).
+_WRITE_ERRORS = (TimeoutError, OSError, StoreUnavailable, *REDIS_ERRORS)
 T = TypeVar("T")
 _TARGET_METRICS = {
     "redis": (metrics.REDIS_FAILURES, metrics.REDIS_LATENCY),
@@ -52,6 +56,16 @@ WINDOW_CACHE_SIZE = 100_000
 class FatalBatchError(StreamError):
     """The batch cannot be completed; exit without acknowledging it (it will be replayed)."""
 
+    # EX_TEMPFAIL: a restart replays the batch and may well succeed.
+    exit_code = 75
+
+
+class StoreRefusedError(FatalBatchError):
+    """Redis kept refusing the write for ``refused_exit_s``: a restart would not help."""
+
+    # EX_CONFIG: fix the configuration (or the server) before starting again.
+    exit_code = 78
+
 
 @dataclass(frozen=True)
 class ProcessorConfig:
@@ -64,6 +78,8 @@ class ProcessorConfig:
     retry_max_s: float
     shutdown_grace_s: float
     allow_offset_gaps: bool = False
+    refused_exit_s: float = 30.0
+    redis_cluster: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings, n_partitions: int) -> ProcessorConfig:
@@ -77,6 +93,8 @@ class ProcessorConfig:
             retry_max_s=settings.stream_retry_max_s,
             shutdown_grace_s=settings.stream_shutdown_grace_s,
             allow_offset_gaps=settings.stream_allow_offset_gaps,
+            refused_exit_s=settings.stream_redis_refused_exit_s,
+            redis_cluster=settings.redis_cluster,
         )
 
 
@@ -181,6 +199,7 @@ class BatchProcessor:
         *,
         stopping: Callable[[], bool] = lambda: False,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
         run_tower: Callable[[UserTower, list[tuple[str, ...]]], Awaitable[list[Any]]] | None = None,
         window_cache_size: int = WINDOW_CACHE_SIZE,
     ) -> None:
@@ -191,10 +210,13 @@ class BatchProcessor:
         self.writer = writer
         self.stopping = stopping
         self.sleep = sleep
+        self.clock = clock
         self.run_tower = run_tower or _tower_inline
         self.window_cache_size = window_cache_size
         self._decoded: OrderedDict[bytes, tuple[bytes, BehaviourWindow]] = OrderedDict()
         self.failing_since: dict[str, float] = {}
+        # target -> the name of the unrecoverable error it keeps failing with
+        self.refused: dict[str, str] = {}
         self.offset_guard = OffsetGuard()
         self.last_batch_at: float | None = None
         self.batches = 0
@@ -435,27 +457,57 @@ class BatchProcessor:
         self, target: str, operation: Callable[[], Awaitable[T]], messages: Sequence[SourceMessage]
     ) -> T:
         """Run ``operation`` until it succeeds (backoff doubling to retry_max_s); while the
-        worker is stopping, give up after shutdown_grace_s with FatalBatchError."""
+        worker is stopping, give up after shutdown_grace_s with FatalBatchError; when every
+        failure for refused_exit_s was one that retrying cannot fix, give up with
+        StoreRefusedError."""
         failures, latency = _TARGET_METRICS[target]
         delay = RETRY_FIRST_S
         stop_seen: float | None = None
+        refused_since: float | None = None
         attempt = 0
         while True:
             attempt += 1
             started = time.perf_counter()
             try:
                 result = await operation()
-            except (TimeoutError, RedisError, OSError, StoreUnavailable) as exc:
+            except _WRITE_ERRORS as exc:
                 failures.inc()
                 self.failing_since.setdefault(target, time.time())
-                logger.warning(
-                    "%s write failed attempt=%d batch=%s retry_in_s=%.2f error=%r",
-                    target,
-                    attempt,
-                    span(messages),
-                    delay,
-                    exc,
-                )
+                reason = unrecoverable_reason(exc, cluster=self.config.redis_cluster)
+                if reason is None:
+                    refused_since = None
+                    self.refused.pop(target, None)
+                    logger.warning(
+                        "%s write failed attempt=%d batch=%s retry_in_s=%.2f error=%r",
+                        target,
+                        attempt,
+                        span(messages),
+                        delay,
+                        exc,
+                    )
+                else:
+                    now = self.clock()
+                    refused_since = refused_since if refused_since is not None else now
+                    self.refused[target] = reason
+                    left = self.config.refused_exit_s - (now - refused_since)
+                    logger.error(
+                        "%s write refused, retrying cannot fix it reason=%r attempt=%d batch=%s "
+                        "exit_in_s=%.1f error=%r",
+                        target,
+                        reason,
+                        attempt,
+                        span(messages),
+                        max(0.0, left),
+                        exc,
+                    )
+                    if left <= 0:
+                        raise StoreRefusedError(
+                            f"{target} refused every write for {now - refused_since:.1f} s "
+                            f"({reason}): {exc} - fix the Redis settings (REDIS_URL, "
+                            "MINDSTREAM_REDIS_SSL_*, MINDSTREAM_REDIS_CLUSTER) or the server "
+                            "(ACL, cluster slots) and start the worker again; batch "
+                            f"{span(messages)} is not written and not committed"
+                        ) from exc
                 if self.stopping():
                     stop_seen = stop_seen if stop_seen is not None else time.monotonic()
                     if time.monotonic() - stop_seen >= self.config.shutdown_grace_s:
@@ -467,6 +519,7 @@ class BatchProcessor:
                 delay = min(delay * 2, self.config.retry_max_s)
                 continue
             latency.observe(time.perf_counter() - started)
+            self.refused.pop(target, None)
             since = self.failing_since.pop(target, None)
             if since is not None:
                 logger.info(

@@ -36,8 +36,10 @@ new one, so a record made from newer input is never replaced by one from older i
 record. The script deletes the hash before setting it, so no field of an older layout survives.
 A batch goes in one round trip, each script call checking and setting up to
 ``RECORDS_PER_CALL`` records in order, exactly as one call per record would (a user twice in a
-batch: the later record is checked against the earlier one). Such a call names keys of many
-users, so it needs one Redis server (or a cluster client that groups the calls by slot).
+batch: the later record is checked against the earlier one). A script may only name keys of
+one slot in a Redis Cluster, so with a cluster client the records are grouped by hash slot
+(the user's hash tag) first, each group written by its own calls; the cluster client pipelines
+the calls per node and follows MOVED/ASK.
 """
 
 from __future__ import annotations
@@ -53,9 +55,12 @@ import numpy as np
 import orjson
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
-from stream.exceptions import RecordError
+from stream.exceptions import RecordError, StoreUnavailable
 
 FIELDS = (
     "v",
@@ -97,6 +102,10 @@ MONOTONIC_WRITE_SHA = hashlib.sha1(MONOTONIC_WRITE_LUA.encode()).hexdigest()  # 
 # Records per script call: one call runs atomically and blocks the server meanwhile, so a big
 # batch goes as several calls (pipelined in one round trip) of bounded length.
 RECORDS_PER_CALL = 256
+
+
+class ReplicasBehind(StoreUnavailable):
+    """Fewer replicas than asked acknowledged a write in time (retried like an outage)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -196,24 +205,50 @@ def _text(value: bytes | str) -> str:
 
 
 def _script_calls(
-    prefix: str, records: Sequence[InterestRecord]
-) -> list[tuple[int, list[bytes | str]]]:
-    """(numkeys, the keys then every record's values) of each script call for ``records``."""
+    prefix: str, records: Sequence[InterestRecord], *, by_slot: bool
+) -> tuple[list[tuple[int, list[bytes | str]]], list[int]]:
+    """(numkeys, the keys then every record's values) of each script call for ``records``, and
+    the position in ``records`` of each record in call order. ``by_slot``: no call names keys
+    of two hash slots (a record keeps its order among the records of its slot)."""
+    keys = [record_key(prefix, record.user_id) for record in records]
+    if by_slot:
+        groups: dict[int, list[int]] = {}
+        for n, key in enumerate(keys):
+            groups.setdefault(key_slot(key.encode()), []).append(n)
+        chunks = [
+            group[start : start + RECORDS_PER_CALL]
+            for group in groups.values()
+            for start in range(0, len(group), RECORDS_PER_CALL)
+        ]
+    else:
+        positions = range(len(records))
+        chunks = [
+            list(positions[start : start + RECORDS_PER_CALL])
+            for start in range(0, len(records), RECORDS_PER_CALL)
+        ]
     calls: list[tuple[int, list[bytes | str]]] = []
-    for start in range(0, len(records), RECORDS_PER_CALL):
-        chunk = records[start : start + RECORDS_PER_CALL]
-        args: list[bytes | str] = [record_key(prefix, record.user_id) for record in chunk]
-        for record in chunk:
-            args += encode_record(record).values()
+    order: list[int] = []
+    for chunk in chunks:
+        args: list[bytes | str] = [keys[n] for n in chunk]
+        for n in chunk:
+            args += encode_record(records[n]).values()
         calls.append((len(chunk), args))
-    return calls
+        order += chunk
+    return calls, order
 
 
-def _written(replies: Sequence[Any], expected: int) -> list[bool]:
+def _written(replies: Sequence[Any], order: Sequence[int]) -> list[bool]:
     flags = [bool(flag) for reply in replies for flag in reply]
-    if len(flags) != expected:
-        raise RecordError(f"the write script answered {len(flags)} flags for {expected} records")
-    return flags
+    if len(flags) != len(order):
+        raise RecordError(f"the write script answered {len(flags)} flags for {len(order)} records")
+    written = [False] * len(order)
+    for n, flag in zip(order, flags, strict=True):
+        written[n] = flag
+    return written
+
+
+def _is_cluster(client: object) -> bool:
+    return isinstance(client, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster)
 
 
 def write_records(
@@ -222,16 +257,19 @@ def write_records(
     """Write a batch in one round trip with the monotonic check; True where a record was written."""
     if not records:
         return []
-    calls = _script_calls(prefix, records)
+    calls, order = _script_calls(prefix, records, by_slot=_is_cluster(client))
     for attempt in (1, 2):
         pipe = client.pipeline(transaction=False)
         for numkeys, args in calls:
-            pipe.evalsha(MONOTONIC_WRITE_SHA, numkeys, *args)
+            # execute_command: redis-py's cluster pipeline blocks the evalsha() method, but
+            # routes the command by its keys (all of one slot here)
+            pipe.execute_command("EVALSHA", MONOTONIC_WRITE_SHA, numkeys, *args)
         try:
-            return _written(pipe.execute(), len(records))
+            return _written(pipe.execute(), order)
         except NoScriptError:
-            # Redis restarted or flushed its script cache; every write is idempotent, so load
-            # the script and send the whole batch again.
+            # Redis restarted or flushed its script cache (or a replica without it took over
+            # its slots); every write is idempotent, so load the script (on every master of a
+            # cluster) and send the whole batch again.
             if attempt == 2:
                 raise
             client.script_load(MONOTONIC_WRITE_LUA)
@@ -239,22 +277,60 @@ def write_records(
 
 
 async def write_records_async(
-    client: redis.asyncio.Redis, prefix: str, records: Sequence[InterestRecord]
+    client: redis.asyncio.Redis,
+    prefix: str,
+    records: Sequence[InterestRecord],
+    *,
+    wait_replicas: int = 0,
+    wait_timeout_ms: int = 1000,
 ) -> list[bool]:
-    """:func:`write_records` for an asyncio client."""
+    """:func:`write_records` for an asyncio client.
+
+    ``wait_replicas`` > 0: the pipeline ends, on every node written (one for a single Redis),
+    with ``WAIT wait_replicas wait_timeout_ms`` on the same connection, so the call returns only
+    once that many replicas hold the batch; fewer raise :class:`ReplicasBehind` (a retry may
+    succeed once the replicas catch up). Replication is asynchronous otherwise, and a master
+    that fails over loses the writes its replica had not received yet.
+    """
     if not records:
         return []
-    calls = _script_calls(prefix, records)
+    cluster = _is_cluster(client)
+    calls, order = _script_calls(prefix, records, by_slot=cluster)
     for attempt in (1, 2):
         pipe = client.pipeline(transaction=False)
         for numkeys, args in calls:
-            pipe.evalsha(MONOTONIC_WRITE_SHA, numkeys, *args)
+            # execute_command: redis-py's cluster pipeline blocks the evalsha() method, but
+            # routes the command by its keys (all of one slot here)
+            pipe.execute_command("EVALSHA", MONOTONIC_WRITE_SHA, numkeys, *args)
+        waits = 0
+        if wait_replicas > 0:
+            if cluster:
+                await client.initialize()  # the slot map (a no-op once loaded)
+                # the node of each call's slot, once (ClusterNode compares by name)
+                nodes = {
+                    node.name: node
+                    for node in (client.get_node_from_key(args[0]) for _, args in calls)  # type: ignore[attr-defined]
+                }
+                for node in nodes.values():
+                    pipe.execute_command("WAIT", wait_replicas, wait_timeout_ms, target_nodes=node)
+                waits = len(nodes)
+            else:
+                pipe.execute_command("WAIT", wait_replicas, wait_timeout_ms)
+                waits = 1
         try:
-            return _written(await pipe.execute(), len(records))
+            replies = await pipe.execute()
         except NoScriptError:
             if attempt == 2:
                 raise
             await client.script_load(MONOTONIC_WRITE_LUA)
+            continue
+        acked = replies[len(replies) - waits :]
+        if any(int(n) < wait_replicas for n in acked):
+            raise ReplicasBehind(
+                f"WAIT {wait_replicas} {wait_timeout_ms}: only {sorted(int(n) for n in acked)} "
+                "replicas acknowledged the batch (MINDSTREAM_REDIS_WAIT_REPLICAS)"
+            )
+        return _written(replies[: len(replies) - waits], order)
     raise AssertionError("unreachable")
 
 

@@ -2,7 +2,9 @@
 
 Also the Faust adapters the processor is written against (window table, Kafka outbox) and the
 one way out when a batch cannot be completed: exit the process at once, before Faust can
-acknowledge and commit the batch (it is replayed on restart; every step is idempotent).
+acknowledge and commit the batch (it is replayed on restart; every step is idempotent). The
+exit status says whether a restart can help: 75 (temporary) or 78 (configuration: Redis
+refuses the worker's requests).
 """
 
 from __future__ import annotations
@@ -29,13 +31,21 @@ from aiokafka.errors import (
 from faust.types import TP
 
 from infra.kafka_config import aiokafka_producer_kwargs
+from infra.redis_config import RedisConfigError, async_redis_client, check_redis
 from mindstream.settings import Settings
 from model_export.exceptions import BundleError
 from stream import metrics
 from stream.batchwriter import MAX_BATCH_BYTES, BatchWriter, OutRecord
 from stream.deadletter import DeadLetter
 from stream.exceptions import StoreUnavailable, TowerError
-from stream.processor import BatchProcessor, FatalBatchError, ProcessorConfig, SourceMessage, span
+from stream.processor import (
+    BatchProcessor,
+    FatalBatchError,
+    ProcessorConfig,
+    SourceMessage,
+    StoreRefusedError,
+    span,
+)
 from stream.record import write_records_async
 from stream.rekey import rekey_topic_name
 from stream.tower import UserTower
@@ -43,16 +53,18 @@ from stream.tower import UserTower
 logger = logging.getLogger(__name__)
 
 # EX_TEMPFAIL: the batch in flight was not written; restart and it is replayed.
-EXIT_UNWRITTEN = 75
+EXIT_UNWRITTEN = FatalBatchError.exit_code
+# EX_CONFIG: Redis refuses the worker as configured; a restart alone would fail the same way.
+EXIT_REFUSED = StoreRefusedError.exit_code
 
 
-def exit_without_commit(reason: str) -> None:
+def exit_without_commit(reason: str, code: int = EXIT_UNWRITTEN) -> None:
     """Leave now: no acknowledgement, no commit, no changelog flush. Never returns."""
     logger.critical("exiting without committing the batch in flight: %s", reason)
     for handler in logging.getLogger().handlers:
         with contextlib.suppress(Exception):
             handler.flush()
-    os._exit(EXIT_UNWRITTEN)
+    os._exit(code)
 
 
 # Answers after which an idempotent producer's sequence numbers no longer match what the
@@ -218,7 +230,13 @@ class Runtime:
             self,
             store,
             outbox,
-            functools.partial(write_records_async, redis_client, settings.redis_prefix),
+            functools.partial(
+                write_records_async,
+                redis_client,
+                settings.redis_prefix,
+                wait_replicas=settings.redis_wait_replicas,
+                wait_timeout_ms=settings.redis_wait_timeout_ms,
+            ),
             stopping=stopping,
         )
         self._export_tower_info(None)
@@ -271,9 +289,13 @@ class Runtime:
                 threads=settings.onnx_threads,
             ),
         )
-        client = redis.asyncio.Redis.from_url(
-            settings.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0
-        )
+        try:
+            await loop.run_in_executor(None, check_redis, settings)
+        except RedisConfigError as exc:
+            exit_without_commit(str(exc), EXIT_REFUSED)
+        except Exception as exc:  # Redis down now: the writes retry until it is back
+            logger.warning("redis not checked at start (the writes retry) error=%r", exc)
+        client = async_redis_client(settings, socket_timeout=5.0, socket_connect_timeout=5.0)
         config = ProcessorConfig.from_settings(settings, n_partitions)
         logger.info(
             "stream runtime ready bundle=%s provider=%s partitions=%d batch_size=%d "
@@ -303,7 +325,7 @@ class Runtime:
                 exit_without_commit(f"batch {span(messages)} not completed while stopping")
             raise
         except FatalBatchError as exc:
-            exit_without_commit(str(exc))
+            exit_without_commit(str(exc), exc.exit_code)
 
     async def maybe_reload(self) -> bool:
         """Swap in the bundle the link points to now, if it is new and verifies."""
@@ -352,7 +374,9 @@ class Runtime:
         now = time.time()
         healthy = not p.failing_since
         return healthy, {
-            "status": "ok" if healthy else "degraded",
+            "status": "refused" if p.refused else "ok" if healthy else "degraded",
+            # target -> why it is refused (retrying cannot fix it; the worker exits soon)
+            "refused": dict(p.refused),
             "bundle": self.tower.version,
             "provider": self.tower.provider,
             "batches": p.batches,

@@ -1,6 +1,7 @@
 """Fixtures of the stream worker's integration tests (test_stream_*.py, test_faults.py): a small
-bundle, worker settings on the test's own topics, group and Redis prefix, and a redis-server of
-the test's own that it can stop and start (see tests/conftest.py for the services themselves).
+bundle, worker settings on the test's own topics, group and Redis prefix, a redis-server of
+the test's own that it can stop and start, and a Redis Cluster of the test's own (3 masters,
+3 replicas; see tests/conftest.py for the shared services themselves).
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from typing import Any
 import pytest
 import redis
 
+from infra import processes
+from infra.launch import ServiceRecord
 from infra.ports import free_port
+from infra.redis_cluster import start_cluster
 from infra.redis_server import find_redis_server, redis_argv
 from infra.topics import delete_topics
 from mindstream.settings import Settings
@@ -94,6 +98,19 @@ def own_redis(tmp_path: Path) -> Iterator[Callable[..., object]]:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[list[ServiceRecord]]:
+    """A Redis Cluster of this test's own: 3 masters then 3 replicas (node i+3 replicates
+    node i), formed and ok; every node stopped by its PID afterwards."""
+    started: list[ServiceRecord] = []
+    nodes = start_cluster(tmp_path / "redis-cluster", on_spawn=started.append)
+    try:
+        yield nodes
+    finally:
+        for record in started:
+            processes.stop(record.process, timeout_s=5.0)
 
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,14 +6,25 @@ with client certificates required (certificates made here with the ``openssl`` c
 project's client helper must authenticate from a ``REDIS_URL`` alone, the stream's monotonic
 record write must work under the restricted user, and every misconfiguration must fail with a
 clear :class:`RedisConfigError` that never echoes the password.
+
+Then the product as a user runs it: the stream worker writes records over TLS (with and
+without a client certificate), the recall service and ``mindstream stream show`` read them;
+Redis errors that retrying cannot fix (NOPERM, an unknown command, an untrusted certificate)
+are named in the log and on ``/health`` and end the worker with exit status 78, while a Redis
+outage is retried for as long as it lasts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import os
 import shutil
 import subprocess
+import sys
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,8 +48,15 @@ from infra.redis_config import (
 )
 from infra.redis_server import find_redis_server, redis_argv, redis_env
 from mindstream.errors import ConfigError
-from mindstream.settings import Settings
+from mindstream.settings import Settings, known_env
+from stream.harness import WorkerProcess, publish
 from stream.record import InterestRecord, read_interests, write_records
+from tests.integration.streamcheck import (
+    assert_equal_to_batch_recompute,
+    click_records,
+    expected_windows,
+    wait_for_records,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -230,9 +248,21 @@ def _certificates(root: Path) -> dict[str, Path]:
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Iterator[TlsRedis]:
     """redis-server on a TLS-only port, client certificates required, ACL user as above."""
+    yield from _tls_redis(tmp_path, auth_clients=True)
+
+
+@pytest.fixture(params=[True, False], ids=["client-certificate", "ca-only"])
+def any_tls_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TlsRedis]:
+    """The TLS-only server with and without ``--tls-auth-clients yes``."""
+    yield from _tls_redis(tmp_path, auth_clients=request.param)
+
+
+def _tls_redis(tmp_path: Path, *, auth_clients: bool) -> Iterator[TlsRedis]:
     if shutil.which("openssl") is None:
         pytest.skip("the openssl command is not installed: cannot make test certificates")
     certs = _certificates(tmp_path / "certs")
+    if not auth_clients:
+        certs = {k: v for k, v in certs.items() if not k.startswith("client.")}
 
     def argv(binary: Path, host: str, port: int, workdir: Path) -> list[str]:
         base = redis_argv(binary, host, port, workdir)
@@ -243,7 +273,7 @@ def tls_redis(tmp_path: Path) -> Iterator[TlsRedis]:
             *("--tls-cert-file", str(certs["server.crt"])),
             *("--tls-key-file", str(certs["server.key"])),
             *("--tls-ca-cert-file", str(certs["ca.crt"])),
-            *("--tls-auth-clients", "yes"),
+            *("--tls-auth-clients", "yes" if auth_clients else "no"),
             *("--user", USER, *ACL_RULES),
             *("--user", "default", "off"),
         ]
@@ -254,8 +284,8 @@ def tls_redis(tmp_path: Path) -> Iterator[TlsRedis]:
             port=port,
             ssl=True,
             ssl_ca_certs=str(certs["ca.crt"]),
-            ssl_certfile=str(certs["client.crt"]),
-            ssl_keyfile=str(certs["client.key"]),
+            ssl_certfile=str(certs["client.crt"]) if auth_clients else None,
+            ssl_keyfile=str(certs["client.key"]) if auth_clients else None,
             socket_timeout=1,
             retry=NO_RETRY,
         )
@@ -322,3 +352,220 @@ def test_tls_misconfigurations_fail_clearly(tls_redis: TlsRedis) -> None:
     # TLS files with a plain URL are refused before any connection.
     with pytest.raises(ConfigError, match="not rediss://"):
         _settings(plain, redis_ssl_ca_file=str(certs["ca.crt"]))
+
+
+# --- the worker, recall and `stream show` over TLS; errors retrying cannot fix ---------------
+
+REFUSED_EXIT_S = 3.0
+
+
+def _clicks(n_users: int = 30) -> list[dict]:
+    from model_export.data.synthetic import SyntheticConfig, click_events, generate
+
+    data, _ = generate(
+        SyntheticConfig(n_users=n_users, n_items=300, n_clusters=10, min_len=4, max_len=20, seed=7)
+    )
+    return list(click_events(data))
+
+
+def _show(settings: Settings, users: list[str]) -> dict[str, dict[str, Any]]:
+    """``mindstream stream show USERS`` as a user runs it, configured by the environment."""
+    env = {k: v for k, v in os.environ.items() if k not in known_env()}
+    env.update(settings.as_env())
+    done = subprocess.run(
+        [sys.executable, "-m", "mindstream", "stream", "show", *users],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    return {line["user_id"]: line for line in lines}
+
+
+async def _recall_interests(settings: Settings, users: list[str]) -> dict[str, dict[str, Any]]:
+    """Each user's interests as the recall service answers them (its own Redis client)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from recall.registry import IndexRegistry
+    from recall.service import create_app
+
+    registry = IndexRegistry(settings)
+    registry.load(settings.bundle_path)
+    out = {}
+    async with TestClient(TestServer(create_app(settings, registry), host=LOOPBACK)) as client:
+        for user in users:
+            response = await client.get(f"/v1/users/{user}/interests")
+            assert response.status == 200, await response.text()
+            out[user] = await response.json()
+    return out
+
+
+def test_worker_writes_and_recall_and_show_read_over_tls(
+    any_tls_redis: TlsRedis, stream_settings: Settings, bundle_dir: Path, tmp_path: Path
+) -> None:
+    """Every process gets its Redis client from the one factory, so the TLS files count: the
+    worker writes over TLS (with a client certificate where the server asks for one), recall
+    and ``stream show`` read what it wrote."""
+    record, certs = any_tls_redis
+    tls: dict[str, str] = {"redis_ssl_ca_file": str(certs["ca.crt"])}
+    if "client.crt" in certs:
+        tls |= {
+            "redis_ssl_cert_file": str(certs["client.crt"]),
+            "redis_ssl_key_file": str(certs["client.key"]),
+        }
+    settings = dataclasses.replace(
+        stream_settings,
+        redis_url=f"rediss://{USER}:{PASSWORD}@{LOOPBACK}:{record.port}/0",
+        redis_prefix=f"{PREFIX}{uuid.uuid4().hex[:8]}:",
+        **tls,
+    )
+    settings.validate()
+    clicks = _clicks()
+    expected = expected_windows(clicks)
+    client = redis_client(settings)
+    try:
+        with WorkerProcess(settings, tmp_path / "worker.log") as worker:
+            worker.start()
+            worker.wait_ready()
+            publish(settings, click_records(clicks))
+            records = wait_for_records(settings, client, expected, worker=worker)
+            assert worker.terminate() == 0, worker.log_tail()
+    finally:
+        client.close()
+    assert_equal_to_batch_recompute(bundle_dir, records, expected)
+    users = sorted(expected)[:5]
+    shown = _show(settings, users)
+    served = asyncio.run(_recall_interests(settings, users))
+    for user in users:
+        assert shown[user]["seq"] == served[user]["seq"] == records[user].seq, user
+        assert shown[user]["items"] == served[user]["items"] == list(records[user].items)
+
+
+def _wait_exit(worker: WorkerProcess, timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    while worker.running:
+        assert time.monotonic() < deadline, f"worker still running:\n{worker.log_tail()}"
+        time.sleep(0.1)
+    return int(worker.returncode or 0)
+
+
+@pytest.mark.parametrize(
+    ("server_args", "reason"),
+    [
+        # the user may PING (so the start-up check passes) but not run the write script
+        (("--user", USER, *ACL_RULES, "-evalsha", "-eval"), "NOPERM"),
+        # a server that does not offer the command at all
+        (("--user", USER, *ACL_RULES, "--rename-command", "EVALSHA", '""'), "unknown command"),
+    ],
+    ids=["noperm", "unknown-command"],
+)
+def test_a_refused_write_is_named_unhealthy_and_ends_the_worker(
+    server_args: tuple[str, ...],
+    reason: str,
+    stream_settings: Settings,
+    tmp_path: Path,
+) -> None:
+    def argv(binary: Path, host: str, port: int, workdir: Path) -> list[str]:
+        return [*redis_argv(binary, host, port, workdir), *server_args, "--user", "default", "off"]
+
+    definition = ServiceDefinition(
+        name="redis-refusing",
+        find_binary=find_redis_server,
+        argv=argv,
+        env=redis_env,
+        probe=_alive_probe(
+            lambda h, p: redis.Redis(host=h, port=p, socket_timeout=1, retry=NO_RETRY).ping()
+        ),
+    )
+    server = launch(definition, tmp_path / "redis", host=LOOPBACK, timeout_s=20.0)
+    try:
+        settings = dataclasses.replace(
+            stream_settings,
+            redis_url=f"redis://{USER}:{PASSWORD}@{LOOPBACK}:{server.port}/0",
+            redis_prefix=f"{PREFIX}{uuid.uuid4().hex[:8]}:",
+            stream_redis_refused_exit_s=REFUSED_EXIT_S,
+        )
+        with WorkerProcess(settings, tmp_path / "worker.log") as worker:
+            worker.start()
+            worker.wait_ready()
+            publish(settings, click_records(_clicks(5)))
+            deadline = time.monotonic() + 60
+            while (answer := worker.health()) is None or answer[0] == 200:
+                assert worker.running and time.monotonic() < deadline, worker.log_tail()
+                time.sleep(0.1)
+            refused_at = time.monotonic()
+            status, body = answer
+            assert status == 503 and body["status"] == "refused", body
+            assert body["refused"] == {"redis": reason}, body
+            code = _wait_exit(worker, REFUSED_EXIT_S + 30)
+            took = time.monotonic() - refused_at
+            log = worker.log_path.read_text(errors="replace")
+    finally:
+        processes.stop(server.process, timeout_s=5.0)
+    assert code == 78, log[-3000:]
+    assert f"reason={reason!r}" in log and "retrying cannot fix it" in log
+    assert "MINDSTREAM_REDIS" in log.split("exiting without committing")[-1]
+    assert took < REFUSED_EXIT_S + 20, took
+
+
+def test_an_untrusted_certificate_stops_the_worker_at_start_naming_the_setting(
+    tls_redis: TlsRedis, stream_settings: Settings, tmp_path: Path
+) -> None:
+    record, certs = tls_redis
+    settings = dataclasses.replace(
+        stream_settings,
+        redis_url=f"rediss://{USER}:{PASSWORD}@{LOOPBACK}:{record.port}/0",
+        redis_ssl_ca_file=str(certs["other-ca.crt"]),
+        redis_ssl_cert_file=str(certs["client.crt"]),
+        redis_ssl_key_file=str(certs["client.key"]),
+    )
+    with WorkerProcess(settings, tmp_path / "worker.log") as worker:
+        worker.start()
+        code = _wait_exit(worker, 90)
+        log = worker.log_path.read_text(errors="replace")
+    assert code == 78, log[-3000:]
+    assert "certificate" in log and "MINDSTREAM_REDIS_SSL_CA_FILE" in log
+
+
+def test_a_redis_outage_is_retried_past_the_refused_exit_time(
+    stream_settings: Settings, own_redis: Callable[..., object], tmp_path: Path
+) -> None:
+    """Connection refused is transient: the worker reports it (degraded) and keeps retrying
+    for longer than MINDSTREAM_STREAM_REDIS_REFUSED_EXIT_S, then writes once Redis is back."""
+    client = own_redis("start")
+    assert isinstance(client, redis.Redis)
+    settings = dataclasses.replace(
+        stream_settings,
+        redis_url=str(own_redis("url")),
+        stream_redis_refused_exit_s=REFUSED_EXIT_S,
+        stream_retry_max_s=0.5,
+    )
+    clicks = _clicks(10)
+    expected = expected_windows(clicks)
+    with WorkerProcess(settings, tmp_path / "worker.log") as worker:
+        worker.start()
+        worker.wait_ready()
+        own_redis("kill")
+        publish(settings, click_records(clicks))
+        deadline = time.monotonic() + 60
+        while (answer := worker.health()) is None or answer[0] == 200:
+            assert worker.running and time.monotonic() < deadline, worker.log_tail()
+            time.sleep(0.1)
+        assert answer[1]["status"] == "degraded" and answer[1]["refused"] == {}, answer
+        failing_from = time.monotonic()
+        # past the refused-exit time the worker is still there, still retrying
+        while time.monotonic() - failing_from < REFUSED_EXIT_S + 2:
+            assert worker.running, worker.log_tail()
+            answer = worker.health()
+            assert answer is not None and answer[1]["status"] == "degraded", answer
+            time.sleep(0.5)
+        client = own_redis("start")
+        assert isinstance(client, redis.Redis)
+        records = wait_for_records(settings, client, expected, worker=worker)
+        assert worker.wait_ready(timeout_s=30)["refused"] == {}
+        assert worker.starts == 1 and worker.running
+    assert sum(r.seq for r in records.values()) == len(clicks)
+    assert "retrying cannot fix it" not in worker.log_path.read_text(errors="replace")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import numpy as np
 import pytest
@@ -10,10 +11,12 @@ import redis
 import redis.asyncio
 
 from mindstream.settings import Settings
+from stream.exceptions import StoreUnavailable
 from stream.record import (
     FIELDS,
     RECORDS_PER_CALL,
     InterestRecord,
+    ReplicasBehind,
     encode_record,
     read_interests,
     read_interests_async,
@@ -93,6 +96,28 @@ def test_async_client(service_settings: Settings, redis_prefix: str, redis_clien
             await client.aclose()
 
     asyncio.run(run())
+
+
+def test_waiting_for_replicas_a_server_lacks_fails_the_write(
+    service_settings: Settings, redis_prefix: str, redis_client
+) -> None:
+    """WAIT 0 replicas passes on a server without replicas; WAIT 1 cannot, and says so (the
+    records are written meanwhile: the retry rewrites them, the monotonic check allows it)."""
+
+    async def run() -> None:
+        client = redis.asyncio.Redis.from_url(service_settings.redis_url)
+        try:
+            write = functools.partial(write_records_async, client, redis_prefix)
+            assert await write([_record("w", 1)], wait_replicas=0) == [True]
+            with pytest.raises(ReplicasBehind, match=r"only \[0\] replicas"):
+                await write([_record("w", 2)], wait_replicas=1, wait_timeout_ms=50)
+            assert isinstance(ReplicasBehind("x"), StoreUnavailable)  # retried like an outage
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+    stored = read_interests(redis_client, redis_prefix, "w")
+    assert stored is not None and stored.seq == 2
 
 
 def _stored(client: redis.Redis, prefix: str, users: list[str]) -> list[dict[bytes, bytes]]:

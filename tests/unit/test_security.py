@@ -409,3 +409,81 @@ def test_redis_tls_files_need_a_rediss_url() -> None:
         "ssl_keyfile": "/k.pem",
     }
     assert redis_client_kwargs(dataclasses.replace(Settings(), redis_url="redis://h/0")) == {}
+
+
+def test_unrecoverable_redis_errors_are_named_and_transient_ones_are_not() -> None:
+    import ssl
+
+    from redis.exceptions import (
+        AuthenticationError,
+        BusyLoadingError,
+        ClusterCrossSlotError,
+        ClusterDownError,
+        MovedError,
+        NoPermissionError,
+        NoScriptError,
+        ReadOnlyError,
+        RedisClusterException,
+        ResponseError,
+        SlotNotCoveredError,
+        TryAgainError,
+    )
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from infra.redis_config import unrecoverable_reason
+
+    def wrapped(cause: BaseException) -> RedisConnectionError:
+        try:
+            raise cause
+        except BaseException:
+            try:
+                raise RedisConnectionError("Error 1 connecting to 127.0.0.1:6380.")
+            except RedisConnectionError as exc:
+                return exc
+
+    verify = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    assert unrecoverable_reason(wrapped(verify)) == "TLS certificate verify failed"
+    refused = ssl.SSLError(1, "tlsv13 alert certificate required")
+    refused.reason = "TLSV13_ALERT_CERTIFICATE_REQUIRED"
+    assert unrecoverable_reason(wrapped(refused)) == "TLS TLSV13_ALERT_CERTIFICATE_REQUIRED"
+    assert unrecoverable_reason(wrapped(ssl.SSLEOFError(8, "EOF"))) is None
+    assert unrecoverable_reason(wrapped(ConnectionRefusedError(111, "refused"))) is None
+    assert unrecoverable_reason(RedisTimeoutError("Timeout reading from socket")) is None
+    assert unrecoverable_reason(OSError("unreachable")) is None
+    wrongpass = AuthenticationError("invalid username-password pair", status_code="WRONGPASS")
+    assert unrecoverable_reason(wrongpass) == "WRONGPASS"
+    assert unrecoverable_reason(AuthenticationError("Authentication required.")) == (
+        "authentication refused"
+    )
+    denied = NoPermissionError("no permissions to run the 'evalsha' command")
+    denied.status_code = "NOPERM"
+    assert unrecoverable_reason(denied) == "NOPERM"
+    crossslot = ClusterCrossSlotError("Keys in request don't hash to the same slot")
+    crossslot.status_code = "CROSSSLOT"
+    assert unrecoverable_reason(crossslot) == "CROSSSLOT"
+    # a pipelined command's error carries the command in front
+    piped = ResponseError(
+        "Command # 1 (EVALSHA abc 2 k1 k2) of pipeline caused error: WRONGTYPE Operation "
+        "against a key holding the wrong kind of value"
+    )
+    assert unrecoverable_reason(piped) == "WRONGTYPE"
+    unknown = ResponseError("unknown command 'EVALSHA', with args beginning with: ")
+    assert unrecoverable_reason(unknown) == "unknown command"
+    assert unrecoverable_reason(NoScriptError("No matching script.")) is not None
+    for transient in (
+        BusyLoadingError("Redis is loading the dataset in memory"),
+        ReadOnlyError("You can't write against a read only replica."),
+        TryAgainError("Multiple keys request during rehashing of slot"),
+        ClusterDownError("The cluster is down"),
+        ResponseError("BUSY Redis is busy running a script."),
+        SlotNotCoveredError("Slot 7 not covered"),
+        RedisClusterException("Redis Cluster cannot be connected. Please provide at least"),
+    ):
+        assert unrecoverable_reason(transient) is None, transient
+    moved = MovedError("3999 127.0.0.1:6381")
+    moved.status_code = "MOVED"
+    assert unrecoverable_reason(moved, cluster=True) is None
+    assert "cluster node" in str(unrecoverable_reason(moved, cluster=False))
+    uncovered = RedisClusterException("All slots are not covered after query all startup_nodes.")
+    assert str(unrecoverable_reason(uncovered)).startswith("cluster:")

@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from stream.deadletter import DeadLetter
 from stream.events import encode_event
 from stream.exceptions import StoreUnavailable
-from stream.processor import BatchProcessor, FatalBatchError, ProcessorConfig
+from stream.processor import BatchProcessor, FatalBatchError, ProcessorConfig, StoreRefusedError
 from stream.record import InterestRecord
 from stream.rekey import H_ORIGIN, origin_headers, parse_origin, user_partition
 from stream.tower import UserTower
@@ -94,10 +95,14 @@ class FakeRedis:
     fail: int = 0
     calls: int = 0
     records: dict[str, InterestRecord] = field(default_factory=dict)
+    # the error of each failing call (cycled); a connection error by default
+    errors: list[Exception] = field(default_factory=list)
 
     async def __call__(self, records: list[InterestRecord]) -> list[bool]:
         self.calls += 1
         if self.calls <= self.fail:
+            if self.errors:
+                raise self.errors[(self.calls - 1) % len(self.errors)]
             raise RedisConnectionError("redis is down")
         out = []
         for r in records:
@@ -128,7 +133,11 @@ def make(tiny_bundle: Path, **kwargs: Any) -> tuple[BatchProcessor, Store, Outbo
     async def sleep(s: float) -> None:
         sleeps.append(s)
 
-    processor = BatchProcessor(CONFIG, holder, store, outbox, redis, sleep=sleep, **kwargs)
+    config = replace(CONFIG, **kwargs.pop("config", {}))
+    # time passes only in the processor's sleeps
+    processor = BatchProcessor(
+        config, holder, store, outbox, redis, sleep=sleep, clock=lambda: sum(sleeps), **kwargs
+    )
     processor.sleeps = sleeps  # type: ignore[attr-defined]
     return processor, store, outbox, redis
 
@@ -208,6 +217,37 @@ def test_stopping_while_redis_fails_is_fatal(tiny_bundle: Path) -> None:
     with pytest.raises(FatalBatchError, match="must not be committed"):
         run(p.process([click("ann", "i1", T0, 1)]))
     assert redis.records == {}
+
+
+def test_a_refused_write_ends_the_batch_after_refused_exit_s(tiny_bundle: Path) -> None:
+    denied = NoPermissionError(
+        "this user has no permissions to run the 'evalsha' command", status_code="NOPERM"
+    )
+    p, _, _, redis = make(
+        tiny_bundle, redis={"fail": 100, "errors": [denied]}, config={"refused_exit_s": 2.0}
+    )
+    with pytest.raises(StoreRefusedError, match="NOPERM") as info:
+        run(p.process([click("ann", "i1", T0, 1)]))
+    assert info.value.exit_code == 78
+    assert "MINDSTREAM_REDIS" in str(info.value)
+    # the first refusal at time 0, the last one the first at or past 2.0 s
+    assert sum(p.sleeps) >= 2.0 > sum(p.sleeps[:-1])
+    assert p.refused == {"redis": "NOPERM"} and redis.records == {}
+
+
+def test_a_transient_error_restarts_the_refused_clock_and_success_clears_it(
+    tiny_bundle: Path,
+) -> None:
+    crossslot = ResponseError("CROSSSLOT Keys in request don't hash to the same slot")
+    p, _, _, redis = make(
+        tiny_bundle,
+        redis={"fail": 12, "errors": [crossslot, crossslot, RedisConnectionError("gone")]},
+        config={"refused_exit_s": 0.5},
+    )
+    outcome = run(p.process([click("ann", "i1", T0, 1)]))
+    # refusals 0.4 s apart at most before a transient error: never 0.5 s of them in a row
+    assert outcome.written == 1 and redis.calls == 13
+    assert p.refused == {} and p.failing_since == {}
 
 
 def test_unexpected_errors_are_fatal(tiny_bundle: Path) -> None:

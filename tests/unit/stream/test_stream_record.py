@@ -8,6 +8,7 @@ import struct
 
 import numpy as np
 import pytest
+from redis.crc import key_slot
 
 from stream.exceptions import RecordError
 from stream.record import (
@@ -106,7 +107,8 @@ def test_script_calls_send_keys_then_values_in_bounded_chunks() -> None:
     records = [
         dataclasses.replace(_record(seq=n), user_id=f"u{n}") for n in range(RECORDS_PER_CALL + 2)
     ]
-    calls = _script_calls("p:", records)
+    calls, order = _script_calls("p:", records, by_slot=False)
+    assert order == list(range(len(records)))
     assert [numkeys for numkeys, _ in calls] == [RECORDS_PER_CALL, 2]
     for (numkeys, args), chunk in zip(
         calls, (records[:RECORDS_PER_CALL], records[RECORDS_PER_CALL:]), strict=True
@@ -119,10 +121,31 @@ def test_script_calls_send_keys_then_values_in_bounded_chunks() -> None:
             assert own == list(encode_record(record).values())
     # the script reads seq at the ARGV position of its field
     assert f"ARGV[base + {FIELDS.index('seq') + 1}]" in MONOTONIC_WRITE_LUA
-    assert _script_calls("p:", []) == []
+    assert _script_calls("p:", [], by_slot=False) == ([], [])
+
+
+def test_script_calls_by_slot_never_mix_slots_and_keep_each_users_order() -> None:
+    users = [f"u{n % 40}" for n in range(700)]  # each user several times
+    records = [dataclasses.replace(_record(seq=n), user_id=user) for n, user in enumerate(users)]
+    calls, order = _script_calls("p:", records, by_slot=True)
+    assert sorted(order) == list(range(len(records)))
+    position = 0
+    for numkeys, args in calls:
+        keys = args[:numkeys]
+        assert len({key_slot(str(key).encode()) for key in keys}) == 1
+        assert numkeys <= RECORDS_PER_CALL
+        for n, key in zip(order[position : position + numkeys], keys, strict=True):
+            assert key == record_key("p:", records[n].user_id)
+        position += numkeys
+    for user in set(users):  # a user's records keep their batch order
+        mine = [n for n in order if records[n].user_id == user]
+        assert mine == sorted(mine)
+    # the hash tag puts a user's key in the slot of the bare user id
+    assert key_slot(record_key("p:", "u7").encode()) == key_slot(b"u7")
 
 
 def test_a_short_script_answer_is_an_error() -> None:
-    assert _written([[1, 0], [1]], 3) == [True, False, True]
+    assert _written([[1, 0], [1]], [0, 1, 2]) == [True, False, True]
+    assert _written([[1], [0, 1]], [2, 0, 1]) == [False, True, True]
     with pytest.raises(RecordError, match="2 flags for 3 records"):
-        _written([[1, 0]], 3)
+        _written([[1, 0]], [0, 1, 2])
