@@ -1,11 +1,13 @@
 """``mindstream bench recall``: latency and throughput of the recall service next to bare Faiss.
 
-For each catalogue size it writes (or reuses) a structured synthetic catalogue bundle, loads
-(or builds) its default index, writes users' interest records to a throw-away Redis with the
-stream's record writer, and measures: bare Faiss search for the same queries the service runs,
-search + merge in-process, single-user HTTP requests (sequential, then concurrent), batched HTTP
-requests, and ANN recall@k against exact search. With ``--bundle`` it also measures ANN recall
-on a trained bundle, with queries from its user tower over real behaviour windows.
+For each catalogue size it writes (or reuses) a structured synthetic catalogue bundle, and for
+each index kind asked for (``--index ivf,ivfpq`` measures both in one run, the same users and
+queries for each) loads (or builds) that index, writes users' interest records to a throw-away
+Redis with the stream's record writer, and measures: bare Faiss search for the same queries the
+service runs, search + merge in-process, single-user HTTP requests (sequential, then
+concurrent), batched HTTP requests, and ANN recall@k against exact search (``IndexFlatIP``
+brute force). With ``--bundle`` it also measures ANN recall on a trained bundle, with queries
+from its user tower over real behaviour windows.
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ import numpy as np
 from mindstream.settings import Settings
 from model_export.bundle import Bundle, load_bundle
 from recall.candidates import Query, recall_many
-from recall.index import ItemIndex, build_index, choose_spec, open_index
+from recall.index import KINDS, ItemIndex, build_index, choose_spec, open_index
 from recall.quality import recall_at_k
 from recall.synthetic import gaussian_mixture_catalogue, write_catalogue_bundle
 
 logger = logging.getLogger(__name__)
 
 ITEMS_PER_CLUSTER = 500
+INDEX_KINDS = ("auto", *KINDS)
 SERVICE_START_TIMEOUT_S = 900.0
 
 
@@ -56,9 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-requests", type=int, default=100, help="batch requests timed")
     p.add_argument("--recall-queries", type=int, default=1000, help="queries for recall@n")
     p.add_argument(
-        "--index", choices=("auto", "flat", "ivf", "hnsw"), default=None, help="index kind"
+        "--index",
+        type=_kinds,
+        default=None,
+        help="index kinds served, comma separated, each measured in turn (default: the "
+        "settings' MINDSTREAM_RECALL_INDEX)",
     )
-    p.add_argument("--compare", default="ivf,hnsw", help="ANN kinds measured for recall@n")
+    p.add_argument("--compare", default="ivfpq,ivf", help="ANN kinds measured for recall@n")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="service processes sharing the port (default: MINDSTREAM_RECALL_WORKERS)",
+    )
     p.add_argument("--work-dir", default=None, help="catalogues and Redis (default var/bench)")
     p.add_argument("--redis-url", default=None, help="use this Redis instead of starting one")
     p.add_argument("--bundle", default=None, help="a trained bundle: measure ANN recall on it")
@@ -68,10 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _kinds(text: str) -> list[str]:
+    kinds = [k for k in text.split(",") if k]
+    unknown = sorted(set(kinds) - set(INDEX_KINDS))
+    if not kinds or unknown:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected index kinds from {list(INDEX_KINDS)}, comma separated"
+        )
+    return kinds
+
+
 def main(argv: Sequence[str], settings: Settings) -> int:
     args = build_parser().parse_args(list(argv)[1:])
-    if args.index:
-        settings = dataclasses.replace(settings, recall_index=args.index)
+    if args.workers is not None:
+        settings = dataclasses.replace(settings, recall_workers=args.workers)
+    kinds = args.index or [settings.recall_index]
     work_dir = Path(args.work_dir) if args.work_dir else settings.data_path / "bench" / "recall"
     # Absolute: redis-server runs in a folder of its own and resolves paths from there.
     work_dir = work_dir.resolve()
@@ -81,9 +105,17 @@ def main(argv: Sequence[str], settings: Settings) -> int:
     try:
         with redis_for_bench(args.redis_url if sizes else "unused", work_dir) as redis_url:
             for n_items in sizes:
-                result = bench_catalogue(n_items, args, settings, work_dir, redis_url)
-                results["catalogues"].append(result)
-                print_catalogue(result)
+                for position, kind in enumerate(kinds):
+                    result = bench_catalogue(
+                        n_items,
+                        args,
+                        dataclasses.replace(settings, recall_index=kind),
+                        work_dir,
+                        redis_url,
+                        ann_recall=position == 0,
+                    )
+                    results["catalogues"].append(result)
+                    print_catalogue(result)
     finally:
         gc.unfreeze()
     if args.bundle:
@@ -259,7 +291,13 @@ def bench_ann_recall(
 
 
 def bench_catalogue(
-    n_items: int, args: argparse.Namespace, settings: Settings, work_dir: Path, redis_url: str
+    n_items: int,
+    args: argparse.Namespace,
+    settings: Settings,
+    work_dir: Path,
+    redis_url: str,
+    *,
+    ann_recall: bool = True,
 ) -> dict[str, Any]:
     import redis
 
@@ -275,14 +313,17 @@ def bench_catalogue(
         "dim": bundle.dim,
         "index": item_index.describe(),
         "index_open_s": round(time.perf_counter() - started, 1),
+        "load_average": list(os.getloadavg()),
     }
     records = bench_users(bundle, args.users, args.k, args.window, seed=n_items)
     result["bare"] = bench_bare(item_index, records, args)
     queries = np.concatenate([r.vectors for r in records[: max(1, args.recall_queries // args.k)]])
-    kinds = [k for k in args.compare.split(",") if k]
+    kinds = [k for k in args.compare.split(",") if k] if ann_recall else []
     result["ann_recall"] = bench_ann_recall(bundle, settings, queries, kinds, args.n)
     if args.no_service:
         return result
+    # The service process loads its own copy; this one's is no longer needed.
+    del item_index
     prefix = f"bench:recall:{uuid.uuid4().hex[:8]}:"
     client = redis.Redis.from_url(redis_url)
     try:
@@ -298,6 +339,8 @@ def bench_catalogue(
             recall_batch_max_users=max(settings.recall_batch_max_users, args.batch_users),
         )
         result["service"] = bench_service(service_settings, records, args)
+        result["service"]["workers"] = service_settings.recall_workers
+        result["load_average_after"] = list(os.getloadavg())
     finally:
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         for start in range(0, len(keys), 1000):
@@ -462,15 +505,20 @@ def bench_bundle_recall(args: argparse.Namespace, settings: Settings) -> dict[st
 
 def print_catalogue(result: dict[str, Any]) -> None:
     index = result["index"]
+    load = " / ".join(f"{v:.1f}" for v in result["load_average"])
     print(
         f"\n== {result['n_items']:,} items, dim {result['dim']}, index {index['kind']} "
-        f"{index['build'] | index['search']} ({index['source']}, {result['index_open_s']} s)"
+        f"{index['build'] | index['search']} ({index['source']}, {result['index_open_s']} s), "
+        f"load average {load}"
     )
     rows = [(f"bare {k}", v) for k, v in result["bare"].items()]
     service = result.get("service", {})
     rows += [(f"http {k}", v) for k, v in service.items() if isinstance(v, dict)]
     if service:
-        print(f"service start (verify bundle, load index): {service['start_s']} s")
+        print(
+            f"service start (verify bundle, load index): {service['start_s']} s, "
+            f"{service['workers']} process(es)"
+        )
     print(f"{'measurement':<36} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'per s':>10}")
     for name, v in rows:
         rate = v.get("req_per_s", v.get("calls_per_s"))
