@@ -273,7 +273,7 @@ class Settings:
         "IVF cluster count of `ivfpq` (0 = √items, at most items/39; 1,000 lists at 1M items).",
     )
     recall_ivfpq_nprobe: int = _setting(
-        "MINDSTREAM_RECALL_IVFPQ_NPROBE", 16, "IVF clusters visited per query by `ivfpq`."
+        "MINDSTREAM_RECALL_IVFPQ_NPROBE", 20, "IVF clusters visited per query by `ivfpq`."
     )
     recall_pq_m: int = _setting(
         "MINDSTREAM_RECALL_PQ_M",

@@ -51,9 +51,9 @@ IVF_MIN_POINTS_PER_LIST = 39
 IVF_TRAIN_POINTS_PER_LIST = 256
 # nlist = 4·√n: at 1M items 4,000 lists; measured recall@50 0.975 at nprobe 64 (BENCHMARKS.md).
 IVF_LISTS_PER_SQRT_ITEM = 4
-# nlist = √n for ivfpq: at 1M items 1,000 lists; nprobe 16 and a 3x re-rank shortlist measured
-# recall@50 0.964 in 0.56 ms per 4-interest user, where 4,000 lists cost 0.2 ms in the coarse
-# search alone (BENCHMARKS.md).
+# nlist = √n for ivfpq: at 1M items 1,000 lists; with nprobe 20 and a 3x re-rank shortlist
+# recall@50 0.977 (ivf: 0.976) in 0.7 ms per 4-interest user (ivf: 2.4 ms); 4,000 lists cost
+# 0.2 ms in the coarse search alone (BENCHMARKS.md).
 IVFPQ_LISTS_PER_SQRT_ITEM = 1
 # What ``auto`` picks above the exact-search limit (measured at 1M items, BENCHMARKS.md).
 AUTO_APPROXIMATE = "ivfpq"

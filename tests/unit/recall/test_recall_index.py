@@ -40,7 +40,7 @@ def test_auto_choice_is_exact_up_to_the_limit_and_ivfpq_above():
     assert choose_spec(10, settings, "hnsw").kind == "hnsw"
     assert choose_spec(10**7, dataclasses.replace(settings, recall_index="flat")).kind == "flat"
     assert choose_spec(10**6, settings).build == {"nlist": 1000, "pq_m": 0}
-    assert choose_spec(10**6, settings).search == {"nprobe": 16, "rerank": 3}
+    assert choose_spec(10**6, settings).search == {"nprobe": 20, "rerank": 3}
     assert choose_spec(10**6, settings, "ivf").build == {"nlist": 4000}
     assert choose_spec(10**6, settings, "ivf").search == {"nprobe": 64}
     fixed = dataclasses.replace(settings, recall_ivf_nlist=1000)
