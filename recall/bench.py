@@ -350,8 +350,9 @@ def bench_catalogue(
 
 
 @contextmanager
-def service_process(settings: Settings) -> Iterator[tuple[str, float]]:
-    """A ``python -m recall serve`` process; yields its URL and seconds until it served."""
+def service_process(settings: Settings) -> Iterator[tuple[str, float, list[int]]]:
+    """A ``python -m recall serve`` process; yields its URL, seconds until it served, and the
+    pids of the processes that serve (the workers, when there are several)."""
     from infra.ports import free_port
 
     port = free_port()
@@ -372,7 +373,10 @@ def service_process(settings: Settings) -> Iterator[tuple[str, float]]:
         )  # "recall serving on ..." once the index is loaded
         if "recall serving" not in line:
             raise RuntimeError(f"recall service did not start (exit {process.poll()}): {line}")
-        yield f"http://127.0.0.1:{port}", time.perf_counter() - started
+        pids = [process.pid]
+        if " pids=" in line:
+            pids = [int(p) for p in line.split(" pids=")[1].split()[0].split(",")]
+        yield f"http://127.0.0.1:{port}", time.perf_counter() - started, pids
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -383,12 +387,36 @@ def service_process(settings: Settings) -> Iterator[tuple[str, float]]:
 
 
 def bench_service(settings: Settings, records: list[Any], args: argparse.Namespace) -> dict:
-    with service_process(settings) as (base, start_s):
-        result = asyncio.run(_http_bench(base, [r.user_id for r in records], args))
+    with service_process(settings) as (base, start_s, pids):
+        result = asyncio.run(_http_bench(base, [r.user_id for r in records], args, pids))
     return {"start_s": round(start_s, 1), **result}
 
 
-async def _http_bench(base: str, user_ids: list[str], args: argparse.Namespace) -> dict:
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU seconds the processes ``pids`` have used so far (from /proc): the cost
+    of a request in CPU time hardly moves with the neighbours' load, unlike its latency."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            # Fields after the parenthesised command name; utime and stime are 14 and 15.
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+@contextmanager
+def cpu_cost(out: dict[str, Any], pids: Sequence[int], calls: int) -> Iterator[None]:
+    """Add the service's and this client's CPU milliseconds per call to ``out``."""
+    service, client = cpu_seconds(pids), time.process_time()
+    yield
+    out["service_cpu_ms_per_call"] = round((cpu_seconds(pids) - service) * 1000 / calls, 3)
+    out["client_cpu_ms_per_call"] = round((time.process_time() - client) * 1000 / calls, 3)
+
+
+async def _http_bench(
+    base: str, user_ids: list[str], args: argparse.Namespace, pids: Sequence[int]
+) -> dict:
     import aiohttp
 
     users = len(user_ids)
@@ -419,12 +447,15 @@ async def _http_bench(base: str, user_ids: list[str], args: argparse.Namespace) 
 
         for i in range(200):
             await single(i)
-        started = time.perf_counter()
-        latencies = [await single(i) for i in range(args.requests)]
-        total = time.perf_counter() - started
+        cost: dict[str, Any] = {}
+        with cpu_cost(cost, pids, args.requests):
+            started = time.perf_counter()
+            latencies = [await single(i) for i in range(args.requests)]
+            total = time.perf_counter() - started
         out["single_sequential"] = {
             **percentiles_ms(latencies),
             "req_per_s": round(args.requests / total, 1),
+            **cost,
         }
 
         counter = iter(range(args.requests * 2))
@@ -434,22 +465,28 @@ async def _http_bench(base: str, user_ids: list[str], args: argparse.Namespace) 
             for i in counter:
                 concurrent.append(await single(i))
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-        total = time.perf_counter() - started
+        cost = {}
+        with cpu_cost(cost, pids, args.requests * 2):
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+            total = time.perf_counter() - started
         out[f"single_concurrency_{args.concurrency}"] = {
             **percentiles_ms(concurrent),
             "req_per_s": round(len(concurrent) / total, 1),
+            **cost,
         }
 
         await batch(0)
-        started = time.perf_counter()
-        latencies = [await batch(i) for i in range(args.batch_requests)]
-        total = time.perf_counter() - started
+        cost = {}
+        with cpu_cost(cost, pids, args.batch_requests):
+            started = time.perf_counter()
+            latencies = [await batch(i) for i in range(args.batch_requests)]
+            total = time.perf_counter() - started
         out[f"batch_{args.batch_users}_sequential"] = {
             **percentiles_ms(latencies),
             "req_per_s": round(args.batch_requests / total, 1),
             "users_per_s": round(args.batch_requests * args.batch_users / total, 1),
+            **cost,
         }
     return out
 
@@ -519,10 +556,20 @@ def print_catalogue(result: dict[str, Any]) -> None:
             f"service start (verify bundle, load index): {service['start_s']} s, "
             f"{service['workers']} process(es)"
         )
-    print(f"{'measurement':<36} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'per s':>10}")
+    print(
+        f"{'measurement':<36} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'per s':>10} "
+        f"{'service CPU ms':>14} {'client CPU ms':>13}"
+    )
     for name, v in rows:
         rate = v.get("req_per_s", v.get("calls_per_s"))
-        print(f"{name:<36} {v['p50_ms']:>8.3f} {v['p99_ms']:>8.3f} {v['mean_ms']:>8.3f} {rate:>10}")
+        service_cpu, client_cpu = (
+            v.get(f"{side}_cpu_ms_per_call", "") for side in ("service", "client")
+        )
+        cpu = f"{service_cpu:>14} {client_cpu:>13}"
+        print(
+            f"{name:<36} {v['p50_ms']:>8.3f} {v['p99_ms']:>8.3f} {v['mean_ms']:>8.3f} {rate:>10} "
+            f"{cpu}"
+        )
     for kind, v in result["ann_recall"].items():
         n_key = next(key for key in v if key.startswith("recall@"))
         print(f"ANN {kind} {v['params']}: {n_key} vs exact = {v[n_key]} ({v['source']})")

@@ -30,6 +30,9 @@ def test_bench_runs_end_to_end(service_settings: Settings, tmp_path, capsys):
     assert (catalogue["index"]["kind"], second["index"]["kind"]) == ("flat", "ivfpq")
     assert second["service"]["workers"] == 2
     assert second["service"]["single_sequential"]["p50_ms"] > 0
+    # CPU time of the two workers (not the idle supervisor) and of the client, per request.
+    assert second["service"]["single_concurrency_2"]["service_cpu_ms_per_call"] > 0
+    assert second["service"]["single_concurrency_2"]["client_cpu_ms_per_call"] > 0
     assert set(catalogue["bare"]) == {
         "faiss_single", "search_merge_single", "faiss_batch", "search_merge_batch",
     }  # fmt: skip
