@@ -269,11 +269,26 @@ class Settings:
         "MINDSTREAM_RECALL_HOST", "127.0.0.1", "Address the recall service binds to."
     )
     recall_port: int = _setting("MINDSTREAM_RECALL_PORT", 8080, "Port of the recall service.")
+    recall_workers: int = _setting(
+        "MINDSTREAM_RECALL_WORKERS",
+        1,
+        "Recall service processes sharing the port (SO_REUSEPORT, Linux): the first process "
+        "builds or checks the cached index, then starts this many serving processes and stops "
+        "them all if one dies. Set it to about the cores recall may use.",
+    )
+    recall_reuse_port: bool = _setting(
+        "MINDSTREAM_RECALL_REUSE_PORT",
+        False,
+        "Bind the recall port with SO_REUSEPORT so that several processes share it (set for "
+        "the processes `MINDSTREAM_RECALL_WORKERS` starts; set it yourself to run several "
+        "under a process manager).",
+    )
     recall_index: str = _setting(
         "MINDSTREAM_RECALL_INDEX",
         "auto",
-        "Item index kind: `auto` (`flat` up to the exact-search limit, `ivf` above), `flat` "
-        "(exact), `hnsw` or `ivf`.",
+        "Item index kind: `auto` (`flat` up to the exact-search limit, `ivfpq` above), `flat` "
+        "(exact), `ivfpq` (IVF lists of 4-bit fast-scan PQ codes, shortlist re-ranked exactly), "
+        "`ivf` (IVF lists of float vectors) or `hnsw`.",
     )
     recall_exact_max_items: int = _setting(
         "MINDSTREAM_RECALL_EXACT_MAX_ITEMS",
@@ -290,10 +305,30 @@ class Settings:
     recall_ivf_nlist: int = _setting(
         "MINDSTREAM_RECALL_IVF_NLIST",
         0,
-        "IVF cluster count (0 = 4·√items, at most items/39; 4,000 lists at 1M items).",
+        "IVF cluster count of `ivf` (0 = 4·√items, at most items/39; 4,000 lists at 1M items).",
     )
     recall_ivf_nprobe: int = _setting(
-        "MINDSTREAM_RECALL_IVF_NPROBE", 64, "IVF clusters visited per query."
+        "MINDSTREAM_RECALL_IVF_NPROBE", 64, "IVF clusters visited per query by `ivf`."
+    )
+    recall_ivfpq_nlist: int = _setting(
+        "MINDSTREAM_RECALL_IVFPQ_NLIST",
+        0,
+        "IVF cluster count of `ivfpq` (0 = √items, at most items/39; 1,000 lists at 1M items).",
+    )
+    recall_ivfpq_nprobe: int = _setting(
+        "MINDSTREAM_RECALL_IVFPQ_NPROBE", 20, "IVF clusters visited per query by `ivfpq`."
+    )
+    recall_pq_m: int = _setting(
+        "MINDSTREAM_RECALL_PQ_M",
+        0,
+        "Sub-quantizers of an `ivfpq` code, 4 bits each; must divide the embedding dimension "
+        "(0 = one per dimension: 32 bytes per item at d = 64).",
+    )
+    recall_rerank_factor: int = _setting(
+        "MINDSTREAM_RECALL_RERANK_FACTOR",
+        3,
+        "`ivfpq` shortlist per interest, as a multiple of the items asked for; the shortlist is "
+        "re-ranked by exact inner product with the float embeddings.",
     )
     recall_default_n: int = _setting(
         "MINDSTREAM_RECALL_DEFAULT_N", 50, "Candidates returned when a request gives no `n`."
@@ -379,7 +414,9 @@ class Settings:
                 f"{sorted(KAFKA_PROFILES)}"
             )
         _choice("MINDSTREAM_ONNX_PROVIDER", self.onnx_provider, {"auto", "cuda", "cpu"})
-        _choice("MINDSTREAM_RECALL_INDEX", self.recall_index, {"auto", "flat", "hnsw", "ivf"})
+        _choice(
+            "MINDSTREAM_RECALL_INDEX", self.recall_index, {"auto", "flat", "hnsw", "ivf", "ivfpq"}
+        )
         _choice(
             "MINDSTREAM_LOG_LEVEL",
             self.log_level.upper(),
@@ -397,6 +434,8 @@ class Settings:
             "batch_size",
             "topic_partitions",
             "topic_replication_factor",
+            "recall_rerank_factor",
+            "recall_workers",
         ):
             if getattr(self, name) < 1:
                 env = self.__dataclass_fields__[name].metadata["env"]

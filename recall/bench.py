@@ -1,11 +1,13 @@
 """``mindstream bench recall``: latency and throughput of the recall service next to bare Faiss.
 
-For each catalogue size it writes (or reuses) a structured synthetic catalogue bundle, loads
-(or builds) its default index, writes users' interest records to a throw-away Redis with the
-stream's record writer, and measures: bare Faiss search for the same queries the service runs,
-search + merge in-process, single-user HTTP requests (sequential, then concurrent), batched HTTP
-requests, and ANN recall@k against exact search. With ``--bundle`` it also measures ANN recall
-on a trained bundle, with queries from its user tower over real behaviour windows.
+For each catalogue size it writes (or reuses) a structured synthetic catalogue bundle, and for
+each index kind asked for (``--index ivf,ivfpq`` measures both in one run, the same users and
+queries for each) loads (or builds) that index, writes users' interest records to a throw-away
+Redis with the stream's record writer, and measures: bare Faiss search for the same queries the
+service runs, search + merge in-process, single-user HTTP requests (sequential, then
+concurrent), batched HTTP requests, and ANN recall@k against exact search (``IndexFlatIP``
+brute force). With ``--bundle`` it also measures ANN recall on a trained bundle, with queries
+from its user tower over real behaviour windows.
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ import numpy as np
 from mindstream.settings import Settings
 from model_export.bundle import Bundle, load_bundle
 from recall.candidates import Query, recall_many
-from recall.index import ItemIndex, build_index, choose_spec, open_index
+from recall.index import KINDS, ItemIndex, build_index, choose_spec, open_index
 from recall.quality import recall_at_k
 from recall.synthetic import gaussian_mixture_catalogue, write_catalogue_bundle
 
 logger = logging.getLogger(__name__)
 
 ITEMS_PER_CLUSTER = 500
+INDEX_KINDS = ("auto", *KINDS)
 SERVICE_START_TIMEOUT_S = 900.0
 
 
@@ -56,9 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-requests", type=int, default=100, help="batch requests timed")
     p.add_argument("--recall-queries", type=int, default=1000, help="queries for recall@n")
     p.add_argument(
-        "--index", choices=("auto", "flat", "ivf", "hnsw"), default=None, help="index kind"
+        "--index",
+        type=_kinds,
+        default=None,
+        help="index kinds served, comma separated, each measured in turn (default: the "
+        "settings' MINDSTREAM_RECALL_INDEX)",
     )
-    p.add_argument("--compare", default="ivf,hnsw", help="ANN kinds measured for recall@n")
+    p.add_argument("--compare", default="ivfpq,ivf", help="ANN kinds measured for recall@n")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="service processes sharing the port (default: MINDSTREAM_RECALL_WORKERS)",
+    )
     p.add_argument("--work-dir", default=None, help="catalogues and Redis (default var/bench)")
     p.add_argument("--redis-url", default=None, help="use this Redis instead of starting one")
     p.add_argument("--bundle", default=None, help="a trained bundle: measure ANN recall on it")
@@ -68,10 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _kinds(text: str) -> list[str]:
+    kinds = [k for k in text.split(",") if k]
+    unknown = sorted(set(kinds) - set(INDEX_KINDS))
+    if not kinds or unknown:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected index kinds from {list(INDEX_KINDS)}, comma separated"
+        )
+    return kinds
+
+
 def main(argv: Sequence[str], settings: Settings) -> int:
     args = build_parser().parse_args(list(argv)[1:])
-    if args.index:
-        settings = dataclasses.replace(settings, recall_index=args.index)
+    if args.workers is not None:
+        settings = dataclasses.replace(settings, recall_workers=args.workers)
+    kinds = args.index or [settings.recall_index]
     work_dir = Path(args.work_dir) if args.work_dir else settings.data_path / "bench" / "recall"
     # Absolute: redis-server runs in a folder of its own and resolves paths from there.
     work_dir = work_dir.resolve()
@@ -81,9 +105,17 @@ def main(argv: Sequence[str], settings: Settings) -> int:
     try:
         with redis_for_bench(args.redis_url if sizes else "unused", work_dir) as redis_url:
             for n_items in sizes:
-                result = bench_catalogue(n_items, args, settings, work_dir, redis_url)
-                results["catalogues"].append(result)
-                print_catalogue(result)
+                for position, kind in enumerate(kinds):
+                    result = bench_catalogue(
+                        n_items,
+                        args,
+                        dataclasses.replace(settings, recall_index=kind),
+                        work_dir,
+                        redis_url,
+                        ann_recall=position == 0,
+                    )
+                    results["catalogues"].append(result)
+                    print_catalogue(result)
     finally:
         gc.unfreeze()
     if args.bundle:
@@ -259,7 +291,13 @@ def bench_ann_recall(
 
 
 def bench_catalogue(
-    n_items: int, args: argparse.Namespace, settings: Settings, work_dir: Path, redis_url: str
+    n_items: int,
+    args: argparse.Namespace,
+    settings: Settings,
+    work_dir: Path,
+    redis_url: str,
+    *,
+    ann_recall: bool = True,
 ) -> dict[str, Any]:
     from infra.redis_config import redis_client
     from stream.record import write_records
@@ -274,14 +312,17 @@ def bench_catalogue(
         "dim": bundle.dim,
         "index": item_index.describe(),
         "index_open_s": round(time.perf_counter() - started, 1),
+        "load_average": list(os.getloadavg()),
     }
     records = bench_users(bundle, args.users, args.k, args.window, seed=n_items)
     result["bare"] = bench_bare(item_index, records, args)
     queries = np.concatenate([r.vectors for r in records[: max(1, args.recall_queries // args.k)]])
-    kinds = [k for k in args.compare.split(",") if k]
+    kinds = [k for k in args.compare.split(",") if k] if ann_recall else []
     result["ann_recall"] = bench_ann_recall(bundle, settings, queries, kinds, args.n)
     if args.no_service:
         return result
+    # The service process loads its own copy; this one's is no longer needed.
+    del item_index
     prefix = f"bench:recall:{uuid.uuid4().hex[:8]}:"
     service_settings = dataclasses.replace(
         settings,
@@ -299,6 +340,8 @@ def bench_catalogue(
         for start in range(0, len(records), 1000):
             write_records(client, prefix, records[start : start + 1000])
         result["service"] = bench_service(service_settings, records, args)
+        result["service"]["workers"] = service_settings.recall_workers
+        result["load_average_after"] = list(os.getloadavg())
     finally:
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         for start in range(0, len(keys), 1000):
@@ -308,8 +351,9 @@ def bench_catalogue(
 
 
 @contextmanager
-def service_process(settings: Settings) -> Iterator[tuple[str, float]]:
-    """A ``python -m recall serve`` process; yields its URL and seconds until it served."""
+def service_process(settings: Settings) -> Iterator[tuple[str, float, list[int]]]:
+    """A ``python -m recall serve`` process; yields its URL, seconds until it served, and the
+    pids of the processes that serve (the workers, when there are several)."""
     from infra.ports import free_port
 
     port = free_port()
@@ -330,7 +374,10 @@ def service_process(settings: Settings) -> Iterator[tuple[str, float]]:
         )  # "recall serving on ..." once the index is loaded
         if "recall serving" not in line:
             raise RuntimeError(f"recall service did not start (exit {process.poll()}): {line}")
-        yield f"http://127.0.0.1:{port}", time.perf_counter() - started
+        pids = [process.pid]
+        if " pids=" in line:
+            pids = [int(p) for p in line.split(" pids=")[1].split()[0].split(",")]
+        yield f"http://127.0.0.1:{port}", time.perf_counter() - started, pids
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -341,12 +388,36 @@ def service_process(settings: Settings) -> Iterator[tuple[str, float]]:
 
 
 def bench_service(settings: Settings, records: list[Any], args: argparse.Namespace) -> dict:
-    with service_process(settings) as (base, start_s):
-        result = asyncio.run(_http_bench(base, [r.user_id for r in records], args))
+    with service_process(settings) as (base, start_s, pids):
+        result = asyncio.run(_http_bench(base, [r.user_id for r in records], args, pids))
     return {"start_s": round(start_s, 1), **result}
 
 
-async def _http_bench(base: str, user_ids: list[str], args: argparse.Namespace) -> dict:
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU seconds the processes ``pids`` have used so far (from /proc): the cost
+    of a request in CPU time hardly moves with the neighbours' load, unlike its latency."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            # Fields after the parenthesised command name; utime and stime are 14 and 15.
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+@contextmanager
+def cpu_cost(out: dict[str, Any], pids: Sequence[int], calls: int) -> Iterator[None]:
+    """Add the service's and this client's CPU milliseconds per call to ``out``."""
+    service, client = cpu_seconds(pids), time.process_time()
+    yield
+    out["service_cpu_ms_per_call"] = round((cpu_seconds(pids) - service) * 1000 / calls, 3)
+    out["client_cpu_ms_per_call"] = round((time.process_time() - client) * 1000 / calls, 3)
+
+
+async def _http_bench(
+    base: str, user_ids: list[str], args: argparse.Namespace, pids: Sequence[int]
+) -> dict:
     import aiohttp
 
     users = len(user_ids)
@@ -377,12 +448,15 @@ async def _http_bench(base: str, user_ids: list[str], args: argparse.Namespace) 
 
         for i in range(200):
             await single(i)
-        started = time.perf_counter()
-        latencies = [await single(i) for i in range(args.requests)]
-        total = time.perf_counter() - started
+        cost: dict[str, Any] = {}
+        with cpu_cost(cost, pids, args.requests):
+            started = time.perf_counter()
+            latencies = [await single(i) for i in range(args.requests)]
+            total = time.perf_counter() - started
         out["single_sequential"] = {
             **percentiles_ms(latencies),
             "req_per_s": round(args.requests / total, 1),
+            **cost,
         }
 
         counter = iter(range(args.requests * 2))
@@ -392,22 +466,28 @@ async def _http_bench(base: str, user_ids: list[str], args: argparse.Namespace) 
             for i in counter:
                 concurrent.append(await single(i))
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-        total = time.perf_counter() - started
+        cost = {}
+        with cpu_cost(cost, pids, args.requests * 2):
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+            total = time.perf_counter() - started
         out[f"single_concurrency_{args.concurrency}"] = {
             **percentiles_ms(concurrent),
             "req_per_s": round(len(concurrent) / total, 1),
+            **cost,
         }
 
         await batch(0)
-        started = time.perf_counter()
-        latencies = [await batch(i) for i in range(args.batch_requests)]
-        total = time.perf_counter() - started
+        cost = {}
+        with cpu_cost(cost, pids, args.batch_requests):
+            started = time.perf_counter()
+            latencies = [await batch(i) for i in range(args.batch_requests)]
+            total = time.perf_counter() - started
         out[f"batch_{args.batch_users}_sequential"] = {
             **percentiles_ms(latencies),
             "req_per_s": round(args.batch_requests / total, 1),
             "users_per_s": round(args.batch_requests * args.batch_users / total, 1),
+            **cost,
         }
     return out
 
@@ -463,19 +543,34 @@ def bench_bundle_recall(args: argparse.Namespace, settings: Settings) -> dict[st
 
 def print_catalogue(result: dict[str, Any]) -> None:
     index = result["index"]
+    load = " / ".join(f"{v:.1f}" for v in result["load_average"])
     print(
         f"\n== {result['n_items']:,} items, dim {result['dim']}, index {index['kind']} "
-        f"{index['build'] | index['search']} ({index['source']}, {result['index_open_s']} s)"
+        f"{index['build'] | index['search']} ({index['source']}, {result['index_open_s']} s), "
+        f"load average {load}"
     )
     rows = [(f"bare {k}", v) for k, v in result["bare"].items()]
     service = result.get("service", {})
     rows += [(f"http {k}", v) for k, v in service.items() if isinstance(v, dict)]
     if service:
-        print(f"service start (verify bundle, load index): {service['start_s']} s")
-    print(f"{'measurement':<36} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'per s':>10}")
+        print(
+            f"service start (verify bundle, load index): {service['start_s']} s, "
+            f"{service['workers']} process(es)"
+        )
+    print(
+        f"{'measurement':<36} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'per s':>10} "
+        f"{'service CPU ms':>14} {'client CPU ms':>13}"
+    )
     for name, v in rows:
         rate = v.get("req_per_s", v.get("calls_per_s"))
-        print(f"{name:<36} {v['p50_ms']:>8.3f} {v['p99_ms']:>8.3f} {v['mean_ms']:>8.3f} {rate:>10}")
+        service_cpu, client_cpu = (
+            v.get(f"{side}_cpu_ms_per_call", "") for side in ("service", "client")
+        )
+        cpu = f"{service_cpu:>14} {client_cpu:>13}"
+        print(
+            f"{name:<36} {v['p50_ms']:>8.3f} {v['p99_ms']:>8.3f} {v['mean_ms']:>8.3f} {rate:>10} "
+            f"{cpu}"
+        )
     for kind, v in result["ann_recall"].items():
         n_key = next(key for key in v if key.startswith("recall@"))
         print(f"ANN {kind} {v['params']}: {n_key} vs exact = {v[n_key]} ({v['source']})")

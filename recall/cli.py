@@ -18,7 +18,7 @@ from mindstream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
+INDEX_KINDS = ("auto", "flat", "ivfpq", "ivf", "hnsw")
 
 
 def register(sub: Any) -> None:

@@ -1,16 +1,21 @@
 """The item index: a Faiss inner-product index over one bundle's item embeddings.
 
-Small catalogues get exact search (``IndexFlatIP``); larger ones an approximate index (IVF by
-default, HNSW on request) whose parameters come from the settings. A built index is cached as a
-Faiss file plus a JSON sidecar beside the bundle (bundles themselves are immutable) and reused
-only when the sidecar names the same bundle version, embeddings hash and build parameters; an
-index always carries the bundle version it was built from, so user vectors are never searched
-against another version's items. Faiss files are read with Faiss's own reader, never pickle.
+Small catalogues get exact search (``IndexFlatIP``); larger ones an approximate index whose
+parameters come from the settings: ``ivfpq`` (IVF lists of 4-bit fast-scan product-quantised
+codes, whose shortlist is re-ranked exactly against the float embeddings), ``ivf`` (IVF lists
+of float vectors) or ``hnsw``. A built index is cached as a Faiss file plus a JSON sidecar beside
+the bundle (bundles themselves are immutable) and reused only when the sidecar names the same
+bundle version, embeddings hash and build parameters; an index always carries the bundle
+version it was built from, so user vectors are never searched against another version's items.
+Faiss files are read with Faiss's own reader, never pickle. The float embeddings ``ivfpq``
+re-ranks against are the bundle's own file, memory-mapped read-only, so every process serving
+the same bundle shares one copy in the page cache.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -18,7 +23,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,13 +40,23 @@ from recall.exceptions import IndexMismatchError, ItemIndexError
 logger = logging.getLogger(__name__)
 
 INDEX_FORMAT = "mindstream-item-index/1"
-KINDS = ("flat", "hnsw", "ivf")
+KINDS = ("flat", "hnsw", "ivf", "ivfpq")
+# Kinds built over IVF lists (a coarse quantizer trained by k-means, ``nlist`` and ``nprobe``).
+IVF_KINDS = ("ivf", "ivfpq")
+# Fast-scan codes are 4 bits per sub-quantizer (16 centroids, looked up from SIMD registers).
+PQ_BITS = 4
 ADD_CHUNK = 65_536
 # Faiss warns below 39 training points per list; k-means needs no more than ~256 per list.
 IVF_MIN_POINTS_PER_LIST = 39
 IVF_TRAIN_POINTS_PER_LIST = 256
 # nlist = 4·√n: at 1M items 4,000 lists; measured recall@50 0.975 at nprobe 64 (BENCHMARKS.md).
 IVF_LISTS_PER_SQRT_ITEM = 4
+# nlist = √n for ivfpq: at 1M items 1,000 lists; with nprobe 20 and a 3x re-rank shortlist
+# recall@50 0.977 (ivf: 0.976) in 0.7 ms per 4-interest user (ivf: 2.4 ms); 4,000 lists cost
+# 0.2 ms in the coarse search alone (BENCHMARKS.md).
+IVFPQ_LISTS_PER_SQRT_ITEM = 1
+# What ``auto`` picks above the exact-search limit (measured at 1M items, BENCHMARKS.md).
+AUTO_APPROXIMATE = "ivfpq"
 
 
 @dataclass(frozen=True)
@@ -72,12 +87,12 @@ class IndexSpec:
 
 def choose_spec(n_items: int, settings: Settings, kind: str | None = None) -> IndexSpec:
     """The index for a catalogue of ``n_items``: ``kind`` if given, else the settings' choice
-    (``auto``: exact search up to ``recall_exact_max_items``, IVF above; IVF rather than HNSW
-    because HNSW's inner-product graph plateaued below 0.95 recall@50 on clustered catalogues
-    while IVF stayed above it at lower cost, see BENCHMARKS.md)."""
+    (``auto``: exact search up to ``recall_exact_max_items``, ``ivfpq`` above, the fastest kind
+    that kept recall@50 above 0.95 at 1M items; HNSW's inner-product graph plateaued below it,
+    see BENCHMARKS.md)."""
     wanted = kind or settings.recall_index
     if wanted == "auto":
-        wanted = "flat" if n_items <= settings.recall_exact_max_items else "ivf"
+        wanted = "flat" if n_items <= settings.recall_exact_max_items else AUTO_APPROXIMATE
     if wanted == "flat":
         return IndexSpec("flat")
     if wanted == "hnsw":
@@ -96,13 +111,38 @@ def choose_spec(n_items: int, settings: Settings, kind: str | None = None) -> In
             build={"nlist": nlist},
             search={"nprobe": min(settings.recall_ivf_nprobe, nlist)},
         )
+    if wanted == "ivfpq":
+        nlist = ivf_nlist(n_items, settings.recall_ivfpq_nlist, IVFPQ_LISTS_PER_SQRT_ITEM)
+        return IndexSpec(
+            "ivfpq",
+            # pq_m 0 = one sub-quantizer per dimension, resolved at build time.
+            build={"nlist": nlist, "pq_m": settings.recall_pq_m},
+            search={
+                "nprobe": min(settings.recall_ivfpq_nprobe, nlist),
+                "rerank": settings.recall_rerank_factor,
+            },
+        )
     raise ItemIndexError(f"index kind {wanted!r}: expected auto or one of {list(KINDS)}")
 
 
-def ivf_nlist(n_items: int, configured: int) -> int:
-    """IVF list count: ``configured``, or 4·√n (the usual Faiss starting point) when 0; never
-    more than n/39, since emptier lists leave k-means untrainable."""
-    wanted = configured if configured > 0 else round(IVF_LISTS_PER_SQRT_ITEM * math.sqrt(n_items))
+def pq_subquantizers(dim: int, configured: int) -> int:
+    """Sub-quantizers of an ``ivfpq`` code: ``configured``, or one per dimension when 0 (4 bits
+    per dimension, d/2 bytes per item; at d = 64 one per 2 dimensions lost a fifth of recall@50
+    before re-ranking, see BENCHMARKS.md)."""
+    m = configured if configured > 0 else dim
+    if dim % m:
+        raise ItemIndexError(
+            f"MINDSTREAM_RECALL_PQ_M={m}: the embedding dimension {dim} must be a multiple of it"
+        )
+    return m
+
+
+def ivf_nlist(n_items: int, configured: int, per_sqrt_item: float = IVF_LISTS_PER_SQRT_ITEM) -> int:
+    """IVF list count: ``configured``, or ``per_sqrt_item``·√n when 0 (4·√n, the usual Faiss
+    starting point, for float lists; √n for fast-scan lists, whose scan is so cheap that the
+    coarse search over the list centroids dominates); never more than n/39, since emptier lists
+    leave k-means untrainable."""
+    wanted = configured if configured > 0 else round(per_sqrt_item * math.sqrt(n_items))
     return max(1, min(wanted, n_items // IVF_MIN_POINTS_PER_LIST))
 
 
@@ -138,6 +178,18 @@ class ItemIndex:
         # OpenMP thread counts are per calling thread, so each search sets its own (0 = leave
         # Faiss's default); see MINDSTREAM_RECALL_SEARCH_THREADS.
         self.search_threads = search_threads
+        # ivfpq re-ranks its shortlist against the float embeddings: the bundle's file,
+        # memory-mapped (bundles are immutable and were verified when loaded).
+        self._vectors: np.ndarray | None = None
+        if spec.kind == "ivfpq":
+            mapped = np.load(bundle.path / EMBEDDINGS, mmap_mode="r", allow_pickle=False)
+            # A plain ndarray over the mapping: np.memmap's own indexing adds ~0.1 ms a call.
+            self._vectors = np.asarray(mapped)
+            if self._vectors.shape != (bundle.n_items, bundle.dim):
+                raise IndexMismatchError(
+                    f"{bundle.path / EMBEDDINGS} holds {self._vectors.shape}, expected "
+                    f"({bundle.n_items}, {bundle.dim})"
+                )
         _apply_search_params(index, spec)
 
     @property
@@ -166,8 +218,12 @@ class ItemIndex:
             raise ItemIndexError(f"n={n}: expected at least 1")
         if self.search_threads > 0:
             faiss.omp_set_num_threads(self.search_threads)
-        scores, rows = self.index.search(x, n)
-        return scores, rows
+        if self._vectors is None:
+            scores, rows = self.index.search(x, n)
+            return scores, rows
+        shortlist = min(self.n_items, n * int(self.spec.search["rerank"]))
+        _, rows = self.index.search(x, shortlist)
+        return rerank_exact(x, rows, self._vectors, n)
 
     def rows_of(self, item_ids: Iterable[str]) -> set[int]:
         """Bundle rows of the given producer item ids; ids unknown to this bundle are skipped."""
@@ -187,11 +243,38 @@ class ItemIndex:
         }
 
 
+def rerank_exact(
+    queries: np.ndarray, rows: np.ndarray, vectors: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``n`` of each query's shortlist by exact inner product with ``vectors``.
+
+    ``rows`` int64 [m, w] (-1 = empty slot) index ``vectors`` [items, d]; returns (scores
+    float32 [m, n], rows int64 [m, n]) best first, with -1 rows and -inf scores where the
+    shortlist held fewer than ``n`` items, as a Faiss search does.
+    """
+    m, width = rows.shape
+    found = rows >= 0
+    gathered = vectors.take(np.where(found, rows, 0), axis=0)  # [m, w, d]
+    scores = np.matmul(gathered, queries[:, :, None])[:, :, 0]
+    scores[~found] = -np.inf
+    n = min(n, width)
+    along = np.arange(m)[:, None]
+    # Plain fancy indexing along rows: take_along_axis cost more than the arithmetic here.
+    top = np.argpartition(scores, width - n, axis=1)[:, width - n :] if n < width else None
+    top_scores = scores if top is None else scores[along, top]
+    # Stable on the positions argpartition left: deterministic for equal scores.
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    best = order if top is None else top[along, order]
+    out_scores = scores[along, best].astype(np.float32, copy=False)
+    out_rows = rows[along, best]
+    return out_scores, np.where(np.isneginf(out_scores), -1, out_rows)
+
+
 def _apply_search_params(index: faiss.Index, spec: IndexSpec) -> None:
     if spec.kind == "hnsw":
         hnsw: Any = faiss.downcast_index(index)
         hnsw.hnsw.efSearch = int(spec.search["ef_search"])
-    elif spec.kind == "ivf":
+    elif spec.kind in IVF_KINDS:
         faiss.extract_index_ivf(index).nprobe = int(spec.search["nprobe"])
 
 
@@ -211,10 +294,23 @@ def build_index(bundle: Bundle, spec: IndexSpec, *, progress: bool = True) -> It
         nlist = int(spec.build["nlist"])
         quantizer = faiss.IndexFlatIP(dim)
         # Faiss's Python wrapper keeps the quantizer alive as long as the IVF index.
-        ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf: faiss.IndexIVF
+        if spec.kind == "ivfpq":
+            ivf = faiss.IndexIVFPQFastScan(
+                quantizer,
+                dim,
+                nlist,
+                pq_subquantizers(dim, int(spec.build["pq_m"])),
+                PQ_BITS,
+                faiss.METRIC_INNER_PRODUCT,
+            )
+        else:
+            ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         n_train = min(n, nlist * IVF_TRAIN_POINTS_PER_LIST)
         sample = x if n_train == n else x[_sample_rows(n, n_train, bundle.version)]
-        logger.info("training ivf nlist=%d points=%d version=%s", nlist, n_train, bundle.version)
+        logger.info(
+            "training %s nlist=%d points=%d version=%s", spec.kind, nlist, n_train, bundle.version
+        )
         ivf.train(sample)
         index = ivf
     with progress_bar(n, f"index {spec.kind}", "item", enabled=progress, leave=False) as bar:
@@ -353,27 +449,52 @@ def open_index(
 ) -> ItemIndex:
     """The bundle's index: loaded from the cache when a matching one is there, else built (and
     cached when ``save``). A damaged or foreign cache file is rebuilt over, with a warning; a
-    cache folder that cannot be written only costs a rebuild next start."""
+    cache folder that cannot be written only costs a rebuild next start. Processes opening the
+    same index at once (the service's workers after a bundle swap) take turns on a lock file, so
+    one builds it and the others load what it cached."""
     spec = choose_spec(bundle.n_items, settings, kind)
     directory = cache_dir if cache_dir is not None else cache_dir_for(bundle, settings)
     item_index: ItemIndex | None = None
-    if spec.kind != "flat":
-        try:
-            item_index = load_index(bundle, spec, directory)
-        except IndexMismatchError as exc:
-            logger.warning("cached index not used, rebuilding: %s", exc)
-        except ItemIndexError:
-            pass
-    if item_index is None:
-        item_index = build_index(bundle, spec, progress=progress)
-        # Exact indexes are rebuilt faster than they are hashed and read back: never cached.
-        if save and spec.kind != "flat":
+    with _cache_lock(directory, bundle.version, spec, enabled=save and spec.kind != "flat"):
+        if spec.kind != "flat":
             try:
-                save_index(item_index, bundle, directory)
-            except OSError as exc:
-                logger.warning("index not cached dir=%s error=%s", directory, exc)
+                item_index = load_index(bundle, spec, directory)
+            except IndexMismatchError as exc:
+                logger.warning("cached index not used, rebuilding: %s", exc)
+            except ItemIndexError:
+                pass
+        if item_index is None:
+            item_index = build_index(bundle, spec, progress=progress)
+            # Exact indexes are rebuilt faster than they are hashed and read back: never cached.
+            if save and spec.kind != "flat":
+                try:
+                    save_index(item_index, bundle, directory)
+                except OSError as exc:
+                    logger.warning("index not cached dir=%s error=%s", directory, exc)
     item_index.search_threads = settings.recall_search_threads
     return item_index
+
+
+@contextlib.contextmanager
+def _cache_lock(directory: Path, version: str, spec: IndexSpec, *, enabled: bool) -> Iterator[None]:
+    """An exclusive lock on ``<index file>.lock`` while the index is loaded or built; without a
+    writable cache folder there is nothing to share, so no lock."""
+    if not enabled:
+        yield
+        return
+    index_path, _ = cache_paths(directory, version, spec)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(index_path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        logger.warning("index cache not lockable dir=%s error=%s", directory, exc)
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _write_json_atomically(path: Path, payload: Mapping[str, Any]) -> None:

@@ -1,5 +1,6 @@
 """``mindstream bench recall`` end to end on a tiny catalogue (the real numbers are in
-BENCHMARKS.md): every measurement is there and the exact index scores recall 1 against itself."""
+BENCHMARKS.md): every measurement is there for each index kind asked for, the exact index scores
+recall 1 against itself, and the service runs as two worker processes."""
 
 from __future__ import annotations
 
@@ -19,12 +20,19 @@ def test_bench_runs_end_to_end(service_settings: Settings, tmp_path, capsys):
     out = tmp_path / "recall.json"
     argv = ["recall", "--sizes", "3000", "--dim", "16", "--users", "40", "--requests", "30",
             "--concurrency", "2", "--batch-users", "5", "--batch-requests", "3",
-            "--recall-queries", "40", "--compare", "flat,ivf", "--redis-url",
-            service_settings.redis_url, "--json", str(out)]  # fmt: skip
+            "--recall-queries", "40", "--compare", "flat,ivf,ivfpq", "--redis-url",
+            service_settings.redis_url, "--json", str(out), "--index", "flat,ivfpq",
+            "--workers", "2"]  # fmt: skip
     assert bench.main(argv, settings) == 0
     result = json.loads(out.read_text())
-    (catalogue,) = result["catalogues"]
-    assert catalogue["n_items"] == 3000 and catalogue["index"]["kind"] == "flat"
+    catalogue, second = result["catalogues"]
+    assert catalogue["n_items"] == second["n_items"] == 3000
+    assert (catalogue["index"]["kind"], second["index"]["kind"]) == ("flat", "ivfpq")
+    assert second["service"]["workers"] == 2
+    assert second["service"]["single_sequential"]["p50_ms"] > 0
+    # CPU time of the two workers (not the idle supervisor) and of the client, per request.
+    assert second["service"]["single_concurrency_2"]["service_cpu_ms_per_call"] > 0
+    assert second["service"]["single_concurrency_2"]["client_cpu_ms_per_call"] > 0
     assert set(catalogue["bare"]) == {
         "faiss_single", "search_merge_single", "faiss_batch", "search_merge_batch",
     }  # fmt: skip
@@ -34,4 +42,6 @@ def test_bench_runs_end_to_end(service_settings: Settings, tmp_path, capsys):
         assert 0 < values["p50_ms"] <= values["p99_ms"]
     assert catalogue["ann_recall"]["flat"]["recall@50"] == 1.0
     assert catalogue["ann_recall"]["ivf"]["recall@50"] > 0.5
+    assert catalogue["ann_recall"]["ivfpq"]["recall@50"] > 0.5
+    assert second["ann_recall"] == {}  # measured once per catalogue
     assert "recall@50 vs exact = 1.0" in capsys.readouterr().out

@@ -120,3 +120,107 @@ def test_index_command_builds_caches_and_checks(service_settings: Settings, tmp_
         timeout=120,
     )
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on 127.0.0.1:``port`` (from /proc/net/tcp)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if state == "0A" and local == f"0100007F:{port:04X}":
+            inodes.add(inode)
+    return inodes
+
+
+def socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    return inodes
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+def test_workers_share_the_port_and_stop_together(
+    service_settings: Settings, redis_prefix: str, redis_client, tmp_path: Path
+):
+    bundle = load_bundle(
+        write_catalogue_bundle(
+            tmp_path / "bundles", np.eye(8, dtype=np.float32), item_ids=list("abcdefgh")
+        )
+    )
+    port = free_port()
+    settings = dataclasses.replace(
+        service_settings,
+        redis_prefix=redis_prefix,
+        bundle_path=str(tmp_path / "bundles" / "current"),
+        recall_port=port,
+        recall_workers=2,
+        data_dir=str(tmp_path),
+    )
+    vectors = np.array([[0.0, 0.0, 0.0, 2.0, 0.0, 1.0, 0.5, 0.25]], np.float32)
+    record = InterestRecord("u1", vectors, 1, 8, bundle.version, 1, now_ms(), 1, 1, "c/0/1", ("d",))
+    write_records(redis_client, redis_prefix, [record])
+
+    def start() -> tuple[subprocess.Popen[str], list[int]]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "recall", "serve"],
+            cwd=ROOT,
+            env=run_env(settings),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None
+        line = process.stdout.readline()  # printed once every worker has loaded the index
+        assert f"recall serving on http://127.0.0.1:{port}" in line, process.communicate()[1]
+        assert "workers=2" in line
+        return process, [int(p) for p in line.split("pids=")[1].split(",")]
+
+    process, pids = start()
+    try:
+        assert len(set(pids)) == 2 and process.pid not in pids
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        # Both workers hold their own listening socket on the one port (SO_REUSEPORT).
+        while not all(socket_inodes(pid) & listening_inodes(port) for pid in pids):
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "workers did not both listen within 60 s"
+            time.sleep(0.1)
+        for _ in range(10):  # a new connection each: the kernel spreads them over the workers
+            status, body = get_json(f"{base}/v1/users/u1/candidates?n=2")
+            assert status == 200
+            assert [c["item_id"] for c in body["candidates"]] == ["f", "g"]
+        # A worker that dies takes the service down with a clear error (no restart loop).
+        os.kill(pids[0], signal.SIGKILL)
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == 2, err
+        assert f"recall worker pid {pids[0]} exited (killed by signal 9)" in err
+        assert all(gone(pid) for pid in pids)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+    process, pids = start()
+    try:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == 0, err
+        assert all(gone(pid) for pid in pids)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()

@@ -1,9 +1,11 @@
-"""Item index: automatic choice, exact search against numpy, cache reuse and refusal, ANN recall."""
+"""Item index: automatic choice, exact search against numpy, cache reuse and refusal, the
+exact re-rank, ANN recall against brute force."""
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -19,24 +21,30 @@ from recall.index import (
     choose_spec,
     load_index,
     open_index,
+    rerank_exact,
 )
 from recall.synthetic import gaussian_mixture_catalogue, interest_vectors
 
 
-def test_auto_choice_is_exact_up_to_the_limit_and_ivf_above():
+def test_auto_choice_is_exact_up_to_the_limit_and_ivfpq_above():
     settings = Settings(recall_exact_max_items=1000)
     assert choose_spec(1000, settings).kind == "flat"
     above = choose_spec(1001, settings)
-    assert above.kind == "ivf"
+    assert above.kind == "ivfpq"
     # 4·√1001 = 127 lists would hold 8 items each: capped at 39 points per list.
-    assert above.build == {"nlist": 1001 // 39}
-    assert above.search == {"nprobe": min(settings.recall_ivf_nprobe, 1001 // 39)}
+    assert above.build == {"nlist": 1001 // 39, "pq_m": 0}
+    assert above.search == {
+        "nprobe": min(settings.recall_ivfpq_nprobe, 1001 // 39),
+        "rerank": settings.recall_rerank_factor,
+    }
     assert choose_spec(10, settings, "hnsw").kind == "hnsw"
     assert choose_spec(10**7, dataclasses.replace(settings, recall_index="flat")).kind == "flat"
-    assert choose_spec(10**6, settings).build == {"nlist": 4000}
-    assert choose_spec(10**6, settings).search == {"nprobe": 64}
+    assert choose_spec(10**6, settings).build == {"nlist": 1000, "pq_m": 0}
+    assert choose_spec(10**6, settings).search == {"nprobe": 20, "rerank": 3}
+    assert choose_spec(10**6, settings, "ivf").build == {"nlist": 4000}
+    assert choose_spec(10**6, settings, "ivf").search == {"nprobe": 64}
     fixed = dataclasses.replace(settings, recall_ivf_nlist=1000)
-    assert choose_spec(10**6, fixed).build == {"nlist": 1000}
+    assert choose_spec(10**6, fixed, "ivf").build == {"nlist": 1000}
 
 
 def test_unknown_kind_is_refused():
@@ -81,7 +89,7 @@ def test_query_of_wrong_dimension_is_refused(make_bundle):
         item_index.search(np.ones((1, 4), np.float32), 3)
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq", "hnsw"])
 def test_cache_is_reused_and_lives_beside_the_bundle(make_bundle, monkeypatch, kind):
     rng = np.random.default_rng(5)
     bundle = make_bundle(rng.standard_normal((2000, 8)).astype(np.float32))
@@ -163,7 +171,7 @@ def test_unwritable_cache_costs_only_a_rebuild(make_bundle, tmp_path):
     assert item_index.source == "built"
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq", "hnsw"])
 def test_ann_recall_at_50_against_exact_at_default_params(make_bundle, kind):
     catalogue = gaussian_mixture_catalogue(20_000, 32, n_clusters=200, seed=11)
     bundle = make_bundle(catalogue.embeddings)
@@ -175,3 +183,74 @@ def test_ann_recall_at_50_against_exact_at_default_params(make_bundle, kind):
     _, want = exact.search(queries, 50)
     recall = np.mean([len(set(g) & set(w)) / 50 for g, w in zip(got, want, strict=True)])
     assert recall >= 0.95, f"{kind} recall@50 {recall:.3f}"
+
+
+def test_ivfpq_scores_are_exact_inner_products_best_first(make_bundle):
+    catalogue = gaussian_mixture_catalogue(5_000, 16, n_clusters=50, seed=4)
+    bundle = make_bundle(catalogue.embeddings)
+    item_index = build_index(
+        bundle, choose_spec(bundle.n_items, Settings(), "ivfpq"), progress=False
+    )
+    queries = interest_vectors(catalogue, 10, 2, seed=5).reshape(-1, 16)
+    scores, rows = item_index.search(queries, 30)
+    assert scores.shape == rows.shape == (20, 30) and scores.dtype == np.float32
+    assert (rows >= 0).all()
+    want = np.einsum("mkd,md->mk", catalogue.embeddings[rows], queries)
+    np.testing.assert_allclose(scores, want, rtol=1e-5, atol=1e-6)
+    assert (np.diff(scores, axis=1) <= 0).all()
+
+
+def test_rerank_exact_against_brute_force_over_the_shortlist():
+    rng = np.random.default_rng(21)
+    vectors = rng.standard_normal((200, 8)).astype(np.float32)
+    queries = rng.standard_normal((3, 8)).astype(np.float32)
+    rows = np.stack([rng.choice(200, 12, replace=False) for _ in range(3)]).astype(np.int64)
+    rows[2, 5:] = -1  # the third query's shortlist holds only 5 items
+    scores, best = rerank_exact(queries, rows, vectors, 7)
+    for q in range(3):
+        shortlist = rows[q][rows[q] >= 0]
+        exact = vectors[shortlist] @ queries[q]
+        order = np.argsort(-exact)[:7]
+        kept = len(order)
+        np.testing.assert_array_equal(best[q, :kept], shortlist[order])
+        np.testing.assert_allclose(scores[q, :kept], exact[order], rtol=1e-6)
+        assert (best[q, kept:] == -1).all() and np.isneginf(scores[q, kept:]).all()
+    # Asking for more than the shortlist holds returns the whole shortlist, ranked.
+    scores, best = rerank_exact(queries, rows, vectors, 40)
+    assert best.shape == (3, 12) and (best[2, 5:] == -1).all()
+
+
+def test_pq_size_must_divide_the_dimension(make_bundle):
+    bundle = make_bundle(np.random.default_rng(1).standard_normal((1000, 12)).astype(np.float32))
+    spec = choose_spec(bundle.n_items, Settings(recall_pq_m=5), "ivfpq")
+    with pytest.raises(ItemIndexError, match="MINDSTREAM_RECALL_PQ_M=5"):
+        build_index(bundle, spec, progress=False)
+
+
+def test_processes_opening_one_index_at_once_build_it_once(make_bundle, monkeypatch):
+    bundle = make_bundle(np.random.default_rng(8).standard_normal((2000, 8)).astype(np.float32))
+    settings = Settings(recall_index="ivf")
+    builds: list[str] = []
+    real_build = index_module.build_index
+
+    def counting_build(*args, **kwargs):
+        builds.append(threading.current_thread().name)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(index_module, "build_index", counting_build)
+    opened: dict[str, ItemIndex] = {}
+    threads = [
+        threading.Thread(
+            target=lambda name=name: opened.__setitem__(
+                name, open_index(bundle, settings, progress=False)
+            ),
+            name=name,
+        )
+        for name in ("a", "b", "c")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(builds) == 1, builds
+    assert sorted(i.source for i in opened.values()) == ["built", "cache", "cache"]
