@@ -101,7 +101,10 @@ def content_version(files: Mapping[str, Mapping[str, Any]], model: Mapping[str, 
         {"files": {name: files[name]["sha256"] for name in sorted(files)}, "model": model},
         sort_keys=True,
     )
-    return "mind-" + hashlib.sha256(payload.encode()).hexdigest()[:20]
+    # The name starts with the model kind (mind-, youtube-dnn-, comirec-sa-...) so a listing
+    # of bundles says what each one serves.
+    kind = str(model.get("kind", "mind")).replace("_", "-")
+    return f"{kind}-" + hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
 def write_bundle(
