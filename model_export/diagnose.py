@@ -154,10 +154,60 @@ def routing_movement(
     }
 
 
+def primary_category(item_features: dict[str, np.ndarray]) -> np.ndarray | None:
+    """int64 [n_items + 1]: each model index's first value of its first side feature (the
+    primary genre, tag or category; 0 = none), or None without side features."""
+    if not item_features:
+        return None
+    table = item_features[sorted(item_features)[0]]
+    return np.asarray(table[:, 0], dtype=np.int64)
+
+
+def aggregation_sweep(
+    pool_ids: np.ndarray,
+    pool_scores: np.ndarray,
+    targets: Sequence[np.ndarray],
+    categories: np.ndarray,
+    n: int,
+    lambdas: Sequence[float],
+) -> dict[str, dict[str, float]]:
+    """HitRate@n and mean category diversity@n of ComiRec's controllable aggregation
+    (:func:`recall.merge.controllable_aggregate`) at each λ, from each user's merged candidate
+    pool (``pool_ids`` [U, M] model indices, ``NO_ID`` = empty, best score first)."""
+    from recall.merge import Candidate, category_diversity, controllable_aggregate
+
+    out: dict[str, dict[str, float]] = {}
+    for lam in lambdas:
+        lists = np.full((len(pool_ids), n), NO_ID, dtype=np.int64)
+        diversity = np.zeros(len(pool_ids))
+        for u in range(len(pool_ids)):
+            keep = pool_ids[u] != NO_ID
+            pool = [
+                Candidate(int(row), float(score), 0)
+                for row, score in zip(pool_ids[u][keep], pool_scores[u][keep], strict=True)
+            ]
+            rows = [c.row for c in controllable_aggregate(pool, categories, n, lam)]
+            lists[u, : len(rows)] = rows
+            diversity[u] = category_diversity(rows, categories)
+        rel, _ = relevance(lists, targets)
+        out[f"{lam:g}"] = {
+            f"hit_rate@{n}": float(rel.any(axis=1).mean()),
+            f"diversity@{n}": float(diversity.mean()),
+        }
+    return out
+
+
 def diagnose_tower(
-    tower: Any, histories: Sequence[np.ndarray], targets: Sequence[np.ndarray], n: int = 50
+    tower: Any,
+    histories: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    n: int = 50,
+    *,
+    categories: np.ndarray | None = None,
+    lambdas: Sequence[float] = (),
 ) -> dict[str, Any]:
-    """Every diagnostic above for one torch tower on one evaluation set."""
+    """Every diagnostic above for one torch tower on one evaluation set; with ``categories``
+    and ``lambdas`` also the controllable-aggregation sweep."""
     import torch
 
     from model_export.retrieval import exact_index, merge_by_best_score, pad_histories
@@ -173,6 +223,7 @@ def diagnose_tower(
     parts: dict[str, list[np.ndarray]] = {
         key: [] for key in ("merged", "per_interest", "owner", "active", "norms", *MERGES)
     }
+    parts["pool"], parts["pool_scores"] = [], []
     routing: dict[str, list[np.ndarray]] = {"w": [], "init": [], "final": [], "seq": []}
     for start in range(0, len(histories), 512):
         seq_np = pad_histories(histories[start : start + 512], max_len)
@@ -197,6 +248,10 @@ def diagnose_tower(
         norms = np.linalg.norm(interests, axis=-1)
         parts["norms"].append(-np.sort(-np.where(mask, norms, 0.0), axis=1))
         parts["merged"].append(merged)
+        if categories is not None and lambdas:
+            pool, pool_scores = merge_by_best_score(ids, dist.reshape(b, k, n), k * n, active=mask)
+            parts["pool"].append(pool)
+            parts["pool_scores"].append(pool_scores)
         parts["per_interest"].append(ids)
         parts["owner"].append(interest_owner(interests, mask, all_items, merged))
         parts["active"].append(mask.sum(1))
@@ -227,6 +282,15 @@ def diagnose_tower(
         if (active == k).any()
         else [],
     }
+    if parts["pool"] and categories is not None:
+        out["aggregation"] = aggregation_sweep(
+            np.concatenate(parts["pool"]),
+            np.concatenate(parts["pool_scores"]),
+            targets,
+            categories,
+            n,
+            lambdas,
+        )
     if routing["w"]:
         width = max_len
         w, init, final, seq_mask = (
@@ -278,6 +342,14 @@ def to_text(report: dict[str, Any], n: int = 50) -> str:
             lines.append(
                 "  routing: " + json.dumps({k: round(v, 3) for k, v in r["routing"].items()})
             )
+        if "aggregation" in r:
+            lines.append(
+                "  controllable aggregation (λ: HR / diversity): "
+                + "  ".join(
+                    f"{lam}: {v[f'hit_rate@{n}']:.4f} / {v[f'diversity@{n}']:.3f}"
+                    for lam, v in r["aggregation"].items()
+                )
+            )
         curve = r.get("curves", [])
         if curve:
             lines.append(
@@ -316,6 +388,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=50)
     parser.add_argument("--part", choices=("test", "valid"), default="test")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    parser.add_argument(
+        "--lambdas",
+        default="",
+        help="controllable-aggregation factors to sweep, e.g. 0,0.5,0.9 (needs side features)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     pairs = []
@@ -324,6 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not sep or not name or not path:
             parser.error(f"--checkpoint {item!r}: expected NAME=PATH")
         pairs.append((name, Path(path)))
+    lambdas = [float(x) for x in args.lambdas.split(",") if x.strip()]
     spec = DataSpec(path=str(Path(args.data).resolve()), format=args.format, protocol=args.protocol)
     data, _ = load_data(spec)
     parts = make_split(data, spec)
@@ -339,7 +417,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         restored = load_checkpoint(path)
         if list(restored.item_ids) != list(data.item_ids):
             parser.error(f"{path} was not trained on {args.data}")
-        result = diagnose_tower(restored.tower, eval_set.histories, eval_set.targets, args.n)
+        result = diagnose_tower(
+            restored.tower,
+            eval_set.histories,
+            eval_set.targets,
+            args.n,
+            categories=primary_category(data.item_features),
+            lambdas=lambdas,
+        )
         result["curves"] = training_curves(restored.info)
         report["models"][name] = result
     print(to_text(report, args.n))
