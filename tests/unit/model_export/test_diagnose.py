@@ -110,3 +110,18 @@ def test_command_on_a_tiny_trained_tower(tmp_path, capsys):
     assert sum(b["users"] for b in report["by_length"].values()) == report["users"] == 40
     assert len(report["curves"]) == 2 and report["curves"][0]["train_loss"] > 0
     assert "routing" in report and "oracle single interest" in capsys.readouterr().out
+
+
+def test_aggregation_sweep_trades_hits_for_category_spread():
+    # One user; items 1-3 share category 1 and score highest, item 4 is the target, category 2.
+    pool_ids = np.array([[1, 2, 3, 4]])
+    pool_scores = np.array([[4.0, 3.9, 3.8, 1.0]], dtype=np.float32)
+    categories = np.array([0, 1, 1, 1, 2])
+    sweep = diagnose.aggregation_sweep(
+        pool_ids, pool_scores, [np.array([4])], categories, 2, [0.0, 0.5, 0.9]
+    )
+    assert sweep["0"] == {"hit_rate@2": 0.0, "diversity@2": 0.0}
+    assert sweep["0.5"] == sweep["0"]  # 0.5 * 3.9 - 0.5 * 1 still beats 0.5 * 1.0
+    assert sweep["0.9"] == {"hit_rate@2": 1.0, "diversity@2": 1.0}
+    assert diagnose.primary_category({}) is None
+    assert diagnose.primary_category({"genre": np.array([[0, 0], [3, 1]])}).tolist() == [0, 3]
