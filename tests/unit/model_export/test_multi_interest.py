@@ -188,3 +188,24 @@ def test_a_data_set_too_small_to_split_is_refused(tmp_path):
     data, _ = load_data(spec)
     with pytest.raises(ModelExportError, match="too small to split"):
         make_split(data, spec)
+
+
+@pytest.mark.parametrize(
+    ("kind", "prefix"),
+    [("comirec_sa", "comirec-sa-"), ("comirec_dr", "comirec-dr-"), ("youtube_dnn", "youtube-dnn-")],
+)
+def test_bundles_are_named_after_their_kind_and_serve_through_onnx(kind, prefix, tmp_path):
+    from model_export.bundle import load_bundle
+    from model_export.export import export_bundle
+    from model_export.onnx_tower import OnnxUserTower
+
+    t = tower(kind=kind, head_hidden=-1 if kind != "youtube_dnn" else 0)
+    path = export_bundle(t, [f"i{j}" for j in range(1, 41)], tmp_path)
+    bundle = load_bundle(path)
+    assert path.name.startswith(prefix) and bundle.config["kind"] == kind
+    seq = np.array([[3, 4, 5, 6, 7, 8, 9, 10, 11, 0]], dtype=np.int64)
+    interests, mask = OnnxUserTower(bundle.onnx_path)(seq)
+    with torch.no_grad():
+        want, want_mask = t(torch.from_numpy(seq))
+    np.testing.assert_allclose(interests, want.numpy(), atol=1e-5)
+    assert mask.tolist() == want_mask.tolist()
