@@ -263,6 +263,7 @@ def diagnose_tower(
     oracle = oracle_single_interest(np.concatenate(parts["per_interest"]), targets)
     k = tower.config.n_interests
     out: dict[str, Any] = {
+        "_hits": hits,  # per user, for the paired bootstrap; not written to JSON
         "users": len(histories),
         f"hit_rate@{n}": float(hits.mean()),
         f"oracle_single_interest_hit_rate@{n}": float(oracle.mean()),
@@ -300,6 +301,28 @@ def diagnose_tower(
         out["capsule_ownership"] = capsule_ownership(w, seq_mask, active)
         out["routing"] = routing_movement(init, final, w, seq_mask)
     return out
+
+
+def paired_bootstrap(
+    hits: np.ndarray, baseline: np.ndarray, *, samples: int = 10_000, seed: int = 0
+) -> dict[str, float]:
+    """Paired bootstrap over users of the HitRate difference ``hits - baseline`` (bool [U]
+    each, the same users): the observed difference, a 95% interval, and the one-sided p-value
+    (share of resamples where the difference is <= 0)."""
+    a = np.asarray(hits, dtype=np.float64)
+    b = np.asarray(baseline, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError(f"hits {a.shape} and baseline {b.shape} must be the same users")
+    diff = a - b
+    rng = np.random.default_rng(seed)
+    means = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(samples)])
+    return {
+        "difference": float(diff.mean()),
+        "relative": float(diff.mean() / b.mean()) if b.mean() > 0 else float("nan"),
+        "ci95_low": float(np.quantile(means, 0.025)),
+        "ci95_high": float(np.quantile(means, 0.975)),
+        "p_value": float((means <= 0).mean()),
+    }
 
 
 def training_curves(info: dict[str, Any]) -> list[dict[str, Any]]:
@@ -350,6 +373,13 @@ def to_text(report: dict[str, Any], n: int = 50) -> str:
                     for lam, v in r["aggregation"].items()
                 )
             )
+        if "paired_bootstrap" in r:
+            boot = r["paired_bootstrap"]
+            lines.append(
+                f"  vs {report['bootstrap_against']}: {boot['difference']:+.4f} "
+                f"({boot['relative']:+.1%}), 95% CI [{boot['ci95_low']:+.4f}, "
+                f"{boot['ci95_high']:+.4f}], one-sided p {boot['p_value']:.4f}"
+            )
         curve = r.get("curves", [])
         if curve:
             lines.append(
@@ -389,6 +419,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--part", choices=("test", "valid"), default="test")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument(
+        "--bootstrap-against",
+        default=None,
+        help="NAME of a --checkpoint: paired bootstrap over users of each other model's HR",
+    )
+    parser.add_argument(
         "--lambdas",
         default="",
         help="controllable-aggregation factors to sweep, e.g. 0,0.5,0.9 (needs side features)",
@@ -427,6 +462,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         result["curves"] = training_curves(restored.info)
         report["models"][name] = result
+    hits = {name: r.pop("_hits") for name, r in report["models"].items()}
+    if args.bootstrap_against is not None:
+        if args.bootstrap_against not in hits:
+            parser.error(f"--bootstrap-against {args.bootstrap_against}: no such --checkpoint")
+        base = hits[args.bootstrap_against]
+        report["bootstrap_against"] = args.bootstrap_against
+        for name, r in report["models"].items():
+            if name != args.bootstrap_against:
+                r["paired_bootstrap"] = paired_bootstrap(hits[name], base)
     print(to_text(report, args.n))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -125,3 +125,15 @@ def test_aggregation_sweep_trades_hits_for_category_spread():
     assert sweep["0.9"] == {"hit_rate@2": 1.0, "diversity@2": 1.0}
     assert diagnose.primary_category({}) is None
     assert diagnose.primary_category({"genre": np.array([[0, 0], [3, 1]])}).tolist() == [0, 3]
+
+
+def test_paired_bootstrap_finds_a_real_difference_and_not_a_fake_one():
+    rng = np.random.default_rng(1)
+    base = rng.random(2000) < 0.2
+    better = base | (rng.random(2000) < 0.1)  # strictly more hits, same users
+    boot = diagnose.paired_bootstrap(better, base, samples=500)
+    assert boot["difference"] > 0 and boot["ci95_low"] > 0 and boot["p_value"] < 0.01
+    same = diagnose.paired_bootstrap(base, base, samples=200)
+    assert same["difference"] == 0.0 and same["p_value"] == 1.0
+    with pytest.raises(ValueError, match="same users"):
+        diagnose.paired_bootstrap(base, base[:10])
