@@ -108,10 +108,16 @@ def sha256_file(path: Path) -> str:
 
 
 def content_version(manifest: Mapping[str, Any]) -> str:
-    """The bundle version: a hash of every manifest field but ``UNVERSIONED_FIELDS``."""
+    """The bundle version: a hash of every manifest field but ``UNVERSIONED_FIELDS``.
+
+    The name starts with the model kind (mind-, youtube-dnn-, comirec-sa-...) so a listing of
+    bundles says what each one serves.
+    """
     covered = {key: value for key, value in manifest.items() if key not in UNVERSIONED_FIELDS}
     payload = json.dumps(covered, sort_keys=True, separators=(",", ":"))
-    return "mind-" + hashlib.sha256(payload.encode()).hexdigest()[:20]
+    model = manifest.get("model")
+    kind = str(model.get("kind", "mind") if isinstance(model, Mapping) else "mind")
+    return f"{kind.replace('_', '-')}-" + hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
 def write_bundle(

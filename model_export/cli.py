@@ -28,7 +28,12 @@ def register(sub: Any) -> None:
     )
     _data_options(train)
     model = train.add_argument_group("model")
-    model.add_argument("--kind", choices=("mind", "youtube_dnn"), default="mind")
+    model.add_argument(
+        "--kind",
+        choices=("mind", "youtube_dnn", "comirec_dr", "comirec_sa"),
+        default="mind",
+        help="user tower: MIND, YouTube-DNN (one vector), ComiRec-DR or ComiRec-SA",
+    )
     model.add_argument("--dim", type=int, default=64, help="embedding width d (default 64)")
     model.add_argument("--k", type=int, default=4, help="most interests K (default 4)")
     model.add_argument(
@@ -36,7 +41,25 @@ def register(sub: Any) -> None:
     )
     model.add_argument("--routing-iterations", type=int, default=3)
     model.add_argument("--routing-init-std", type=float, default=1.0)
+    model.add_argument(
+        "--routing-cosine-scale",
+        type=float,
+        default=0.0,
+        help="routing agreement s * cos(u, c) instead of u . c (0 = the paper's inner product)",
+    )
     model.add_argument("--static-k", action="store_true", help="always use K interests")
+    model.add_argument(
+        "--behaviours-per-interest",
+        type=int,
+        default=0,
+        help="also cap K' at floor(n / m) so each interest has ~m behaviours (0 = log2 rule only)",
+    )
+    model.add_argument(
+        "--attention-hidden",
+        type=int,
+        default=0,
+        help="comirec_sa: hidden width of the attention MLP (0 = 4d)",
+    )
     model.add_argument(
         "--routing-no-detach",
         action="store_true",
@@ -45,8 +68,9 @@ def register(sub: Any) -> None:
     model.add_argument(
         "--head-hidden",
         type=int,
-        default=0,
-        help="hidden width of the two-layer ReLU head (0 = 4d, -1 = no head; default 0)",
+        default=None,
+        help="hidden width of the two-layer ReLU head (0 = 4d, -1 = no head; default 0, and -1 "
+        "for the ComiRec kinds, which score their interests directly as the paper does)",
     )
     model.add_argument(
         "--max-len",
@@ -63,6 +87,13 @@ def register(sub: Any) -> None:
         "--negatives", type=int, default=1000, help="shared negatives per batch; 0 = full softmax"
     )
     fit.add_argument("--temperature", type=float, default=1.0)
+    fit.add_argument(
+        "--interest-scoring",
+        choices=("label_aware", "max"),
+        default="label_aware",
+        help="score label and negatives by label-aware attention (paper) or by the best "
+        "interest, as the serving merge does",
+    )
     fit.add_argument("--no-logq", action="store_true", help="no logQ correction of the logits")
     fit.add_argument(
         "--positions-per-user",
@@ -143,9 +174,49 @@ def _data_options(parser: argparse.ArgumentParser, *, for_evaluation: bool = Fal
 
 def _exponent(raw: str) -> float:
     value = float(raw)
-    if math.isnan(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"p must be >= 0 or 'inf', got {raw!r}")
+    if math.isnan(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"p must be > 0 or 'inf', got {raw!r}")
     return value
+
+
+def _check_model_flags(args: argparse.Namespace) -> None:
+    """Impossible model and training flags fail here, before any data is read or any epoch
+    runs; each message names the flag."""
+    from model_export.exceptions import ModelExportError
+
+    at_least = {
+        "--k": (args.k, 1),
+        "--dim": (args.dim, 1),
+        "--routing-iterations": (args.routing_iterations, 1),
+        "--behaviours-per-interest": (args.behaviours_per_interest, 0),
+        "--attention-hidden": (args.attention_hidden, 0),
+        "--batch-size": (args.batch_size, 1),
+        "--epochs": (args.epochs, 1),
+        "--negatives": (args.negatives, 0),
+    }
+    if args.max_len is not None:
+        at_least["--max-len"] = (args.max_len, 1)
+    for flag, (value, low) in at_least.items():
+        if value < low:
+            raise ModelExportError(f"{flag} must be >= {low}; got {value}")
+    positive = {"--lr": args.lr, "--temperature": args.temperature}
+    for flag, number in positive.items():
+        if not number > 0 or math.isinf(number):
+            raise ModelExportError(f"{flag} must be a finite number > 0; got {number}")
+    for flag, number in (
+        ("--routing-cosine-scale", args.routing_cosine_scale),
+        ("--routing-init-std", args.routing_init_std),
+    ):
+        if not number >= 0 or math.isinf(number):
+            raise ModelExportError(f"{flag} must be a finite number >= 0; got {number}")
+    if args.kind == "comirec_dr" and args.routing_init_std != 1.0:
+        raise ModelExportError(
+            "--routing-init-std applies to --kind mind; comirec_dr starts from zero logits"
+        )
+    if args.kind in ("youtube_dnn", "comirec_sa") and (
+        args.routing_cosine_scale or args.routing_no_detach or args.routing_iterations != 3
+    ):
+        raise ModelExportError(f"--kind {args.kind} has no routing; drop the --routing-* flags")
 
 
 def _spec(args: argparse.Namespace, protocol: str) -> Any:
@@ -178,6 +249,9 @@ def _train(args: argparse.Namespace, settings: Any) -> int:
     from model_export.workflow import model_name, train_job, write_json
 
     spec = _spec(args, args.protocol)
+    head_hidden = args.head_hidden
+    if head_hidden is None:
+        head_hidden = -1 if args.kind.startswith("comirec") else 0
     overrides = {
         "kind": args.kind,
         "dim": args.dim,
@@ -185,12 +259,16 @@ def _train(args: argparse.Namespace, settings: Any) -> int:
         "pow_p": args.p,
         "routing_iterations": args.routing_iterations,
         "routing_init_std": args.routing_init_std,
+        "routing_cosine_scale": args.routing_cosine_scale,
         "routing_detach": not args.routing_no_detach,
         "dynamic_k": not args.static_k,
-        "head_hidden": args.head_hidden,
+        "behaviours_per_interest": args.behaviours_per_interest,
+        "attention_hidden": args.attention_hidden,
+        "head_hidden": head_hidden,
         "max_len": args.max_len or settings.window_max_len,
         "seed": args.seed,
     }
+    _check_model_flags(args)
     train_config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -198,6 +276,7 @@ def _train(args: argparse.Namespace, settings: Any) -> int:
         weight_decay=args.weight_decay,
         negatives=args.negatives,
         temperature=args.temperature,
+        interest_scoring=args.interest_scoring,
         logq=not args.no_logq,
         positions_per_user=args.positions_per_user,
         patience=args.patience,

@@ -1,5 +1,5 @@
-"""The model comparison: MIND (K=4) vs YouTube-DNN vs MIND K=1 on a real data set, both split
-protocols, a small equal tuning grid per model and several seeds.
+"""The model comparison: MIND (K=4), ComiRec-SA/DR, YouTube-DNN and MIND K=1 on a real data
+set, both split protocols, a small equal tuning grid per model and several seeds.
 
 ``python -m model_export.experiments run --data PATH --out results/beauty`` trains every
 (protocol, model, lr, seed) of the plan that has no result file yet: one small JSON per run
@@ -28,7 +28,11 @@ MODELS: dict[str, dict[str, Any]] = {
     "mind": {"kind": "mind", "k": 4},
     "youtube_dnn": {"kind": "youtube_dnn", "k": 1},
     "mind_k1": {"kind": "mind", "k": 1},
+    "comirec_sa": {"kind": "comirec_sa", "k": 4, "head_hidden": -1},
+    "comirec_sa_k1": {"kind": "comirec_sa", "k": 1, "head_hidden": -1},
+    "comirec_dr": {"kind": "comirec_dr", "k": 4, "head_hidden": -1},
 }
+MULTI_INTEREST = ("mind", "comirec_sa", "comirec_dr")
 METRICS = ("hit_rate@50", "recall@50", "ndcg@50", "hit_rate@20", "recall@20")
 
 
@@ -40,12 +44,15 @@ class RunPlan:
     seed: int
     p: float = 1.0  # label-aware attention exponent (MIND with K > 1 only)
     detach: bool = True  # routing_detach (MIND models only)
+    scoring: str = "label_aware"  # TrainConfig.interest_scoring (models with K > 1 only)
 
     @property
     def name(self) -> str:
         suffix = f"-p{self.p:g}" if self.p != 1.0 and self.model == "mind" else ""
         if not self.detach and self.model in ("mind", "mind_k1"):
             suffix += "-nodetach"
+        if self.scoring != "label_aware" and self.model in MULTI_INTEREST:
+            suffix += f"-{self.scoring}"
         return f"{self.protocol}-{self.model}{suffix}-lr{self.lr:g}-seed{self.seed}"
 
 
@@ -56,9 +63,15 @@ def plan(
     seeds: Sequence[int],
     p: float = 1.0,
     detach: bool = True,
+    scoring: str = "label_aware",
 ) -> list[RunPlan]:
     return [
-        RunPlan(*combo, p=p if combo[1] == "mind" else 1.0, detach=detach)
+        RunPlan(
+            *combo,
+            p=p if combo[1] == "mind" else 1.0,
+            detach=detach,
+            scoring=scoring if combo[1] in MULTI_INTEREST else "label_aware",
+        )
         for combo in itertools.product(protocols, models, lrs, seeds)
     ]
 
@@ -85,6 +98,7 @@ def run_one(run: RunPlan, args: argparse.Namespace) -> dict[str, Any]:
         log_every=args.log_every,
         threads=args.threads,
         seed=run.seed,
+        interest_scoring=run.scoring,
     )
     outcome = train_job(
         spec,
@@ -103,6 +117,7 @@ def run_one(run: RunPlan, args: argparse.Namespace) -> dict[str, Any]:
         "lr": run.lr,
         "p": run.p,
         "routing_detach": run.detach,
+        "interest_scoring": run.scoring,
         "seed": run.seed,
     }
     summary["command_options"] = {
@@ -334,6 +349,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument(
         "--no-detach", action="store_true", help="MIND: gradients through every routing step"
     )
+    run.add_argument(
+        "--interest-scoring",
+        choices=("label_aware", "max"),
+        default="label_aware",
+        help="how multi-interest models score label and negatives in training",
+    )
     run.add_argument("--dim", type=int, default=64)
     run.add_argument("--max-len", type=int, default=50)
     run.add_argument("--epochs", type=int, default=40)
@@ -389,6 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         [int(x) for x in args.seeds.split(",")],
         args.p,
         not args.no_detach,
+        args.interest_scoring,
     )[index::count]
     (args.out / "trials").mkdir(parents=True, exist_ok=True)
     for entry in runs:

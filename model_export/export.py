@@ -105,7 +105,7 @@ def bundle_model_config(tower: UserTower) -> dict[str, Any]:
         "dim": config.dim,
         "k": config.n_interests,
         "max_len": config.max_len,
-        "routing_iterations": config.routing_iterations if config.kind == "mind" else 0,
+        "routing_iterations": config.routing_iterations if tower.routing is not None else 0,
         "dynamic_k": config.dynamic_k,
         "n_items": config.n_items,
         "opset": OPSET,

@@ -7,7 +7,11 @@ initial routing logits, softmax over interests, squash; a dynamic interest count
 K'u = max(1, min(K, floor(log2 n))); optional user-profile embeddings concatenated to each
 capsule before two ReLU layers; label-aware attention for training. Baselines in the same
 code: a YouTube-DNN style single vector (Covington et al., RecSys 2016: mean-pooled behaviours
-and an MLP) and MIND with K = 1 (``MindConfig(k=1)``).
+and an MLP) and MIND with K = 1 (``MindConfig(k=1)``). ComiRec's two extractors (Cen et al.,
+"Controllable Multi-Interest Framework for Recommendation", KDD 2020) share the rest of the
+tower: ComiRec-DR (``comirec_dr``: dynamic routing with one map per interest and zero initial
+logits) and ComiRec-SA (``comirec_sa``: K attention heads over the behaviours plus a
+recency-position embedding).
 
 Everything in the tower is written so the exported ONNX graph is exact and deterministic: the
 routing loop is unrolled, masks use finite values (never -inf), the squash avoids 0/0, and the
@@ -29,7 +33,8 @@ from torch import nn
 
 from model_export.exceptions import ModelExportError
 
-KINDS = ("mind", "youtube_dnn")
+KINDS = ("mind", "youtube_dnn", "comirec_dr", "comirec_sa")
+ROUTING_KINDS = ("mind", "comirec_dr")
 # Finite stand-in for -inf in masked logits: exp(-1e9 - max) underflows to exactly 0 in float32
 # and stays finite in every exporter and runtime.
 MASKED_LOGIT = -1e9
@@ -37,14 +42,22 @@ MASKED_LOGIT = -1e9
 
 @dataclass
 class MindConfig:
-    kind: str = "mind"  # "mind" (B2I routing) or "youtube_dnn" (mean pooling + MLP, one vector)
+    # "mind" (B2I routing, shared map), "youtube_dnn" (mean pooling + MLP, one vector),
+    # "comirec_dr" (routing, one map per interest) or "comirec_sa" (self-attentive heads)
+    kind: str = "mind"
     n_items: int = 0  # catalogue size; model indices 1..n_items, 0 is padding
     dim: int = 64  # width d of item embeddings and of interests
     k: int = 4  # most interests per user K (youtube_dnn always has 1)
     routing_iterations: int = 3  # B2I routing iterations, unrolled in the graph
     routing_init_std: float = 1.0  # sigma of the fixed Gaussian initial routing logits
     routing_detach: bool = True  # no gradient through the agreement of early iterations
+    # Agreement added to the routing logits: 0 = the inner product u . c of the paper; s > 0 =
+    # s * cos(u, c), bounded, so it can outweigh the initial logits whatever the norms are.
+    routing_cosine_scale: float = 0.0
     dynamic_k: bool = True  # K'u = max(1, min(K, floor(log2 n))) active interests, else K
+    # > 0: also cap K'u at floor(n / m), so every active interest has about m behaviours.
+    behaviours_per_interest: int = 0
+    attention_hidden: int = 0  # comirec_sa: hidden width of the attention MLP; 0 = 4 * dim
     max_len: int = 50  # behaviours per user the tower is fed (the caller keeps the newest)
     head_hidden: int = 0  # hidden width of the two-layer ReLU head; 0 = 4 * dim, -1 = no head
     pow_p: float = 1.0  # label-aware attention sharpness p (inf = hard attention), training only
@@ -66,8 +79,18 @@ class MindConfig:
             )
         if self.max_len < 1:
             raise ModelExportError(f"max_len must be >= 1; got {self.max_len}")
-        if not self.pow_p >= 0:  # also rejects NaN
-            raise ModelExportError(f"pow_p must be >= 0 (inf = hard attention); got {self.pow_p}")
+        if not self.pow_p > 0:  # also rejects NaN
+            raise ModelExportError(f"pow_p must be > 0 (inf = hard attention); got {self.pow_p}")
+        if not self.routing_cosine_scale >= 0 or math.isinf(self.routing_cosine_scale):
+            raise ModelExportError(
+                "routing_cosine_scale must be a finite number >= 0; got "
+                f"{self.routing_cosine_scale}"
+            )
+        if self.behaviours_per_interest < 0 or self.attention_hidden < 0:
+            raise ModelExportError(
+                "behaviours_per_interest and attention_hidden must be >= 0; got "
+                f"{self.behaviours_per_interest}, {self.attention_hidden}"
+            )
 
     @property
     def n_interests(self) -> int:
@@ -105,15 +128,35 @@ def squash(s: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return s * (n2 / (1.0 + n2)) / torch.sqrt(torch.clamp(n2, min=eps))
 
 
-def interest_count(n: torch.Tensor, k: int) -> torch.Tensor:
-    """K'u = max(1, min(k, floor(log2 n))) for int64 behaviour counts ``n`` (0 gives 1).
+def interest_count(n: torch.Tensor, k: int, per_interest: int = 0) -> torch.Tensor:
+    """K'u = max(1, min(k, floor(log2 n))) for int64 behaviour counts ``n`` (0 gives 1); with
+    ``per_interest`` = m > 0 also at most floor(n / m).
 
-    Computed with integer comparisons (floor(log2 n) >= j iff n >= 2**j), so it is exact at
-    powers of two in every runtime, unlike a float log2.
+    Computed with integer comparisons (floor(log2 n) >= j iff n >= 2**j, floor(n / m) >= j
+    iff n >= j * m), so it is exact at the boundaries in every runtime, unlike a float log2.
     """
     thresholds = torch.pow(2, torch.arange(1, k + 1, device=n.device, dtype=torch.int64))
+    if per_interest > 0:
+        per = torch.arange(1, k + 1, device=n.device, dtype=torch.int64) * per_interest
+        thresholds = torch.maximum(thresholds, per)
     count = (n.unsqueeze(-1) >= thresholds).sum(-1)
     return count.clamp(min=1)
+
+
+def active_interest_mask(seq_mask: torch.Tensor, config: MindConfig) -> torch.Tensor:
+    """bool [B, K]: the first K'u interests of each user (all K without ``dynamic_k``)."""
+    n = seq_mask.sum(-1)
+    k = config.n_interests
+    if config.dynamic_k:
+        active = interest_count(n, k, config.behaviours_per_interest)
+    else:
+        active = torch.full_like(n, k)
+    return torch.arange(k, device=n.device).unsqueeze(0) < active.unsqueeze(-1)
+
+
+def unit(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``x / |x|`` along the last axis; 0 stays 0 (a clamp, exact in ONNX, as in :func:`squash`)."""
+    return x / torch.sqrt(torch.clamp((x * x).sum(-1, keepdim=True), min=eps))
 
 
 def label_aware_weights(scores: torch.Tensor, mask: torch.Tensor, p: float) -> torch.Tensor:
@@ -197,15 +240,29 @@ class ItemEncoder(nn.Module):
         return self.forward(idx)
 
 
-class B2IRouting(nn.Module):
-    """Behaviour-to-interest dynamic routing with one shared bilinear map S (paper, Alg. 1).
+@dataclass
+class RoutingTrace:
+    """What one routing pass computed, for the tower and for diagnostics."""
 
-    Routing logits b_ij start from a fixed Gaussian buffer (one row per item index, drawn once
-    at construction), the weights are a softmax over the active interests of each behaviour,
-    padding behaviours get weight 0, and logits grow by agreement u_i . c_j. With
-    ``routing_detach`` (ComiRec's practice; the paper says nothing) agreement in all but the
-    last iteration uses a detached û, so gradients flow through the final weighted sum only and
-    S gets no signal to sharpen the routing; without it gradients flow through every iteration.
+    capsules: torch.Tensor  # [B, K, d]
+    capsule_mask: torch.Tensor  # [B, K] bool
+    weights: torch.Tensor  # [B, L, K] routing weights of the last iteration (0 on padding)
+    initial_logits: torch.Tensor  # [B, L, K]
+    final_logits: torch.Tensor  # [B, L, K] the logits the last iteration's weights came from
+
+
+class B2IRouting(nn.Module):
+    """Behaviour-to-interest dynamic routing (MIND, Alg. 1; ComiRec-DR).
+
+    MIND (``kind="mind"``): one shared bilinear map S, and routing logits that start from a
+    fixed Gaussian buffer (one row per item index, drawn once at construction), which is what
+    tells the capsules apart. ComiRec-DR (``kind="comirec_dr"``): one map per interest and
+    logits that start at zero; the maps tell the capsules apart. Either way the weights are a
+    softmax over the active interests of each behaviour, padding behaviours get weight 0, and
+    logits grow by agreement (u_i . c_j, or ``s * cos(u_i, c_j)`` with
+    ``routing_cosine_scale = s``). With ``routing_detach`` (ComiRec's practice; the paper says
+    nothing) agreement in all but the last iteration uses a detached û, so gradients flow
+    through the final weighted sum only; without it gradients flow through every iteration.
     """
 
     routing_init: torch.Tensor
@@ -213,38 +270,108 @@ class B2IRouting(nn.Module):
     def __init__(self, config: MindConfig, generator: torch.Generator) -> None:
         super().__init__()
         d = config.dim
+        self.config = config
         self.k = config.k
         self.iterations = config.routing_iterations
-        self.dynamic_k = config.dynamic_k
         self.detach = config.routing_detach
-        self.bilinear = nn.Linear(d, d, bias=False)
+        self.cosine_scale = config.routing_cosine_scale
+        self.per_interest = config.kind == "comirec_dr"
+        maps = config.k if self.per_interest else 1
+        self.bilinear = nn.Linear(d, d * maps, bias=False)
         nn.init.normal_(self.bilinear.weight, std=d**-0.5, generator=generator)
         init = torch.randn(config.n_items + 1, config.k, generator=generator)
-        self.register_buffer("routing_init", init * config.routing_init_std)
+        scale = 0.0 if self.per_interest else config.routing_init_std
+        self.register_buffer("routing_init", init * scale)
 
-    def forward(
+    def predictions(self, behaviours: torch.Tensor) -> torch.Tensor:
+        """û: [B, L, d] for the shared map, [B, K, L, d] with one map per interest."""
+        u_hat = self.bilinear(behaviours)
+        if not self.per_interest:
+            return u_hat
+        b, length, _ = behaviours.shape
+        return u_hat.reshape(b, length, self.k, -1).transpose(1, 2)
+
+    def _agreement(self, u: torch.Tensor, capsules: torch.Tensor) -> torch.Tensor:
+        """[B, L, K]: how much behaviour i agrees with capsule j."""
+        if self.cosine_scale > 0:
+            u, capsules = unit(u), unit(capsules)
+        if self.per_interest:  # u [B, K, L, d], capsules [B, K, d]
+            agreement = torch.matmul(u, capsules.unsqueeze(-1)).squeeze(-1).transpose(1, 2)
+        else:
+            agreement = torch.matmul(u, capsules.transpose(1, 2))
+        return agreement * self.cosine_scale if self.cosine_scale > 0 else agreement
+
+    def route(
         self, item_seq: torch.Tensor, behaviours: torch.Tensor, seq_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``item_seq`` [B, L] int64, ``behaviours`` [B, L, d], ``seq_mask`` [B, L] bool ->
-        (capsules [B, K, d], capsule mask [B, K] bool)."""
-        n = seq_mask.sum(-1)
-        active = interest_count(n, self.k) if self.dynamic_k else torch.full_like(n, self.k)
-        capsule_mask = torch.arange(self.k, device=n.device).unsqueeze(0) < active.unsqueeze(-1)
+    ) -> RoutingTrace:
+        """``item_seq`` [B, L] int64, ``behaviours`` [B, L, d], ``seq_mask`` [B, L] bool."""
+        capsule_mask = active_interest_mask(seq_mask, self.config)
         weight_mask = seq_mask.unsqueeze(-1).to(behaviours.dtype)  # [B, L, 1]
-        u_hat = self.bilinear(behaviours)  # [B, L, d]
+        u_hat = self.predictions(behaviours)
         u_fixed = u_hat.detach() if self.detach else u_hat
-        logits = self.routing_init[item_seq]  # [B, L, K]
-        capsules = torch.zeros_like(u_hat[:, : self.k])
+        initial = self.routing_init[item_seq]  # [B, L, K]
+        logits = initial
         allowed = capsule_mask.unsqueeze(1)  # [B, 1, K]
+        capsules = torch.zeros_like(behaviours[:, : self.k])
+        w = torch.zeros_like(initial)
         for it in range(self.iterations):
             masked = torch.where(allowed, logits, torch.full_like(logits, MASKED_LOGIT))
             w = torch.softmax(masked, dim=-1) * weight_mask  # [B, L, K]
             last = it == self.iterations - 1
             u = u_hat if last else u_fixed
-            capsules = squash(torch.matmul(w.transpose(1, 2), u))  # [B, K, d]
+            if self.per_interest:  # sum_i w_ij û_j|i
+                summed = torch.matmul(w.transpose(1, 2).unsqueeze(2), u).squeeze(2)
+            else:
+                summed = torch.matmul(w.transpose(1, 2), u)
+            capsules = squash(summed)  # [B, K, d]
             if not last:
-                logits = logits + torch.matmul(u_fixed, capsules.transpose(1, 2))  # [B, L, K]
-        return capsules, capsule_mask
+                logits = logits + self._agreement(u_fixed, capsules)
+        return RoutingTrace(capsules, capsule_mask, w, initial, logits)
+
+    def forward(
+        self, item_seq: torch.Tensor, behaviours: torch.Tensor, seq_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (capsules [B, K, d], capsule mask [B, K] bool)."""
+        trace = self.route(item_seq, behaviours, seq_mask)
+        return trace.capsules, trace.capsule_mask
+
+
+class SelfAttentiveExtractor(nn.Module):
+    """ComiRec-SA: K attention heads over the behaviours, ``A = softmax_L(W2 tanh(W1 (h + p)))``,
+    interests ``A h``. ``p`` embeds each behaviour's recency (0 = newest), so a head can prefer
+    recent behaviours whatever the history's length; padding gets attention exactly 0.
+    """
+
+    def __init__(self, config: MindConfig, generator: torch.Generator) -> None:
+        super().__init__()
+        d = config.dim
+        hidden = config.attention_hidden or 4 * d
+        self.config = config
+        self.max_len = config.max_len
+        self.position = nn.Embedding(config.max_len, d)
+        self.hidden = nn.Linear(d, hidden)
+        self.heads = nn.Linear(hidden, config.k)
+        for layer in (self.hidden, self.heads):
+            nn.init.normal_(layer.weight, std=layer.in_features**-0.5, generator=generator)
+            nn.init.zeros_(layer.bias)
+        nn.init.normal_(self.position.weight, std=d**-0.5, generator=generator)
+
+    def attention(self, behaviours: torch.Tensor, seq_mask: torch.Tensor) -> torch.Tensor:
+        """[B, K, L] attention of each head over the behaviours (0 on padding)."""
+        n = seq_mask.sum(-1, keepdim=True)  # [B, 1]
+        steps = torch.cumsum(torch.ones_like(seq_mask, dtype=torch.int64), dim=-1) - 1
+        recency = torch.clamp(n - 1 - steps, min=0, max=self.max_len - 1)
+        x = behaviours + self.position(recency)
+        logits = self.heads(torch.tanh(self.hidden(x))).transpose(1, 2)  # [B, K, L]
+        allowed = seq_mask.unsqueeze(1)
+        logits = torch.where(allowed, logits, torch.full_like(logits, MASKED_LOGIT))
+        return torch.softmax(logits, dim=-1) * allowed.to(behaviours.dtype)
+
+    def forward(
+        self, behaviours: torch.Tensor, seq_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        interests = torch.matmul(self.attention(behaviours, seq_mask), behaviours)
+        return interests, active_interest_mask(seq_mask, self.config)
 
 
 class InterestHead(nn.Module):
@@ -286,7 +413,7 @@ class UserProfile(nn.Module):
 
 
 class UserTower(nn.Module):
-    """MIND or YouTube-DNN: behaviours -> (interests [B, K, d], interest mask [B, K]).
+    """A user tower: behaviours -> (interests [B, K, d], interest mask [B, K]).
 
     ``forward(item_seq)`` is exactly what is exported: item_seq int64 [B, L], right-padded with
     0, any L >= 1. ``item_vectors`` gives the same pooled representation used for behaviours,
@@ -304,7 +431,10 @@ class UserTower(nn.Module):
             for weight in feature_tables:
                 nn.init.normal_(weight, std=config.dim**-0.5, generator=generator)
                 weight[0].zero_()  # padding / "no value" stays the zero vector
-        self.routing = B2IRouting(config, generator) if config.kind == "mind" else None
+        self.routing = B2IRouting(config, generator) if config.kind in ROUTING_KINDS else None
+        self.attention = (
+            SelfAttentiveExtractor(config, generator) if config.kind == "comirec_sa" else None
+        )
         self.profile = UserProfile(config) if config.user_features else None
         self.head: InterestHead | None = None
         if config.head_hidden >= 0 or config.kind == "youtube_dnn":
@@ -328,6 +458,8 @@ class UserTower(nn.Module):
         behaviours = self.items(item_seq)
         if self.routing is not None:
             capsules, capsule_mask = self.routing(item_seq, behaviours, seq_mask)
+        elif self.attention is not None:
+            capsules, capsule_mask = self.attention(behaviours, seq_mask)
         else:
             weights = seq_mask.to(behaviours.dtype).unsqueeze(-1)
             n = weights.sum(1).clamp(min=1.0)

@@ -28,6 +28,8 @@ from model_export.sampler import PopularityNegativeSampler, item_counts
 
 logger = logging.getLogger(__name__)
 
+INTEREST_SCORING = ("label_aware", "max")
+
 
 @dataclass
 class TrainConfig:
@@ -45,12 +47,20 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many steps (0 = no limit); for tests and benches
     threads: int = 0  # torch intra-op threads (0 = torch's default)
     seed: int = 0  # seeds torch, the batch order and the negatives
+    # How a multi-interest user scores the label and the negatives: "label_aware" = one vector
+    # from label-aware attention (the paper); "max" = each item's best score over the active
+    # interests, the score the serving merge ranks by.
+    interest_scoring: str = "label_aware"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.epochs < 0 or self.negatives < 0:
             raise ModelExportError("batch_size must be >= 1, epochs and negatives >= 0")
         if not self.temperature > 0 or not self.lr > 0:
             raise ModelExportError("temperature and lr must be > 0")
+        if self.interest_scoring not in INTEREST_SCORING:
+            raise ModelExportError(
+                f"interest_scoring {self.interest_scoring!r}: expected one of {INTEREST_SCORING}"
+            )
 
 
 @dataclass
@@ -148,6 +158,51 @@ def sampled_softmax_loss(
     return F.cross_entropy(logits, torch.zeros_like(labels))
 
 
+def best_interest_scores(
+    interests: torch.Tensor, mask: torch.Tensor, vectors: torch.Tensor
+) -> torch.Tensor:
+    """[B, N]: each of ``vectors`` [N, d] scored by each user's best active interest
+    (``interests`` [B, K, d], ``mask`` [B, K]); the score the serving merge ranks by."""
+    scores = torch.einsum("bkd,nd->bkn", interests, vectors)
+    scores = torch.where(mask.unsqueeze(-1), scores, torch.full_like(scores, MASKED_LOGIT))
+    return scores.max(dim=1).values
+
+
+def max_scoring_loss(
+    interests: torch.Tensor,
+    mask: torch.Tensor,
+    labels: torch.Tensor,
+    label_vectors: torch.Tensor,
+    negatives: torch.Tensor | None,
+    negative_vectors: torch.Tensor,
+    *,
+    temperature: float,
+    log_q: torch.Tensor | None,
+) -> torch.Tensor:
+    """Softmax loss where label and negatives alike are scored by the best active interest.
+
+    With ``negatives`` None, ``negative_vectors`` are the whole catalogue (rows 1..n_items)
+    and the loss is the full softmax; otherwise the sampled one with accidental hits masked.
+    """
+    positive = (
+        torch.einsum("bkd,bd->bk", interests, label_vectors)
+        .masked_fill(~mask, MASKED_LOGIT)
+        .max(dim=1)
+        .values
+        / temperature
+    )
+    negative = best_interest_scores(interests, mask, negative_vectors) / temperature
+    if negatives is None:
+        return F.cross_entropy(negative, labels - 1)
+    if log_q is not None:
+        positive = positive - log_q[labels]
+        negative = negative - log_q[negatives].unsqueeze(0)
+    hit = negatives.unsqueeze(0) == labels.unsqueeze(1)
+    negative = torch.where(hit, torch.full_like(negative, MASKED_LOGIT), negative)
+    logits = torch.cat([positive.unsqueeze(1), negative], dim=1)
+    return F.cross_entropy(logits, torch.zeros_like(labels))
+
+
 def full_softmax_loss(
     user: torch.Tensor, labels: torch.Tensor, all_items: torch.Tensor, *, temperature: float
 ) -> torch.Tensor:
@@ -224,13 +279,33 @@ def train(
     )
     for epoch in range(1, config.epochs + 1):
         tower.train()
+        epoch_loss, epoch_steps = 0.0, 0
         order = positions.epoch_order(rng, config.positions_per_user)
         for lo in range(0, len(order), config.batch_size):
             histories, labels_np = positions.batch(order[lo : lo + config.batch_size])
             seq = torch.from_numpy(histories)
             labels = torch.from_numpy(labels_np)
             interests, mask = tower(seq)
-            if sampler is None:
+            if config.interest_scoring == "max":
+                negatives_t = None if sampler is None else torch.from_numpy(sampler.sample())
+                if negatives_t is None:
+                    label_vectors = tower.item_vectors(labels)
+                    negative_vectors = tower.item_vectors()[1:]
+                else:
+                    vectors = tower.item_vectors(torch.cat([labels, negatives_t]))
+                    label_vectors = vectors[: len(labels)]
+                    negative_vectors = vectors[len(labels) :]
+                loss = max_scoring_loss(
+                    interests,
+                    mask,
+                    labels,
+                    label_vectors,
+                    negatives_t,
+                    negative_vectors,
+                    temperature=config.temperature,
+                    log_q=log_q,
+                )
+            elif sampler is None:
                 all_items = tower.item_vectors()
                 label_vectors = all_items[labels]
                 user = tower.user_vector(interests, mask, label_vectors)
@@ -254,7 +329,10 @@ def train(
             optimizer.step()
             result.steps += 1
             result.samples += len(labels)
-            window_loss += float(loss.detach())
+            step_loss = float(loss.detach())
+            window_loss += step_loss
+            epoch_loss += step_loss
+            epoch_steps += 1
             window_steps += 1
             window_samples += len(labels)
             if config.log_every and result.steps % config.log_every == 0:
@@ -276,6 +354,8 @@ def train(
             "epoch": epoch,
             "steps": result.steps,
             "elapsed_s": round(result.seconds, 2),
+            # Mean training loss of the epoch: the train side of the train/validation curves.
+            "train_loss": round(epoch_loss / max(epoch_steps, 1), 5),
         }
         if validate is not None:
             tower.eval()

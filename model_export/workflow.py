@@ -87,7 +87,25 @@ def load_data(spec: DataSpec) -> tuple[Interactions, PlantedTruth | None]:
 
 
 def make_split(data: Interactions, spec: DataSpec) -> Split:
+    """``spec``'s split of ``data``; a data set too small to give training examples and
+    validation and test users is refused here, before any training."""
     parts = split(data, spec.protocol, seed=spec.split_seed)
+    need = (
+        "users with >= 3 behaviours"
+        if spec.protocol == LEAVE_LAST_OUT
+        else "users (8:1:1 user split; each evaluated user needs >= 2 behaviours)"
+    )
+    if len(parts.valid) == 0 or len(parts.test) == 0:
+        raise ModelExportError(
+            f"data set {data.name!r} is too small to split with protocol {spec.protocol}: "
+            f"{len(parts.valid)} validation and {len(parts.test)} test users ({data.n_users} "
+            f"users in all); it needs more {need}"
+        )
+    if not any(len(s) >= 2 for s in parts.train.sequences):
+        raise ModelExportError(
+            f"data set {data.name!r} leaves no training sequence of >= 2 behaviours after the "
+            f"{spec.protocol} split"
+        )
     logger.info(
         "split protocol=%s train_users=%d valid_users=%d test_users=%d %s",
         parts.protocol,
@@ -139,10 +157,11 @@ def bundle_retrieval_model(path: Path | str, name: str | None = None) -> Retriev
 
 
 def model_name(config: Any) -> str:
-    """``mind`` (K = 4), ``mind_k1`` or ``youtube_dnn``: names used in tables and results."""
+    """The kind (``mind``, ``comirec_sa``, ...), ``_k1`` added for a multi-interest kind with
+    K = 1; ``youtube_dnn`` as it is: names used in tables and results."""
     if config.kind == "youtube_dnn":
         return "youtube_dnn"
-    return "mind_k1" if config.k == 1 else "mind"
+    return f"{config.kind}_k1" if config.k == 1 else str(config.kind)
 
 
 @dataclass

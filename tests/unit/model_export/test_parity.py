@@ -69,8 +69,25 @@ def awkward_batches(rng):
         {"dynamic_k": False},
         {"head_hidden": -1},
         {"item_features": {}},
+        {"routing_cosine_scale": 10.0},
+        {"behaviours_per_interest": 3},
+        {"kind": "comirec_dr", "head_hidden": -1},
+        {"kind": "comirec_sa", "head_hidden": -1},
+        {"kind": "comirec_sa", "dynamic_k": False},
     ],
-    ids=["mind", "youtube_dnn", "mind_k1", "static_k", "no_head", "no_features"],
+    ids=[
+        "mind",
+        "youtube_dnn",
+        "mind_k1",
+        "static_k",
+        "no_head",
+        "no_features",
+        "mind_cosine_routing",
+        "mind_per_interest_k",
+        "comirec_dr",
+        "comirec_sa",
+        "comirec_sa_static_k",
+    ],
 )
 def test_onnx_matches_torch(overrides):
     tower = make_tower(**overrides)

@@ -1,0 +1,139 @@
+"""The multi-interest diagnosis: its pure parts on hand-made arrays, and the command on a
+tiny trained tower."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from model_export import diagnose
+from model_export.retrieval import NO_ID
+
+
+def test_length_buckets_follow_the_edges():
+    assert diagnose.length_bucket_labels((4, 8)) == ["<4", "4-7", ">=8"]
+    assert diagnose.length_buckets(np.array([1, 4, 7, 8, 100]), (4, 8)).tolist() == [0, 1, 1, 2, 2]
+
+
+def test_owner_is_the_best_active_interest():
+    interests = np.array([[[1.0, 0.0], [0.0, 1.0]]])
+    items = np.array([[1, 2, 0]])  # model indices; 0 = empty slot
+    vectors = np.array([[0.0, 0.0], [2.0, 1.0], [1.0, 3.0]])
+    both = diagnose.interest_owner(interests, np.array([[True, True]]), vectors, items)
+    first = diagnose.interest_owner(interests, np.array([[True, False]]), vectors, items)
+    assert both.tolist() == [[0, 1, -1]]
+    assert first.tolist() == [[0, 0, -1]]
+
+
+def test_shares_rank_interests_by_their_part_of_the_list():
+    owner = np.array([[1, 1, 1, 0], [0, 0, 0, 0]])
+    rel = np.array([[False, False, False, True], [True, False, False, False]])
+    shares = diagnose.shares_by_rank(owner, rel, np.array([2, 1]), k=2)
+    # Only the first user has two interests: interest 1 holds 3/4 of its list, interest 0
+    # the one hit.
+    assert shares["list"] == [0.75, 0.25]
+    assert shares["hits"] == [0.0, 1.0]
+
+
+def test_oracle_counts_a_hit_in_any_single_interest_list():
+    per_interest = np.array([[[1, 2], [3, 4]], [[5, 6], [NO_ID, NO_ID]]])
+    hits = diagnose.oracle_single_interest(per_interest, [np.array([4]), np.array([9])])
+    assert hits.tolist() == [True, False]
+
+
+def test_capsule_ownership_and_routing_movement():
+    weights = np.array([[[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.5, 0.5]]])
+    seq_mask = np.array([[True, True, True, False]])
+    assert diagnose.capsule_ownership(weights, seq_mask, np.array([2])) == pytest.approx(
+        [2 / 3, 1 / 3]
+    )
+    initial = np.array([[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 0.0]]])
+    final = initial + np.array([[[0.0, 0.0], [2.0, 0.0], [0.0, 0.0], [9.0, 0.0]]])
+    moved = diagnose.routing_movement(initial, final, weights, seq_mask)
+    assert moved["top_capsule_changed"] == pytest.approx(1 / 3)
+    assert moved["mean_abs_logit_change"] == pytest.approx(2 / 6)  # one change of 2, 6 logits
+    assert moved["mean_largest_weight"] == pytest.approx((0.9 + 0.8 + 0.7) / 3)
+
+
+def test_round_robin_merge_takes_each_interest_in_turn():
+    from model_export.retrieval import merge_by_best_score
+
+    ids = np.array([[[1, 2, 3], [7, 8, 9]]])
+    scores = np.array([[[9.0, 8.0, 7.0], [1.0, 0.5, 0.1]]], dtype=np.float32)
+    interests = np.ones((1, 2, 2), dtype=np.float32)
+    best, _ = merge_by_best_score(ids, scores, 4)
+    turns, _ = merge_by_best_score(ids, diagnose.merge_scores(scores, interests, "round_robin"), 4)
+    assert best.tolist() == [[1, 2, 3, 7]]
+    assert turns.tolist() == [[1, 7, 2, 8]]
+
+
+def test_command_on_a_tiny_trained_tower(tmp_path, capsys):
+    from model_export.checkpoint import save_checkpoint
+    from model_export.model import MindConfig, build_tower
+    from model_export.train import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    lines = [
+        " ".join(map(str, [u, *rng.integers(1, 31, size=rng.integers(4, 40))]))
+        for u in range(1, 41)
+    ]
+    data = tmp_path / "tiny.txt"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    from model_export.workflow import DataSpec, load_data, make_split
+
+    spec = DataSpec(path=str(data), format="amazon")
+    interactions, _ = load_data(spec)
+    parts = make_split(interactions, spec)
+    tower = build_tower(MindConfig(n_items=interactions.n_items, dim=8, k=4, max_len=20))
+    result = train(tower, parts.train.sequences, TrainConfig(epochs=2, negatives=10))
+    save_checkpoint(tmp_path / "ckpt", tower, interactions.item_ids, {"result": result.to_json()})
+    torch.set_num_threads(1)
+    out = tmp_path / "diag.json"
+    code = diagnose.main(
+        [
+            "--data",
+            str(data),
+            "--format",
+            "amazon",
+            "--checkpoint",
+            f"m={tmp_path / 'ckpt'}",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())["models"]["m"]
+    assert report["oracle_single_interest_hit_rate@50"] >= report["hit_rate@50"]
+    assert sum(b["users"] for b in report["by_length"].values()) == report["users"] == 40
+    assert len(report["curves"]) == 2 and report["curves"][0]["train_loss"] > 0
+    assert "routing" in report and "oracle single interest" in capsys.readouterr().out
+
+
+def test_aggregation_sweep_trades_hits_for_category_spread():
+    # One user; items 1-3 share category 1 and score highest, item 4 is the target, category 2.
+    pool_ids = np.array([[1, 2, 3, 4]])
+    pool_scores = np.array([[4.0, 3.9, 3.8, 1.0]], dtype=np.float32)
+    categories = np.array([0, 1, 1, 1, 2])
+    sweep = diagnose.aggregation_sweep(
+        pool_ids, pool_scores, [np.array([4])], categories, 2, [0.0, 0.5, 0.9]
+    )
+    assert sweep["0"] == {"hit_rate@2": 0.0, "diversity@2": 0.0}
+    assert sweep["0.5"] == sweep["0"]  # 0.5 * 3.9 - 0.5 * 1 still beats 0.5 * 1.0
+    assert sweep["0.9"] == {"hit_rate@2": 1.0, "diversity@2": 1.0}
+    assert diagnose.primary_category({}) is None
+    assert diagnose.primary_category({"genre": np.array([[0, 0], [3, 1]])}).tolist() == [0, 3]
+
+
+def test_paired_bootstrap_finds_a_real_difference_and_not_a_fake_one():
+    rng = np.random.default_rng(1)
+    base = rng.random(2000) < 0.2
+    better = base | (rng.random(2000) < 0.1)  # strictly more hits, same users
+    boot = diagnose.paired_bootstrap(better, base, samples=500)
+    assert boot["difference"] > 0 and boot["ci95_low"] > 0 and boot["p_value"] < 0.01
+    same = diagnose.paired_bootstrap(base, base, samples=200)
+    assert same["difference"] == 0.0 and same["p_value"] == 1.0
+    with pytest.raises(ValueError, match="same users"):
+        diagnose.paired_bootstrap(base, base[:10])
