@@ -1,33 +1,26 @@
-"""Where the worker starts reading a partition it is assigned: its committed offset, always
-(the log start where there is no commit, or where the broker's retention has deleted the
-committed records: a seek below the log start would make the consumer jump ahead unseen).
+"""Where the worker starts reading a partition it is assigned, and what Faust may commit.
 
-Faust 0.15 drops a record whose hand-over to the stream a rebalance (flow suspension)
-interrupts, moving its read position past it, and reads it again only by seeking to the
-committed offset after the rebalance. aiokafka's ``seek_to_committed`` skips partitions whose
-committed offset is 0 or absent (a new group, or a re-key partition that has seen little
-traffic), so there the record is lost for good once a later offset is committed. The restart
-test lost a re-keyed click that way. So after every rebalance (Faust's ``on_rebalance_complete``,
-before fetching resumes) the worker seeks each assigned source partition to its committed offset
-itself (the log start when there is none); records read twice are replays, which the windows
-skip. (Done in ``on_partitions_assigned`` instead, it never completed: that signal runs inside
-the consumer's rebalance callback, and the offset lookup goes through the consumer.)
+- **The rewind.** After every rebalance (Faust's ``on_rebalance_complete``, while the partitions
+  are still paused) the worker seeks each assigned source partition to its committed offset
+  itself, or to the log start where there is no commit or where retention has deleted the
+  committed records (a seek below the log start would make the consumer jump ahead unseen).
+  aiokafka's ``seek_to_committed`` skips partitions whose committed offset is 0 or absent, and
+  Faust 0.15 reads a record whose hand-over a rebalance interrupted again only through such a
+  seek. Records read twice are replays, which the windows skip. (Run from
+  ``on_partitions_assigned`` instead, the offset lookup never completes: that signal runs
+  inside the consumer's rebalance callback.)
+- **The seek skip.** Faust's recovery seeks the stream partitions to their committed offsets
+  once more (``Consumer.perform_seek``) after it has resumed them; the rewind has done that
+  seek already and set what ``perform_seek`` sets (read and committed offsets), so
+  :class:`SeekOnce` makes the seek that follows it a no-op.
+- **The commit cap.** :func:`limit_commits` keeps Faust from committing past the next offset
+  the worker expects on a partition (Faust acknowledges a record that a stream takes while the
+  flow is suspended, e.g. at a rebalance, without delivering it).
 
-Faust's recovery then seeks the stream partitions to their committed offsets once more
-(``Consumer.perform_seek``), but only after it has resumed them: records fetched meanwhile reach
-the agent, and the seek landing in the middle of their hand-over made Faust skip one record
-(acknowledged, never delivered) in about a third of the restarts of the Redis-outage test.
-Since the rewind here has done that seek already, with the partitions still paused, and has
-set what ``perform_seek`` sets (read and committed offsets), :class:`SeekOnce` turns the seek
-that follows it into a no-op. The processor's offset guard (``stream.continuity``) still checks
-that no record of a partition is ever skipped, and :func:`limit_commits` keeps Faust from
-committing past a record the worker never saw (Faust acknowledges a record that a stream takes
-while the flow is suspended, e.g. at a rebalance, without delivering it).
-
-The source records now reach the worker through its intake (``stream.intake``), not Faust's
-stream, so the hand-over races above belong to Faust's own path. The rewind still sets where
-every assignment starts; the seek skip, the guard and the cap stay as defences against a record
-the consumer could move past unseen.
+The source records reach the worker through its intake (``stream.intake``), not Faust's stream
+path; the seek skip and the cap are defences against a record the consumer could move past
+unseen, and the processor's offset guard (``stream.continuity``) checks that none ever is.
+docs/ARCHITECTURE.md describes the Faust behaviours this relies on.
 """
 
 from __future__ import annotations

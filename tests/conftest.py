@@ -95,6 +95,7 @@ from infra.testing import (
 from infra.topics import delete_topics, ensure_topics
 from mindstream.errors import ConfigError
 from mindstream.settings import Settings
+from tests.requirements import required
 
 SERVICE_FIXTURES = frozenset(
     {
@@ -125,10 +126,6 @@ class _ServicesReport:
 _REPORT = pytest.StashKey[_ServicesReport]()
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
 def _report(config: pytest.Config) -> _ServicesReport:
     if _REPORT not in config.stash:
         jars_root = _local_root(config) / KAFKA_JARS_DIR
@@ -140,7 +137,7 @@ def _report(config: pytest.Config) -> _ServicesReport:
             )
         except ConfigError as exc:
             raise pytest.UsageError(f"test services: {exc}") from exc
-        config.stash[_REPORT] = _ServicesReport(choice, strict=choice.explicit or _in_ci())
+        config.stash[_REPORT] = _ServicesReport(choice, strict=choice.explicit or required())
     return config.stash[_REPORT]
 
 

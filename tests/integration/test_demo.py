@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 
 from mindstream.settings import known_env
+from tests.requirements import missing
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -85,7 +86,7 @@ def gone(pid):
 @pytest.fixture(autouse=True)
 def _binaries():
     if shutil.which("redis-server") is None:
-        pytest.skip("needs redis-server (make system-deps)")
+        missing("needs redis-server (make system-deps)")
 
 
 @dataclasses.dataclass

@@ -45,6 +45,7 @@ from tests.integration.streamcheck import (
 )
 from tests.integration.test_faults import FAULT_RATE, click_log, verify
 from tests.integration.test_security_redis import _clicks, _recall_interests, _show
+from tests.requirements import missing
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -290,7 +291,7 @@ def test_slots_resharded_mid_stream_are_followed(
     MOVED and ASK redirections and nothing is lost."""
     redis_cli = shutil.which("redis-cli")
     if redis_cli is None:
-        pytest.skip("redis-cli is not installed (apt-get install redis-tools)")
+        missing("redis-cli is not installed (apt-get install redis-tools)")
     settings = _cluster_settings(stream_settings, redis_cluster)
     log = click_log(FAULT_RATE * 10, seed=8)
     source, target = redis_cluster[0], redis_cluster[2]

@@ -16,11 +16,17 @@ from mindstream.report import build_report
 from mindstream.report_interests import InterestView, UserView
 from mindstream.report_results import new_results, percentiles, write_results
 from model_export.evaluate import EvaluationReport, ModelEvaluation, write_report
+from tests.requirements import missing
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="needs Debian's chromium (make system-deps / apt-get install chromium)"
-)
+
+
+@pytest.fixture(autouse=True)
+def _chromium() -> None:
+    if CHROMIUM is None:
+        missing("needs Debian's chromium (make system-deps / apt-get install chromium)")
+
+
 ALL_FIGURES = {
     "hit_rate_comirec.png",
     "hit_rate_leave_last_out.png",

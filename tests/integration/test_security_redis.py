@@ -57,6 +57,7 @@ from tests.integration.streamcheck import (
     expected_windows,
     wait_for_records,
 )
+from tests.requirements import missing
 
 pytestmark = pytest.mark.integration
 
@@ -259,7 +260,7 @@ def any_tls_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Tl
 
 def _tls_redis(tmp_path: Path, *, auth_clients: bool) -> Iterator[TlsRedis]:
     if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed: cannot make test certificates")
+        missing("the openssl command is not installed: cannot make test certificates")
     certs = _certificates(tmp_path / "certs")
     if not auth_clients:
         certs = {k: v for k, v in certs.items() if not k.startswith("client.")}
@@ -303,7 +304,7 @@ def _tls_redis(tmp_path: Path, *, auth_clients: bool) -> Iterator[TlsRedis]:
     except ServiceStartError as exc:
         # A redis-server built without TLS exits at once, saying so in its log.
         if "tls" in str(exc).lower() and "support" in str(exc).lower():
-            pytest.skip(f"redis-server was built without TLS support: {exc}")
+            missing(f"redis-server was built without TLS support: {exc}")
         raise
     try:
         yield record, certs

@@ -30,6 +30,7 @@ import pytest
 
 from mindstream.cli import build_parser
 from mindstream.settings import known_env
+from tests.requirements import missing
 
 ROOT = Path(__file__).resolve().parents[2]
 READMES = (ROOT / "README.md", ROOT / "recall" / "README.md")
@@ -303,7 +304,7 @@ def test_local_services_block_runs_as_written(tmp_path: Path) -> None:
         find_tansu()
         find_redis_server()
     except BinaryNotFoundError as exc:
-        pytest.skip(str(exc))
+        missing(str(exc))
     block = _section_block("### Local services without Docker")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
