@@ -25,7 +25,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy mindstream stream model_export recall infra
+	$(BIN)/mypy mindstream stream model_export recall infra benchmarks
 
 unit: install
 	$(BIN)/pytest tests/unit

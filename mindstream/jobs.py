@@ -2,8 +2,8 @@
 
 ``demo`` runs the whole system locally (:mod:`mindstream.demo`); ``publish`` replays a click log
 or the synthetic generator onto the clicks topic (:mod:`stream.publish`); ``report`` writes the
-HTML report (:mod:`mindstream.report`); ``bench TARGET`` dispatches to
-``<package>.bench:main``. Heavy imports happen inside the handlers.
+HTML report (:mod:`mindstream.report`); ``bench TARGET`` dispatches to the ``main`` of a module
+of the :mod:`benchmarks` package. Heavy imports happen inside the handlers.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from mindstream.errors import MindstreamError
 from mindstream.settings import Settings
 
 BENCH_TARGETS = {
-    "tower": "model_export.bench",
-    "train": "model_export.bench",
-    "stream": "stream.bench",
-    "recall": "recall.bench",
+    "tower": "benchmarks.model_bench",
+    "train": "benchmarks.model_bench",
+    "stream": "benchmarks.stream_bench",
+    "recall": "benchmarks.recall_bench",
 }
 
 

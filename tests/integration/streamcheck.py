@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import redis
 
+from benchmarks.harness import Record, WorkerProcess
 from infra.kafka_config import kafka_python_producer_kwargs
 from mindstream.settings import Settings
 from model_export.bundle import load_bundle
 from model_export.onnx_tower import OnnxUserTower
 from stream.events import encode_event, event_key
-from stream.harness import Record, WorkerProcess
 from stream.publish import Pacer
 from stream.record import InterestRecord, read_many
 from stream.window import Behaviour, batch_window

@@ -36,14 +36,14 @@ from typing import Any
 import pytest
 import redis
 
+from benchmarks.harness import Record, WorkerProcess, read_dead_letters
+from benchmarks.malformed import malformed_records
 from infra import processes, services
 from infra.ports import free_port
 from infra.testing import ServiceEndpoints, Source
 from mindstream.settings import Settings
 from stream.deadletter import DeadLetter
-from stream.harness import Record, WorkerProcess, read_dead_letters
 from stream.record import read_many
-from stream.samples import malformed_records
 from tests.integration.streamcheck import (
     UNKEYED_EVERY,
     Report,

@@ -25,12 +25,12 @@ from typing import Any
 import pytest
 import redis
 
+from benchmarks.harness import WorkerProcess
 from infra import processes, services
 from infra.kafka_config import kafka_python_kwargs
 from infra.testing import KAFKA_JARS_DIR, ServiceEndpoints, Source
 from infra.topics import ensure_topics
 from mindstream.settings import Settings
-from stream.harness import WorkerProcess
 from tests.integration.streamcheck import Report, SustainedStream
 from tests.integration.test_faults import FAULT_RATE, click_log, verify
 

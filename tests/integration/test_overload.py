@@ -38,10 +38,10 @@ from typing import Any
 import pytest
 import redis
 
+from benchmarks.harness import WorkerProcess, publish_batches
 from infra.kafka_config import kafka_python_kwargs
 from mindstream.settings import Settings
 from stream.events import encode_event, event_key
-from stream.harness import WorkerProcess, publish_batches
 from stream.lag import LAG_METRIC
 from stream.rekey import rekey_topic_name, user_partition
 from tests.integration.streamcheck import (
@@ -86,7 +86,7 @@ def _memory_kb(pid: int) -> dict[str, int]:
 
 
 class Burst:
-    """Publishes keyed records with :func:`stream.harness.publish_batches` from a thread.
+    """Publishes keyed records with :func:`benchmarks.harness.publish_batches` from a thread.
 
     ``acked`` is 0 until the broker has acknowledged them all, then all of them; ``ends`` holds
     the log end offsets per partition (exact: the topic is new, and the batches end with a

@@ -125,7 +125,7 @@ def test_batched_load_generator_is_read_exactly_once_with_exact_end_offsets(
     order per partition, and the end offsets equal the records sent after every call."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from stream.harness import publish_batches
+    from benchmarks.harness import publish_batches
     from stream.rekey import user_partition
 
     partitions = 4

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
+from benchmarks import recall_bench as bench
 from mindstream.settings import Settings
-from recall import bench
 
 pytestmark = pytest.mark.integration
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.catalogue import gaussian_mixture_catalogue, write_catalogue_bundle
 from infra.ports import free_port
 from mindstream.settings import Settings
 from model_export.bundle import load_bundle
-from recall.synthetic import gaussian_mixture_catalogue, write_catalogue_bundle
 from stream.record import InterestRecord, now_ms, write_records
 
 pytestmark = pytest.mark.integration

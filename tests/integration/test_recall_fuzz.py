@@ -32,11 +32,11 @@ from schemathesis import Case
 from schemathesis.generation import GenerationMode
 from schemathesis.schemas import APIOperation
 
+from benchmarks.catalogue import write_catalogue_bundle
 from infra.ports import free_port
 from mindstream.settings import Settings, known_env
 from model_export.bundle import load_bundle
 from recall.service import OPENAPI_PATH
-from recall.synthetic import write_catalogue_bundle
 from stream.record import InterestRecord, now_ms, write_records
 
 pytestmark = [pytest.mark.integration]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import redis.asyncio
 
+from benchmarks.catalogue import write_catalogue_bundle
 from mindstream.settings import Settings
 from model_export.bundle import load_bundle
 from recall.precompute import (
@@ -22,7 +23,6 @@ from recall.precompute import (
     user_of_record_key,
 )
 from recall.registry import IndexRegistry
-from recall.synthetic import write_catalogue_bundle
 from stream.record import InterestRecord, now_ms, write_records
 
 pytestmark = pytest.mark.integration

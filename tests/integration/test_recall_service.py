@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from jsonschema import Draft202012Validator
 
+from benchmarks.catalogue import write_catalogue_bundle
 from infra import processes
 from infra.launch import await_service, launch
 from infra.redis_server import REDIS, find_redis_server
@@ -21,7 +22,6 @@ from mindstream.settings import Settings
 from model_export.bundle import load_bundle
 from recall.registry import BundleWatcher, IndexRegistry
 from recall.service import OPENAPI_PATH, create_app, openapi_document
-from recall.synthetic import write_catalogue_bundle
 from stream.record import InterestRecord, now_ms, write_records
 
 pytestmark = pytest.mark.integration

@@ -28,13 +28,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from benchmarks.harness import WorkerProcess, publish
 from infra import processes
 from infra.launch import ServiceRecord
 from infra.redis_cluster import restart_node, wait_cluster_ok
 from infra.redis_config import RedisConfigError, check_redis, redis_client
 from infra.services import read_state
 from mindstream.settings import Settings, known_env
-from stream.harness import WorkerProcess, publish
 from tests.integration.streamcheck import (
     Report,
     SustainedStream,

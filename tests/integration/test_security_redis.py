@@ -35,6 +35,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from benchmarks.harness import WorkerProcess, publish
 from infra import processes
 from infra.exceptions import ServiceStartError
 from infra.launch import ServiceDefinition, ServiceRecord, launch
@@ -49,7 +50,6 @@ from infra.redis_config import (
 from infra.redis_server import find_redis_server, redis_argv, redis_env
 from mindstream.errors import ConfigError
 from mindstream.settings import Settings, known_env
-from stream.harness import WorkerProcess, publish
 from stream.record import InterestRecord, read_interests, write_records
 from tests.integration.streamcheck import (
     assert_equal_to_batch_recompute,

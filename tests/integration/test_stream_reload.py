@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from benchmarks.harness import WorkerProcess, publish
 from mindstream.settings import Settings
 from model_export.bundle import load_bundle, point_current
 from model_export.data.synthetic import SyntheticConfig, click_events, generate
-from stream.harness import WorkerProcess, publish
 from stream.record import InterestRecord
 from tests.integration.streamcheck import (
     BUNDLE_SEED,

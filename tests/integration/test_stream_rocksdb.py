@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from benchmarks.harness import WorkerProcess, publish
 from infra.kafka_config import kafka_python_consumer_kwargs
 from mindstream.settings import Settings
 from model_export.data.synthetic import SyntheticConfig, click_events, generate
-from stream.harness import WorkerProcess, publish
 from stream.window import decode_window
 from tests.integration.streamcheck import (
     assert_equal_to_batch_recompute,

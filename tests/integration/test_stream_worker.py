@@ -19,12 +19,12 @@ import pytest
 import redis
 from faust.types.settings import Settings as FaustSettings
 
+from benchmarks.harness import WorkerProcess, publish, read_dead_letters
+from benchmarks.malformed import malformed_records
 from mindstream.settings import Settings
 from model_export.data.synthetic import SyntheticConfig, click_events, generate
-from stream.harness import WorkerProcess, publish, read_dead_letters
 from stream.positions import committed_offsets
 from stream.rekey import rekey_topic_name
-from stream.samples import malformed_records
 from tests.integration.streamcheck import (
     UNKEYED_EVERY,
     assert_equal_to_batch_recompute,

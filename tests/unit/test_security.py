@@ -31,13 +31,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.catalogue import write_catalogue_bundle
 from infra.ports import free_port
 from infra.redis_config import redis_client_kwargs
 from mindstream.errors import ConfigError
 from mindstream.settings import Settings, known_env
 from model_export.bundle import CONTENT_FILES, MANIFEST, content_version, load_bundle
 from model_export.exceptions import BundleError
-from recall.synthetic import write_catalogue_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 SCANNED = ("mindstream", "stream", "model_export", "recall", "infra", "tests", "benchmarks")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.catalogue import write_catalogue_bundle
 from model_export.bundle import Bundle, load_bundle
-from recall.synthetic import write_catalogue_bundle
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import recall.index as index_module
+from benchmarks.catalogue import gaussian_mixture_catalogue, interest_vectors
 from mindstream.settings import Settings
 from model_export.bundle import verify_bundle
 from recall.exceptions import IndexMismatchError, ItemIndexError
@@ -23,7 +24,6 @@ from recall.index import (
     open_index,
     rerank_exact,
 )
-from recall.synthetic import gaussian_mixture_catalogue, interest_vectors
 
 
 def test_auto_choice_is_exact_up_to_the_limit_and_ivfpq_above():

@@ -36,11 +36,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.malformed import malformed_records
 from stream.deadletter import DeadLetter
 from stream.events import MAX_EVENT_BYTES, REASONS, encode_event
 from stream.processor import BatchProcessor, FatalBatchError, ProcessorConfig
 from stream.rekey import user_partition
-from stream.samples import malformed_records
 from stream.tower import UserTower
 from stream.window import decode_window
 from tests.unit.stream.test_stream_processor import FakeRedis, Msg, Outbox, Store

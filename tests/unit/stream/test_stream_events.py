@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.malformed import malformed_records
 from stream.events import (
     EVENT_TYPES,
     MAX_EVENT_BYTES,
@@ -20,7 +21,6 @@ from stream.events import (
     event_key,
 )
 from stream.exceptions import BadEvent
-from stream.samples import malformed_records
 
 NOW = 1_700_000_000_000
 

@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.catalogue import gaussian_mixture_catalogue, write_catalogue_bundle
 from mindstream.settings import Settings
 from model_export.bundle import Bundle, load_bundle
 from recall.candidates import Query, recall_many
 from recall.index import KINDS, ItemIndex, build_index, choose_spec, open_index
 from recall.quality import recall_at_k
-from recall.synthetic import gaussian_mixture_catalogue, write_catalogue_bundle
 
 logger = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 All on one broker and one Redis (local throw-away ones by default), in one run:
 
 1. publish a backlog of ``--events`` synthetic clicks over ``--users`` users in multi-record
-   batches (:func:`stream.harness.publish_batches`), after a sample of them with kafka-python and
-   the broker profile's producer settings (one record per batch in the ``local`` profile): the
+   batches (:func:`benchmarks.harness.publish_batches`), after a sample of them with kafka-python
+   and the broker profile's producer settings (one record per batch in the ``local`` profile): the
    bare producer rates;
 2. drain it with a bare aiokafka consumer that JSON-decodes each value: the consumer ceiling;
 3. drain it with a Faust agent that only counts: Faust's own per-event ceiling;
@@ -47,13 +47,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.harness import WorkerProcess, publish, publish_batches
 from infra.kafka_config import aiokafka_consumer_kwargs
 from infra.ports import free_port
 from infra.topics import delete_topics, ensure_topics
 from mindstream.errors import MindstreamError
 from mindstream.settings import Settings, known_env
 from stream.events import encode_event, event_key
-from stream.harness import WorkerProcess, publish, publish_batches
 from stream.lag import LAG_METRIC
 
 logger = logging.getLogger(__name__)
@@ -215,7 +215,15 @@ def noop_faust(settings: Settings, topic: str, n: int, work: Path) -> dict[str, 
     env.update(noop_settings.as_env())
     with (work / "noop-faust.log").open("ab") as log:
         subprocess.run(
-            [sys.executable, "-m", "stream.bench", "noop-faust", topic, str(n), str(out)],
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.stream_bench",
+                "noop-faust",
+                topic,
+                str(n),
+                str(out),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

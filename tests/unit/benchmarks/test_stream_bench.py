@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.bench import (
+from benchmarks.stream_bench import (
     assigned_partitions,
     assignment_settled,
     freshness_quantiles,
