@@ -1,6 +1,6 @@
 """A worker refuses to start, with one clear error line and exit status 2 (like every
-configuration error), when its topics have partition counts it cannot run with; against the
-real broker, as ``python -m stream worker``."""
+configuration error), when its topics have partition counts it cannot run with or when it is
+asked for exactly-once processing; against the real broker, as ``python -m stream worker``."""
 
 from __future__ import annotations
 
@@ -74,3 +74,11 @@ def test_a_rekey_or_changelog_topic_with_another_count_is_refused(
     output = refusal(stream_settings, tmp_path / "worker.log")
     assert f"{topic} has {n + 1} partitions but the clicks topic" in output
     assert "MINDSTREAM_TOPIC_PARTITIONS" in output and "MINDSTREAM_APP_ID" in output
+
+
+def test_exactly_once_is_refused_at_start(stream_settings: Settings, tmp_path: Path) -> None:
+    settings = dataclasses.replace(stream_settings, processing_guarantee="exactly_once")
+    output = refusal(settings, tmp_path / "worker.log", timeout_s=60.0)
+    assert "MINDSTREAM_PROCESSING_GUARANTEE=exactly_once is not supported" in output
+    assert "RELIABILITY.md" in output
+    assert existing_partitions(settings, derived_topics(settings)) == {}
