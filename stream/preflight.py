@@ -114,7 +114,8 @@ def check_partitions(
             f"MINDSTREAM_TOPIC_PARTITIONS have {expected}: these topics were made for another "
             "partition count, and a user's window would be looked up on the wrong partition; "
             "use a new MINDSTREAM_APP_ID (its own re-key topic and changelog, windows rebuilt "
-            "from the clicks topic) or delete them"
+            "from the clicks topic), or delete them together with the consumer group "
+            "MINDSTREAM_APP_ID names (its committed offsets), so that the windows are rebuilt"
         )
 
 
