@@ -116,6 +116,24 @@ def ensure_topic(settings: Settings, name: str, partitions: int, **options: Any)
     return ensure_topics(settings, {name: partitions}, **options)[0]
 
 
+def existing_partitions(
+    settings: Settings, names: Iterable[str], *, timeout_s: float = 10.0
+) -> dict[str, int]:
+    """``name -> partitions`` of those of ``names`` that exist (the others are left out)."""
+    from kafka.errors import KafkaError
+
+    admin = _admin(settings, timeout_s)
+    try:
+        present = sorted(set(names) & set(admin.list_topics()))
+        if not present:
+            return {}
+        return {t["name"]: len(t["partitions"]) for t in admin.describe_topics(present)}
+    except KafkaError as exc:
+        raise TopicError(f"describing topics {sorted(set(names))} failed: {exc}") from exc
+    finally:
+        admin.close()
+
+
 def delete_topics(settings: Settings, names: Iterable[str], *, timeout_s: float = 10.0) -> None:
     """Delete topics; those that do not exist are ignored."""
     from kafka.errors import KafkaError

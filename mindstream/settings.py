@@ -263,6 +263,14 @@ class Settings:
         "(true only for topics with real offset gaps: transactional producers, compaction). "
         "When false the worker exits without committing, so that skipped records are replayed.",
     )
+    processing_guarantee: str = _setting(
+        "MINDSTREAM_PROCESSING_GUARANTEE",
+        "at_least_once",
+        "`at_least_once` (the only mode the worker runs; Redis records stay exact through the "
+        "window's offset de-duplication and the record's monotonic `seq`) or `exactly_once`, "
+        'which the worker refuses at start-up with the reason (RELIABILITY.md, "Processing '
+        'guarantee").',
+    )
 
     # --- Recall service ----------------------------------------------------------------------
     recall_host: str = _setting(
@@ -413,6 +421,11 @@ class Settings:
                 f"MINDSTREAM_KAFKA_PROFILE={self.kafka_profile!r}: expected one of "
                 f"{sorted(KAFKA_PROFILES)}"
             )
+        _choice(
+            "MINDSTREAM_PROCESSING_GUARANTEE",
+            self.processing_guarantee,
+            {"at_least_once", "exactly_once"},
+        )
         _choice("MINDSTREAM_ONNX_PROVIDER", self.onnx_provider, {"auto", "cuda", "cpu"})
         _choice(
             "MINDSTREAM_RECALL_INDEX", self.recall_index, {"auto", "flat", "hnsw", "ivf", "ivfpq"}

@@ -54,6 +54,10 @@ def register(sub: Any) -> None:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.config import processing_guarantee
+
+    # refused before waiting for a broker
+    processing_guarantee(settings)
     if not args.skip_preflight:
         from stream.preflight import preflight
 

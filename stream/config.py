@@ -52,6 +52,40 @@ def broker_credentials(settings: Settings) -> Any:
     raise ConfigError(f"MINDSTREAM_KAFKA_SECURITY_PROTOCOL={protocol!r} is not supported")
 
 
+def processing_guarantee(settings: Settings) -> str:
+    """Faust's ``processing_guarantee`` for ``MINDSTREAM_PROCESSING_GUARANTEE``; ConfigError for
+    ``exactly_once``, which this worker cannot honour (RELIABILITY.md, "Processing guarantee").
+
+    Faust's exactly-once puts a source partition's offset commit, and what Faust produces for
+    that partition, into one Kafka transaction. Switched on, it would leave out what matters
+    here: the worker writes its window changelog and re-keyed clicks with its own producer
+    (``stream.batchwriter``), outside any transaction; Faust's transaction manager picks a
+    transaction by the *destination* partition and finds none for the dead-letter topic, so
+    dead letters go out without one too; and Faust commits on its timer, not at the worker's
+    batch boundaries. Measured with the refusal bypassed: offset commits transactional, no
+    changelog or dead-letter record batch transactional, dead letters duplicated by SIGKILLs
+    exactly as with at_least_once. Tansu (the ``local`` profile) has no working transactions.
+    """
+    wanted = settings.processing_guarantee
+    if wanted != "exactly_once":
+        return wanted
+    broker = (
+        "the local profile's broker (Tansu) has no working Kafka transactions, and "
+        if settings.kafka_profile == "local"
+        else ""
+    )
+    raise ConfigError(
+        "MINDSTREAM_PROCESSING_GUARANTEE=exactly_once is not supported: "
+        f"{broker}the worker writes its window changelog, re-keyed clicks and dead letters "
+        "outside Faust's Kafka transactions, so exactly-once would not hold for them. Use "
+        "at_least_once (the default): Redis records are still exact (a replayed event is "
+        "skipped by the window and a stale rewrite refused by the record's monotonic seq), "
+        "the changelog converges to the same windows, and a dead letter can be written twice "
+        "after a crash (de-duplicate them by their mindstream.source header); see "
+        'RELIABILITY.md, "Processing guarantee"'
+    )
+
+
 def app_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments of ``faust.App`` for these settings."""
     profile = settings.profile
@@ -73,7 +107,7 @@ def app_options(settings: Settings) -> dict[str, Any]:
         "web_bind": settings.worker_web_host,
         "web_host": settings.worker_web_host,
         "consumer_auto_offset_reset": "earliest",
-        "processing_guarantee": "at_least_once",
+        "processing_guarantee": processing_guarantee(settings),
         "broker_session_timeout": settings.group_session_timeout_ms / 1000,
         "broker_heartbeat_interval": settings.group_heartbeat_interval_ms / 1000,
         # Changelog records (one per dirty user per batch) are the bulk of what the worker

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from infra.kafka_config import kafka_python_kwargs
-from infra.topics import ensure_topics
+from infra.topics import ensure_topics, existing_partitions
 from mindstream.errors import ConfigError
 from mindstream.settings import Settings
 from model_export.bundle import load_bundle
 from stream.exceptions import StreamError
-from stream.rekey import rekey_topic_name
+from stream.rekey import changelog_topic_name, rekey_topic_name
 
 logger = logging.getLogger(__name__)
 
@@ -87,22 +87,55 @@ def wait_for_broker(
         sleep(min(BROKER_RETRY_S, left))
 
 
+def check_partitions(
+    expected: int, clicks_topic: str, found: Mapping[str, int], derived: Sequence[str]
+) -> None:
+    """Refuse partition counts the worker cannot run with (ConfigError naming the setting).
+
+    A user's events, re-keyed events and window live on partition ``hash(user) % n`` of the
+    clicks topic, the re-key topic and the window changelog (``stream.rekey``), so all three
+    must have ``MINDSTREAM_TOPIC_PARTITIONS`` partitions. ``found`` holds the partition
+    counts of the topics that exist; ``derived`` names the re-key and changelog topics.
+    """
+    clicks = found.get(clicks_topic)
+    if clicks is not None and clicks != expected:
+        raise ConfigError(
+            f"topic {clicks_topic} (MINDSTREAM_CLICKS_TOPIC) has {clicks} partitions but "
+            f"MINDSTREAM_TOPIC_PARTITIONS={expected}: the worker keeps each user's window on "
+            f"partition hash(user) % {expected} of the clicks topic, the re-key topic and the "
+            f"window changelog, so they must all have the same count; set "
+            f"MINDSTREAM_TOPIC_PARTITIONS={clicks}"
+        )
+    wrong = {name: found[name] for name in derived if name in found and found[name] != expected}
+    if wrong:
+        listed = ", ".join(f"{name} has {count}" for name, count in sorted(wrong.items()))
+        raise ConfigError(
+            f"{listed} partitions but the clicks topic {clicks_topic} and "
+            f"MINDSTREAM_TOPIC_PARTITIONS have {expected}: these topics were made for another "
+            "partition count, and a user's window would be looked up on the wrong partition; "
+            "use a new MINDSTREAM_APP_ID (its own re-key topic and changelog, windows rebuilt "
+            "from the clicks topic), or delete them together with the consumer group "
+            "MINDSTREAM_APP_ID names (its committed offsets), so that the windows are rebuilt"
+        )
+
+
 def preflight(settings: Settings) -> None:
     """Wait for a broker, create the worker's topics if missing and refuse partition counts
     that cannot work."""
     bundle = load_bundle(settings.bundle_path)
     wait_for_broker(settings)
     rekey = rekey_topic_name(settings.app_id, settings.clicks_topic)
+    changelog = changelog_topic_name(settings.app_id)
     n = settings.topic_partitions
+    # Checked before anything is created: a topic made here with n partitions next to a clicks
+    # topic of another count would stay behind after the refusal.
+    found = existing_partitions(settings, [settings.clicks_topic, rekey, changelog])
+    check_partitions(n, settings.clicks_topic, found, [rekey, changelog])
     outcomes = ensure_topics(settings, {settings.clicks_topic: n, rekey: n, settings.dlq_topic: n})
-    have = {o.name: o.partitions for o in outcomes}
-    for name in (settings.clicks_topic, rekey):
-        if have[name] != n:
-            raise ConfigError(
-                f"topic {name} has {have[name]} partitions but MINDSTREAM_TOPIC_PARTITIONS={n}; "
-                "the window changelog and re-key topic must match the clicks topic: set "
-                f"MINDSTREAM_TOPIC_PARTITIONS={have[settings.clicks_topic]}"
-            )
+    # created by another process between the look and the creation
+    check_partitions(
+        n, settings.clicks_topic, {o.name: o.partitions for o in outcomes}, [rekey, changelog]
+    )
     logger.info(
         "preflight ok clicks=%s partitions=%d dlq=%s rekey=%s bundle=%s",
         settings.clicks_topic,

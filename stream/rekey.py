@@ -27,8 +27,17 @@ H_ORIGIN = "mindstream.origin"
 H_ORIGIN_TS = "mindstream.origin_ts"
 
 
+# The window table's name; Faust names its changelog ``<app id>-<table>-changelog``.
+WINDOW_TABLE = "windows"
+
+
 def rekey_topic_name(app_id: str, clicks_topic: str) -> str:
     return f"{app_id}-{clicks_topic}-rekey"
+
+
+def changelog_topic_name(app_id: str) -> str:
+    """The window table's changelog topic."""
+    return f"{app_id}-{WINDOW_TABLE}-changelog"
 
 
 @lru_cache(maxsize=1 << 16)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from infra.ports import free_port
+from mindstream.errors import ConfigError
 from mindstream.settings import Settings, known_env
 from stream import preflight
 from tests.integration.streamcheck import export_small_bundle
@@ -83,3 +84,39 @@ def test_worker_without_a_broker_exits_with_one_line_per_try(tmp_path: Path) -> 
     assert any("no kafka broker answers" in line and "attempt=1" in line for line in lines)
     assert lines[-1].startswith("mindstream stream: error: no Kafka broker answered at")
     assert "Traceback" not in done.stderr
+
+
+CLICKS, REKEY, CHANGELOG = "clicks", "app-clicks-rekey", "app-windows-changelog"
+
+
+@pytest.mark.parametrize(
+    "found",
+    [
+        {},  # nothing exists yet: the worker creates them
+        {CLICKS: 8},
+        {CLICKS: 8, REKEY: 8, CHANGELOG: 8},
+        {REKEY: 8},
+    ],
+)
+def test_matching_or_missing_topics_pass(found: dict[str, int]) -> None:
+    preflight.check_partitions(8, CLICKS, found, [REKEY, CHANGELOG])
+
+
+def test_a_clicks_topic_with_another_count_is_refused_with_the_fix() -> None:
+    with pytest.raises(ConfigError) as caught:
+        preflight.check_partitions(8, CLICKS, {CLICKS: 3, REKEY: 8}, [REKEY, CHANGELOG])
+    message = str(caught.value)
+    assert "topic clicks (MINDSTREAM_CLICKS_TOPIC) has 3 partitions" in message
+    assert "MINDSTREAM_TOPIC_PARTITIONS=8" in message
+    assert message.endswith("set MINDSTREAM_TOPIC_PARTITIONS=3")
+
+
+@pytest.mark.parametrize("topic", [REKEY, CHANGELOG])
+def test_a_derived_topic_with_another_count_is_refused(topic: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        preflight.check_partitions(8, CLICKS, {CLICKS: 8, topic: 4}, [REKEY, CHANGELOG])
+    message = str(caught.value)
+    assert f"{topic} has 4 partitions" in message
+    assert "MINDSTREAM_TOPIC_PARTITIONS" in message and "MINDSTREAM_APP_ID" in message
+    other = CHANGELOG if topic == REKEY else REKEY
+    assert other not in message
