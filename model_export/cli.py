@@ -193,7 +193,14 @@ def _check_model_flags(args: argparse.Namespace) -> None:
         "--batch-size": (args.batch_size, 1),
         "--epochs": (args.epochs, 1),
         "--negatives": (args.negatives, 0),
+        "--patience": (args.patience, 0),
+        "--positions-per-user": (args.positions_per_user, 0),
+        "--valid-users": (args.valid_users, 0),
+        "--max-steps": (args.max_steps, 0),
+        "--threads": (args.threads, 0),
     }
+    if args.head_hidden is not None:
+        at_least["--head-hidden"] = (args.head_hidden, -1)
     if args.max_len is not None:
         at_least["--max-len"] = (args.max_len, 1)
     for flag, (value, low) in at_least.items():
@@ -204,6 +211,7 @@ def _check_model_flags(args: argparse.Namespace) -> None:
         if not number > 0 or math.isinf(number):
             raise ModelExportError(f"{flag} must be a finite number > 0; got {number}")
     for flag, number in (
+        ("--weight-decay", args.weight_decay),
         ("--routing-cosine-scale", args.routing_cosine_scale),
         ("--routing-init-std", args.routing_init_std),
     ):
