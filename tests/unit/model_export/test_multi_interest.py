@@ -167,6 +167,7 @@ def test_unknown_interest_scoring_is_refused():
         (["--head-hidden=-2"], "--head-hidden must be >= -1"),
         (["--weight-decay=-0.1"], "--weight-decay must be"),
         (["--weight-decay=nan"], "--weight-decay must be"),
+        (["--p=inf", "--interest-scoring=max"], "needs --interest-scoring label_aware"),
     ],
 )
 def test_cli_refuses_impossible_flags_before_training(flags, message, tmp_path, capsys):
