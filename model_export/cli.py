@@ -23,7 +23,7 @@ def register(sub: Any) -> None:
     """Add this stage's subcommands to the ``mindstream`` parser."""
     train = sub.add_parser(
         "train",
-        help="train MIND (or a baseline), evaluate it and export a bundle",
+        help="train a user tower (default ComiRec-SA, K = 4), evaluate it and export a bundle",
         description="Train a user tower on a data set (the synthetic generator when --data is "
         "omitted), early-stopped on validation HitRate@50; save a checkpoint, evaluate on "
         "the test part and export a bundle.",
