@@ -249,10 +249,11 @@ def _register_demo(sub: Any) -> None:
         "demo",
         help="run everything locally on a synthetic log and show the interests it finds",
         description="Start the local broker and Redis, generate a click log with planted "
-        "interests (or read --data), train MIND, export the bundle, start the stream worker "
-        "and the recall service, replay the clicks, and show planted next to recovered "
-        "interests, recalled candidates, freshness and latency. Stops everything it started "
-        "on exit, Ctrl-C or SIGTERM. Writes results for `mindstream report`.",
+        "interests (or read --data), train the default tower (ComiRec-SA, K = 4), export the "
+        "bundle, start the stream worker and the recall service, replay the clicks, and show "
+        "planted next to recovered interests, recalled candidates, freshness and latency. Stops "
+        "everything it started on exit, Ctrl-C or SIGTERM. Writes results for `mindstream "
+        "report`.",
     )
     from mindstream.demo import register_options
 

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from model_export import defaults
+
 PROTOCOLS = ("leave_last_out", "comirec")
 FORMATS = ("auto", "movielens", "amazon", "taobao", "synthetic")
 
@@ -21,7 +23,7 @@ def register(sub: Any) -> None:
     """Add this stage's subcommands to the ``mindstream`` parser."""
     train = sub.add_parser(
         "train",
-        help="train MIND (or a baseline), evaluate it and export a bundle",
+        help="train a user tower (default ComiRec-SA, K = 4), evaluate it and export a bundle",
         description="Train a user tower on a data set (the synthetic generator when --data is "
         "omitted), early-stopped on validation HitRate@50; save a checkpoint, evaluate on "
         "the test part and export a bundle.",
@@ -31,11 +33,17 @@ def register(sub: Any) -> None:
     model.add_argument(
         "--kind",
         choices=("mind", "youtube_dnn", "comirec_dr", "comirec_sa"),
-        default="mind",
-        help="user tower: MIND, YouTube-DNN (one vector), ComiRec-DR or ComiRec-SA",
+        default=defaults.KIND,
+        help="user tower: MIND, YouTube-DNN (one vector), ComiRec-DR or ComiRec-SA (default "
+        f"{defaults.KIND}, the multi-interest tower that won on validation; RESULTS.md)",
     )
     model.add_argument("--dim", type=int, default=64, help="embedding width d (default 64)")
-    model.add_argument("--k", type=int, default=4, help="most interests K (default 4)")
+    model.add_argument(
+        "--k",
+        type=int,
+        default=defaults.INTERESTS,
+        help=f"most interests K (default {defaults.INTERESTS})",
+    )
     model.add_argument(
         "--p", type=_exponent, default=1.0, help="label-aware attention p; 'inf' = hard"
     )
@@ -90,9 +98,9 @@ def register(sub: Any) -> None:
     fit.add_argument(
         "--interest-scoring",
         choices=("label_aware", "max"),
-        default="label_aware",
-        help="score label and negatives by label-aware attention (paper) or by the best "
-        "interest, as the serving merge does",
+        default=defaults.INTEREST_SCORING,
+        help="score label and negatives by label-aware attention (the MIND paper) or by the "
+        f"best interest, as the serving merge does (default {defaults.INTEREST_SCORING})",
     )
     fit.add_argument("--no-logq", action="store_true", help="no logQ correction of the logits")
     fit.add_argument(
@@ -193,7 +201,14 @@ def _check_model_flags(args: argparse.Namespace) -> None:
         "--batch-size": (args.batch_size, 1),
         "--epochs": (args.epochs, 1),
         "--negatives": (args.negatives, 0),
+        "--patience": (args.patience, 0),
+        "--positions-per-user": (args.positions_per_user, 0),
+        "--valid-users": (args.valid_users, 0),
+        "--max-steps": (args.max_steps, 0),
+        "--threads": (args.threads, 0),
     }
+    if args.head_hidden is not None:
+        at_least["--head-hidden"] = (args.head_hidden, -1)
     if args.max_len is not None:
         at_least["--max-len"] = (args.max_len, 1)
     for flag, (value, low) in at_least.items():
@@ -204,11 +219,17 @@ def _check_model_flags(args: argparse.Namespace) -> None:
         if not number > 0 or math.isinf(number):
             raise ModelExportError(f"{flag} must be a finite number > 0; got {number}")
     for flag, number in (
+        ("--weight-decay", args.weight_decay),
         ("--routing-cosine-scale", args.routing_cosine_scale),
         ("--routing-init-std", args.routing_init_std),
     ):
         if not number >= 0 or math.isinf(number):
             raise ModelExportError(f"{flag} must be a finite number >= 0; got {number}")
+    if args.p != 1.0 and args.interest_scoring != "label_aware":
+        raise ModelExportError(
+            f"--p {args.p:g} is the exponent of label-aware attention; it needs "
+            f"--interest-scoring label_aware (the default scoring is {defaults.INTEREST_SCORING})"
+        )
     if args.kind == "comirec_dr" and args.routing_init_std != 1.0:
         raise ModelExportError(
             "--routing-init-std applies to --kind mind; comirec_dr starts from zero logits"
@@ -251,7 +272,7 @@ def _train(args: argparse.Namespace, settings: Any) -> int:
     spec = _spec(args, args.protocol)
     head_hidden = args.head_hidden
     if head_hidden is None:
-        head_hidden = -1 if args.kind.startswith("comirec") else 0
+        head_hidden = defaults.head_hidden(args.kind)
     overrides = {
         "kind": args.kind,
         "dim": args.dim,

@@ -6,7 +6,9 @@ HitRate@N per history-length bucket; each interest's share of the merged top N a
 (any one interest's own top N holds a target), which bounds what a better merge could gain;
 and, for routing towers, how many behaviours each capsule owns and how far routing moved from
 its initial logits; the training curves (train loss, validation HitRate@50) from the
-checkpoint. The pure parts are free functions over numpy arrays.
+checkpoint. Checkpoints given the same name are seeds of one model: each is reported, and
+the paired bootstrap over users (``--bootstrap-against``) compares each user's hit averaged over
+a model's seeds. The pure parts are free functions over numpy arrays.
 
 ``python -m model_export.diagnose --data PATH --checkpoint mind=runs/a --checkpoint k1=runs/b``
 """
@@ -303,12 +305,26 @@ def diagnose_tower(
     return out
 
 
+def mean_hits_by_name(named_hits: Sequence[tuple[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per name, each user's hit averaged over the checkpoints of that name (the seeds of one
+    model): float [U] in [0, 1], in the order the names first appear."""
+    groups: dict[str, list[np.ndarray]] = {}
+    for name, hits in named_hits:
+        groups.setdefault(name, []).append(np.asarray(hits, dtype=np.float64))
+    out = {}
+    for name, runs in groups.items():
+        if len({r.shape for r in runs}) != 1:
+            raise ValueError(f"{name}: checkpoints evaluated on different users")
+        out[name] = np.mean(runs, axis=0)
+    return out
+
+
 def paired_bootstrap(
     hits: np.ndarray, baseline: np.ndarray, *, samples: int = 10_000, seed: int = 0
 ) -> dict[str, float]:
-    """Paired bootstrap over users of the HitRate difference ``hits - baseline`` (bool [U]
-    each, the same users): the observed difference, a 95% interval, and the one-sided p-value
-    (share of resamples where the difference is <= 0)."""
+    """Paired bootstrap over users of the HitRate difference ``hits - baseline`` ([U] each, the
+    same users; a hit is a bool, or its mean over seeds): the observed difference, a 95%
+    interval, and the one-sided p-value (share of resamples where the difference is <= 0)."""
     a = np.asarray(hits, dtype=np.float64)
     b = np.asarray(baseline, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or not len(a):
@@ -373,13 +389,6 @@ def to_text(report: dict[str, Any], n: int = 50) -> str:
                     for lam, v in r["aggregation"].items()
                 )
             )
-        if "paired_bootstrap" in r:
-            boot = r["paired_bootstrap"]
-            lines.append(
-                f"  vs {report['bootstrap_against']}: {boot['difference']:+.4f} "
-                f"({boot['relative']:+.1%}), 95% CI [{boot['ci95_low']:+.4f}, "
-                f"{boot['ci95_high']:+.4f}], one-sided p {boot['p_value']:.4f}"
-            )
         curve = r.get("curves", [])
         if curve:
             lines.append(
@@ -390,6 +399,16 @@ def to_text(report: dict[str, Any], n: int = 50) -> str:
                     for c in curve
                     if c.get("valid") is not None
                 )
+            )
+    for name, m in report.get("mean_over_checkpoints", {}).items():
+        hit_rate = m[f"hit_rate@{n}"]
+        lines.append(f"{name} over {m['checkpoints']} checkpoint(s): HR@{n} {hit_rate:.4f}")
+        if "paired_bootstrap" in m:
+            boot = m["paired_bootstrap"]
+            lines.append(
+                f"  vs {report['bootstrap_against']}: {boot['difference']:+.4f} "
+                f"({boot['relative']:+.1%}), 95% CI [{boot['ci95_low']:+.4f}, "
+                f"{boot['ci95_high']:+.4f}], one-sided p {boot['p_value']:.4f}"
             )
     return "\n".join(lines)
 
@@ -421,7 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--bootstrap-against",
         default=None,
-        help="NAME of a --checkpoint: paired bootstrap over users of each other model's HR",
+        help="NAME of a --checkpoint: paired bootstrap over users of each other model's HR "
+        "(checkpoints given the same NAME are seeds of one model: each user's hit is averaged)",
     )
     parser.add_argument(
         "--lambdas",
@@ -436,7 +456,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not sep or not name or not path:
             parser.error(f"--checkpoint {item!r}: expected NAME=PATH")
         pairs.append((name, Path(path)))
-    lambdas = [float(x) for x in args.lambdas.split(",") if x.strip()]
+    try:
+        lambdas = [float(x) for x in args.lambdas.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--lambdas {args.lambdas!r}: expected numbers separated by commas")
+    outside = [lam for lam in lambdas if not 0.0 <= lam <= 1.0]  # NaN is outside too
+    if outside:
+        parser.error(f"--lambdas: the diversity factor λ must be in [0, 1]; got {outside}")
+    if args.bootstrap_against is not None and args.bootstrap_against not in dict(pairs):
+        parser.error(f"--bootstrap-against {args.bootstrap_against}: no such --checkpoint")
     spec = DataSpec(path=str(Path(args.data).resolve()), format=args.format, protocol=args.protocol)
     data, _ = load_data(spec)
     parts = make_split(data, spec)
@@ -448,7 +476,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "n": args.n,
         "models": {},
     }
-    for name, path in pairs:
+    counts = {name: sum(n == name for n, _ in pairs) for name, _ in pairs}
+    seen: dict[str, int] = {}
+    labels = []
+    for name, _ in pairs:
+        seen[name] = seen.get(name, 0) + 1
+        labels.append(name if counts[name] == 1 else f"{name}/{seen[name]}")
+    for (_, path), label in zip(pairs, labels, strict=True):
         restored = load_checkpoint(path)
         if list(restored.item_ids) != list(data.item_ids):
             parser.error(f"{path} was not trained on {args.data}")
@@ -461,16 +495,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             lambdas=lambdas,
         )
         result["curves"] = training_curves(restored.info)
-        report["models"][name] = result
-    hits = {name: r.pop("_hits") for name, r in report["models"].items()}
+        report["models"][label] = result
+    hits = mean_hits_by_name(
+        [
+            (name, report["models"][label].pop("_hits"))
+            for (name, _), label in zip(pairs, labels, strict=True)
+        ]
+    )
+    report["mean_over_checkpoints"] = {
+        name: {"checkpoints": counts[name], f"hit_rate@{args.n}": float(h.mean())}
+        for name, h in hits.items()
+    }
     if args.bootstrap_against is not None:
-        if args.bootstrap_against not in hits:
-            parser.error(f"--bootstrap-against {args.bootstrap_against}: no such --checkpoint")
         base = hits[args.bootstrap_against]
         report["bootstrap_against"] = args.bootstrap_against
-        for name, r in report["models"].items():
+        for name, h in hits.items():
             if name != args.bootstrap_against:
-                r["paired_bootstrap"] = paired_bootstrap(hits[name], base)
+                report["mean_over_checkpoints"][name]["paired_bootstrap"] = paired_bootstrap(
+                    h, base
+                )
     print(to_text(report, args.n))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

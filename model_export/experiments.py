@@ -6,7 +6,9 @@ set, both split protocols, a small equal tuning grid per model and several seeds
 in ``<out>/trials/`` (not ``runs/``, which git ignores), so a run can be resumed or sharded
 with ``--shard i/n``. ``... summarize --out results/beauty`` aggregates them into
 ``summary.json`` and prints a Markdown table; ``by-length`` and ``routing`` analyse
-checkpoints.
+checkpoints. ``... seeds --trials results/long_histories/trials`` groups the result files of
+``mindstream train --results`` (named ``<data>-<model>[-seed<N>].json``) by data set and model
+and prints mean ± std over the seeds, the time to the best validation epoch and samples/s.
 """
 
 from __future__ import annotations
@@ -202,6 +204,85 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+SEED_METRICS = ("hit_rate@50", "hit_rate@20", "ndcg@50", "ndcg@20")
+TIME_TARGET_S = 600.0  # training to the best validation epoch, --threads 1
+
+
+def seed_group(filename: str) -> tuple[str, str]:
+    """``(data, model)`` of a ``mindstream train --results`` file name
+    ``<data>-<model>[-seed<N>].json``; ``<data>`` is ``lastfm`` or ``ml-latest-small`` style
+    (the model part never contains the data set's name)."""
+    stem = filename.removesuffix(".json")
+    head, sep, seed = stem.rpartition("-seed")
+    if sep and seed.isdigit():
+        stem = head
+    for data in ("ml-latest-small", "amazon-beauty", "lastfm", "taobao"):
+        if stem.startswith(data + "-"):
+            return data, stem[len(data) + 1 :]
+    data, _, model = stem.partition("-")
+    return data, model
+
+
+def seed_summary(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Mean ± std over seeds per (data, model) of ``(file name, train --results JSON)`` pairs:
+    validation and test metrics, interest cosine, K', best epoch, seconds to the end of the
+    best validation epoch (and whether every seed met :data:`TIME_TARGET_S`), samples/s."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for filename, run in runs:
+        groups.setdefault(seed_group(filename), []).append(run)
+    rows = []
+    for (data, model), members in sorted(groups.items()):
+        tests = [_tower_result(m) for m in members]
+        to_best = [
+            m["train"]["history"][m["train"]["best_epoch"] - 1]["elapsed_s"] for m in members
+        ]
+        row: dict[str, Any] = {
+            "data": data,
+            "model": model,
+            "kind": members[0]["model"]["kind"],
+            "k": members[0]["model"]["k"],
+            "seeds": sorted(m["model"]["seed"] for m in members),
+            "valid_hit_rate@50": _stats([m["train"]["best_score"] for m in members]),
+            "best_epoch": _stats([m["train"]["best_epoch"] for m in members]),
+            "seconds_to_best_epoch": _stats(to_best),
+            "within_time_target": all(t <= TIME_TARGET_S for t in to_best),
+            "samples_per_second": _stats([m["train"]["samples_per_second"] for m in members]),
+            "interest_cosine": _stats(
+                [t["interest_cosine"] for t in tests if t["interest_cosine"] is not None]
+            ),
+            "mean_active_interests": _stats([t["mean_active_interests"] for t in tests]),
+        }
+        for metric in SEED_METRICS:
+            row[metric] = _stats([t["metrics"][metric] for t in tests])
+        rows.append(row)
+    return rows
+
+
+def _tower_result(run: dict[str, Any]) -> dict[str, Any]:
+    towers = [v for k, v in run["test"].items() if k != "popularity"]
+    if len(towers) != 1:
+        raise ValueError(f"expected one trained model in the test results, got {list(run['test'])}")
+    return dict(towers[0])
+
+
+def seed_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "| data | model | n | valid HR@50 | test HR@50 | test HR@20 | test NDCG@50 | "
+        "test NDCG@20 | interest cos | K' | best epoch | s to best epoch | samples/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['data']} | {r['model']} | {len(r['seeds'])} | {_fmt(r['valid_hit_rate@50'])} | "
+            f"{_fmt(r['hit_rate@50'])} | {_fmt(r['hit_rate@20'])} | {_fmt(r['ndcg@50'])} | "
+            f"{_fmt(r['ndcg@20'])} | {_fmt(r['interest_cosine'], 2)} | "
+            f"{_fmt(r['mean_active_interests'], 2)} | {_fmt(r['best_epoch'], 1)} | "
+            f"{_fmt(r['seconds_to_best_epoch'], 0)}{'' if r['within_time_target'] else ' (> 600)'} "
+            f"| {_fmt(r['samples_per_second'], 0)} |"
+        )
+    return "\n".join(lines)
+
+
 LENGTH_BUCKETS = ((1, 3), (4, 7), (8, 15), (16, 10**9))  # K' = 1, 2, 3, 4 with K = 4
 
 
@@ -368,6 +449,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--shard", default="0/1", help="i/n: run every n-th plan entry from i")
     summary = sub.add_parser("summarize")
     summary.add_argument("--out", type=Path, required=True)
+    seeds = sub.add_parser("seeds", help="mean ± std over seeds of `mindstream train` results")
+    seeds.add_argument("--trials", type=Path, required=True, help="folder of --results files")
+    seeds.add_argument("--json", type=Path, default=None)
     lengths = sub.add_parser("by-length", help="per history-length bucket, from checkpoints")
     lengths.add_argument("--data", required=True)
     lengths.add_argument("--format", default="auto")
@@ -384,6 +468,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "summarize":
         print(markdown(summarize(args.out)))
+        return 0
+    if args.command == "seeds":
+        files = sorted(args.trials.glob("*.json"))
+        rows = seed_summary([(p.name, json.loads(p.read_text())) for p in files])
+        print(seed_markdown(rows))
+        if args.json is not None:
+            args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
         return 0
     if args.command == "routing":
         stats = routing_diagnostics(

@@ -100,12 +100,23 @@ def test_command_on_a_tiny_trained_tower(tmp_path, capsys):
             "amazon",
             "--checkpoint",
             f"m={tmp_path / 'ckpt'}",
+            "--checkpoint",
+            f"seeds={tmp_path / 'ckpt'}",
+            "--checkpoint",
+            f"seeds={tmp_path / 'ckpt'}",
+            "--bootstrap-against",
+            "m",
             "--json",
             str(out),
         ]
     )
     assert code == 0
-    report = json.loads(out.read_text())["models"]["m"]
+    full = json.loads(out.read_text())
+    # Checkpoints sharing a name are seeds of one model: reported one by one, compared by mean.
+    assert set(full["models"]) == {"m", "seeds/1", "seeds/2"}
+    seeds = full["mean_over_checkpoints"]["seeds"]
+    assert seeds["checkpoints"] == 2 and seeds["paired_bootstrap"]["difference"] == 0.0
+    report = full["models"]["m"]
     assert report["oracle_single_interest_hit_rate@50"] >= report["hit_rate@50"]
     assert sum(b["users"] for b in report["by_length"].values()) == report["users"] == 40
     assert len(report["curves"]) == 2 and report["curves"][0]["train_loss"] > 0
@@ -137,3 +148,36 @@ def test_paired_bootstrap_finds_a_real_difference_and_not_a_fake_one():
     assert same["difference"] == 0.0 and same["p_value"] == 1.0
     with pytest.raises(ValueError, match="same users"):
         diagnose.paired_bootstrap(base, base[:10])
+
+
+def test_mean_hits_average_the_seeds_of_each_name():
+    runs = [
+        ("a", np.array([True, False, True])),
+        ("b", np.array([False, False, True])),
+        ("a", np.array([True, True, False])),
+    ]
+    means = diagnose.mean_hits_by_name(runs)
+    assert list(means) == ["a", "b"]
+    np.testing.assert_allclose(means["a"], [1.0, 0.5, 0.5])
+    np.testing.assert_allclose(means["b"], [0.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="different users"):
+        diagnose.mean_hits_by_name([("a", np.zeros(3)), ("a", np.zeros(4))])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--lambdas", "0,1.5"], "must be in [0, 1]"),
+        (["--lambdas", "-0.1"], "must be in [0, 1]"),
+        (["--lambdas", "nan"], "must be in [0, 1]"),
+        (["--lambdas", "0,a"], "expected numbers"),
+        (["--bootstrap-against", "other"], "no such --checkpoint"),
+    ],
+)
+def test_command_refuses_bad_flags_before_reading_data(flags, message, tmp_path, capsys):
+    # The data path does not exist: the refusal has to come before anything is loaded.
+    argv = ["--data", str(tmp_path / "absent"), "--checkpoint", f"m={tmp_path / 'absent'}"]
+    with pytest.raises(SystemExit) as exit_info:
+        diagnose.main([*argv, *flags])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

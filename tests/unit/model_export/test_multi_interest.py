@@ -159,6 +159,15 @@ def test_unknown_interest_scoring_is_refused():
         (["--routing-cosine-scale=-1"], "--routing-cosine-scale"),
         (["--kind=comirec_sa", "--routing-cosine-scale=5"], "has no routing"),
         (["--behaviours-per-interest=-1"], "--behaviours-per-interest"),
+        (["--patience=-1"], "--patience must be >= 0"),
+        (["--positions-per-user=-5"], "--positions-per-user must be >= 0"),
+        (["--valid-users=-1"], "--valid-users must be >= 0"),
+        (["--max-steps=-1"], "--max-steps must be >= 0"),
+        (["--threads=-2"], "--threads must be >= 0"),
+        (["--head-hidden=-2"], "--head-hidden must be >= -1"),
+        (["--weight-decay=-0.1"], "--weight-decay must be"),
+        (["--weight-decay=nan"], "--weight-decay must be"),
+        (["--p=inf", "--interest-scoring=max"], "needs --interest-scoring label_aware"),
     ],
 )
 def test_cli_refuses_impossible_flags_before_training(flags, message, tmp_path, capsys):

@@ -237,6 +237,7 @@ class Exploit:
 def test_cli_train_evaluate_export(tmp_path, capsys):
     from mindstream.cli import main
     from model_export.bundle import load_bundle
+    from model_export.checkpoint import load_checkpoint
 
     run = tmp_path / "run"
     bundles = tmp_path / "bundles"
@@ -261,11 +262,17 @@ def test_cli_train_evaluate_export(tmp_path, capsys):
     assert "HR@50" in out and "bundle:" in out
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["protocol"] == "leave_last_out"
-    assert 0.0 <= summary["test"]["mind"]["metrics"]["hit_rate@50"] <= 1.0
+    # No model flag: the default tower, ComiRec-SA with K = 4, no head, trained on max scoring.
+    assert (summary["model"]["kind"], summary["model"]["k"]) == ("comirec_sa", 4)
+    assert summary["model"]["head_hidden"] == -1
+    assert load_checkpoint(run).info["train"]["interest_scoring"] == "max"
+    name = summary["model"]["kind"]
+    assert 0.0 <= summary["test"][name]["metrics"]["hit_rate@50"] <= 1.0
     bundle = load_bundle(bundles / "current")
+    assert bundle.path.name.startswith("comirec-sa-")
     assert bundle.manifest["metrics"]["data_spec"]["synthetic"]["n_items"] == 80
     assert bundle.manifest["metrics"]["test"]["hit_rate@50"] == pytest.approx(
-        summary["test"]["mind"]["metrics"]["hit_rate@50"]
+        summary["test"][name]["metrics"]["hit_rate@50"]
     )
 
     # Exporting the checkpoint again gives the same content, hence the same version.
@@ -291,8 +298,8 @@ def test_cli_train_evaluate_export(tmp_path, capsys):
         (tmp_path / "eval-torch" / "leave_last_out" / "results.json").read_text()
     )
     # The same model through onnxruntime and through torch scores the same.
-    onnx_metrics = onnx_result["models"]["mind-onnx"]["metrics"]
-    torch_metrics = torch_result["models"]["mind"]["metrics"]
+    onnx_metrics = onnx_result["models"][f"{name}-onnx"]["metrics"]
+    torch_metrics = torch_result["models"][name]["metrics"]
     for key, value in torch_metrics.items():
         assert onnx_metrics[key] == pytest.approx(value, abs=1e-6), key
 

@@ -1,0 +1,65 @@
+"""The seed summary of `mindstream train --results` files: grouping by file name, mean ± std,
+the time to the best validation epoch against the 10-minute target."""
+
+from __future__ import annotations
+
+import pytest
+
+from model_export.experiments import seed_group, seed_markdown, seed_summary
+
+
+def test_file_names_group_by_data_set_and_model():
+    assert seed_group("lastfm-sa-k4-max.json") == ("lastfm", "sa-k4-max")
+    assert seed_group("lastfm-sa-k4-max-seed2.json") == ("lastfm", "sa-k4-max")
+    assert seed_group("ml-latest-small-mind-k1-seed1.json") == ("ml-latest-small", "mind-k1")
+    assert seed_group("ml-latest-small-youtube.json") == ("ml-latest-small", "youtube")
+
+
+def run(seed, valid, hr50, best_epoch, elapsed, cosine=None):
+    history = [{"epoch": e + 1, "elapsed_s": t} for e, t in enumerate(elapsed)]
+    metrics = {"hit_rate@50": hr50, "hit_rate@20": hr50 / 2, "ndcg@50": 0.05, "ndcg@20": 0.03}
+    return {
+        "model": {"kind": "comirec_sa", "k": 4, "seed": seed},
+        "train": {
+            "best_score": valid,
+            "best_epoch": best_epoch,
+            "history": history,
+            "samples_per_second": 1000.0 + seed,
+        },
+        "test": {
+            "comirec_sa": {
+                "metrics": metrics,
+                "interest_cosine": cosine,
+                "mean_active_interests": 3.0,
+            },
+            "popularity": {"metrics": metrics, "interest_cosine": None},
+        },
+    }
+
+
+def test_seeds_of_one_model_give_mean_std_and_time_to_best_epoch():
+    rows = seed_summary(
+        [
+            ("lastfm-sa-k4-max.json", run(0, 0.20, 0.10, 2, [100, 200, 300], 0.5)),
+            ("lastfm-sa-k4-max-seed1.json", run(1, 0.30, 0.20, 3, [100, 200, 650, 700], 0.7)),
+            ("lastfm-youtube-seed1.json", run(1, 0.25, 0.15, 1, [50, 100])),
+        ]
+    )
+    sa, youtube = rows
+    assert (sa["data"], sa["model"], sa["seeds"]) == ("lastfm", "sa-k4-max", [0, 1])
+    assert sa["valid_hit_rate@50"]["mean"] == pytest.approx(0.25)
+    assert sa["hit_rate@50"]["std"] == pytest.approx(0.0707107, rel=1e-5)
+    assert sa["seconds_to_best_epoch"]["values"] == [200.0, 650.0]
+    assert sa["within_time_target"] is False  # one seed needed 650 s > 600 s
+    assert sa["interest_cosine"]["mean"] == pytest.approx(0.6)
+    assert youtube["within_time_target"] is True and youtube["interest_cosine"]["n"] == 0
+    table = seed_markdown(rows)
+    assert "| lastfm | sa-k4-max | 2 | 0.2500 ± 0.0707 |" in table
+    assert "425 ± 318 (> 600)" in table
+
+
+def test_a_result_with_two_trained_models_is_refused():
+    bad = run(0, 0.2, 0.1, 1, [10])
+    bad["test"]["other"] = bad["test"]["comirec_sa"]
+    with pytest.raises(ValueError, match="one trained model"):
+        seed_summary([("lastfm-x.json", bad)])
