@@ -206,7 +206,7 @@ def test_burst_falls_behind_and_catches_up(
             if drained_s is not None and sample["broker_lag"] == 0:
                 break
             assert worker.running, worker.log_tail()
-            time.sleep(0.5)
+            time.sleep(0.1)
         stream.join()
         expected = expected_windows(events)
         recs = wait_for_records(settings, redis_client, expected, worker=worker)
