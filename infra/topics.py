@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,41 @@ def _admin(settings: Settings, timeout_s: float) -> Any:
         ) from exc
 
 
+DESCRIBE_RETRY_S = 0.1
+
+
+def partition_counts(topics: Iterable[Mapping[str, Any]]) -> dict[str, int | None]:
+    """``name -> partitions`` from a metadata answer; None where the answering broker does
+    not know the topic fully yet (an error code, or no partitions listed).
+
+    A KRaft cluster's brokers learn of a new topic one by one: a metadata request sent to
+    another broker just after the creation can answer "unknown topic" or an empty partition
+    list, which is not a partition count.
+    """
+    counts: dict[str, int | None] = {}
+    for topic in topics:
+        partitions = topic.get("partitions") or []
+        ok = topic.get("error_code", 0) == 0 and bool(partitions)
+        counts[topic["name"]] = len(partitions) if ok else None
+    return counts
+
+
+def _describe_partitions(admin: Any, names: list[str], timeout_s: float) -> dict[str, int]:
+    """Partition counts of existing topics ``names``, asked again until every broker answer
+    is complete (TopicError after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        counts = partition_counts(admin.describe_topics(names))
+        unknown = sorted(name for name in names if counts.get(name) is None)
+        if not unknown:
+            return {name: count for name, count in counts.items() if count is not None}
+        if time.monotonic() >= deadline:
+            raise TopicError(
+                f"the brokers did not report the partitions of {unknown} within {timeout_s:.0f} s"
+            )
+        time.sleep(DESCRIBE_RETRY_S)
+
+
 def ensure_topics(
     settings: Settings,
     partitions: Mapping[str, int],
@@ -95,7 +131,8 @@ def ensure_topics(
                     f"{topic.get('error_message') or ''}".rstrip()
                 )
         admin.wait_for_topics(list(partitions), timeout_ms=int(timeout_s * 1000))
-        actual = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(list(partitions))}
+        # wait_for_topics asked one broker; the next request may go to another one
+        actual = _describe_partitions(admin, list(partitions), timeout_s)
     except KafkaError as exc:
         raise TopicError(f"creating topics {sorted(partitions)} failed: {exc}") from exc
     finally:
@@ -127,7 +164,7 @@ def existing_partitions(
         present = sorted(set(names) & set(admin.list_topics()))
         if not present:
             return {}
-        return {t["name"]: len(t["partitions"]) for t in admin.describe_topics(present)}
+        return _describe_partitions(admin, present, timeout_s)
     except KafkaError as exc:
         raise TopicError(f"describing topics {sorted(set(names))} failed: {exc}") from exc
     finally:
