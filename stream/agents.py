@@ -60,7 +60,11 @@ _intake = Intake(INTAKE_BATCHES * settings.batch_size)
 @app.on_worker_init.connect  # type: ignore[arg-type]
 def start_worker(sender: Any, **kwargs: Any) -> None:
     """Prepare this process to run the worker (see the module's docstring); refuses, with
-    :class:`~stream.faust_internals.FaustInternalsMismatch`, on a Faust it was not written for."""
+    :class:`~stream.faust_internals.FaustInternalsMismatch`, on a Faust it was not written for.
+    Faust sends ``on_worker_init`` twice when the app is started by ``app.main()``: the second
+    time changes nothing."""
+    if faust_internals.installed(app):
+        return
     faust_internals.install(
         app,
         _intake,

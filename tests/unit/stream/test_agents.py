@@ -41,7 +41,9 @@ def state():
 before = state()
 import stream.agents
 imported = state()
-stream.agents.app.on_worker_init.send()  # what Faust's worker command does before it starts
+# what Faust's worker command does before it starts (twice, when started by app.main())
+stream.agents.app.on_worker_init.send()
+stream.agents.app.on_worker_init.send()
 print(json.dumps({"before": before, "imported": imported, "started": state()}))
 """
 
