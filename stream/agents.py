@@ -1,4 +1,17 @@
-"""The agent (micro-batches of clicks -> Redis), the bundle watcher, and the web pages."""
+"""The worker's agent (micro-batches of clicks -> Redis), the bundle watcher, the rebalance
+rewind, and the health and metrics pages.
+
+Importing this module only declares them on the app (``stream.app``). What the worker process
+needs besides is done by :func:`start_worker`, which Faust's worker command runs through
+``app.on_worker_init`` (``mindstream stream worker`` and ``faust -A stream.agents:app worker``
+alike), before the app starts: it installs ``stream.faust_internals`` (the source records go
+from the consumer's fetch loop to the intake, ``stream.intake``), sets the cyclic garbage
+collector's thresholds and registers the consumer lag collector (``stream.lag``).
+
+Without :func:`start_worker` (Faust's ``agent.test_context()``), the agent takes the records
+Faust delivers through its stream into the same intake, so the same batch path can be
+unit-tested.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +23,12 @@ from typing import Any
 
 from prometheus_client import REGISTRY, generate_latest
 
+from stream import faust_internals
 from stream.app import app, settings
 from stream.continuity import OffsetGuard
-from stream.intake import Intake, install
+from stream.intake import Intake
 from stream.lag import ConsumerLagCollector, ListedEnds, source_offsets
-from stream.positions import SeekOnce, limit_commits, rewind_to_committed
+from stream.positions import SeekOnce, limit_commits, rewind_to_committed, skip_seek_after_rewind
 from stream.rekey import rekey_topic_name
 from stream.runtime import Runtime, exit_without_commit
 from stream.tables import windows
@@ -27,7 +41,6 @@ logger = logging.getLogger(__name__)
 # times in a 120 s run at 5,000 events/s, 10.3 s of CPU in all, pauses up to 105 ms. With these:
 # 7 collections, 0.1 s; worker CPU per event 0.171 -> 0.155 ms (BENCHMARKS.md).
 GC_THRESHOLDS = (50_000, 20, 100)
-gc.set_threshold(*GC_THRESHOLDS)
 BATCH_DEADLINE_S = max(settings.batch_deadline_ms, 1) / 1000  # 0 would wait for a full batch
 INTAKE_BATCHES = 2  # records fetched ahead of the batch in flight, in batches
 _runtime: Runtime | None = None
@@ -42,10 +55,26 @@ SOURCES = frozenset(
 _listed_ends = ListedEnds()
 # the records of SOURCES, from the consumer's fetch loop to process_clicks (see stream.intake)
 _intake = Intake(INTAKE_BATCHES * settings.batch_size)
-install(app, _intake, SOURCES)
-REGISTRY.register(
-    ConsumerLagCollector(lambda: source_offsets(app.consumer, SOURCES, _listed_ends.ends))
-)
+
+
+@app.on_worker_init.connect  # type: ignore[arg-type]
+def start_worker(sender: Any, **kwargs: Any) -> None:
+    """Prepare this process to run the worker (see the module's docstring); refuses, with
+    :class:`~stream.faust_internals.FaustInternalsMismatch`, on a Faust it was not written for.
+    Faust sends ``on_worker_init`` twice when the app is started by ``app.main()``: the second
+    time changes nothing."""
+    if faust_internals.installed(app):
+        return
+    faust_internals.install(
+        app,
+        _intake,
+        SOURCES,
+        fetch_max_wait_ms=settings.profile.consumer_fetch_max_wait_ms,
+    )
+    gc.set_threshold(*GC_THRESHOLDS)
+    REGISTRY.register(
+        ConsumerLagCollector(lambda: source_offsets(app.consumer, SOURCES, _listed_ends.ends))
+    )
 
 
 async def get_runtime() -> Runtime:
@@ -74,9 +103,22 @@ async def get_runtime() -> Runtime:
 async def process_clicks(stream: Any) -> None:
     """Micro-batches of click records: one recompute per dirty user, one Redis pipeline.
 
-    The records come from the intake (stream.intake), not through ``stream``: the stream is
-    what subscribes the consumer to the topics (Faust does that when it creates it)."""
+    The records come from the intake (``stream.intake``), which the consumer's fetch loop fills
+    (``stream.faust_internals``); the stream is what subscribes the consumer to the topics
+    (Faust does that when it creates it) and delivers nothing then. Without the fetch loop
+    (Faust's test context), the records the stream delivers go into the intake."""
     runtime = await get_runtime()
+    feeding = None
+    if not faust_internals.installed(app):
+        feeding = asyncio.ensure_future(_feed_intake(stream, _intake))
+    try:
+        await _run_batches(runtime)
+    finally:
+        if feeding is not None:
+            feeding.cancel()
+
+
+async def _run_batches(runtime: Runtime) -> None:
     consumer = app.consumer
     inbound = app.monitor.stream_inbound_time
     while True:
@@ -86,6 +128,14 @@ async def process_clicks(stream: Any) -> None:
             inbound[tp] = now  # what Faust's stream records, for its slow-stream warnings
         await runtime.run_batch(messages)
         _intake.acknowledge(consumer, app.sensors, messages)
+
+
+async def _feed_intake(stream: Any, intake: Intake) -> None:
+    """Put the records ``stream`` delivers into ``intake`` (acknowledged after their batch)."""
+    async for event in stream.noack().events():
+        while not await intake.wait_for_room(1.0):
+            pass
+        intake.put(event.message)
 
 
 if settings.stream_watch_interval_s > 0:
@@ -103,7 +153,7 @@ async def rewind_sources(sender: Any, **kwargs: Any) -> None:
     (a seek this rewind has done, so that one is skipped)."""
     global _seek_once
     if _seek_once is None:
-        _seek_once = SeekOnce(app.consumer)
+        _seek_once = skip_seek_after_rewind(app.consumer)
         limit_commits(app.consumer, set(SOURCES), _offset_guard.next_expected)
     positions = await rewind_to_committed(
         app.consumer, settings, app.consumer.assignment(), set(SOURCES)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import faust
 
 from mindstream.settings import Settings
-from stream.config import app_options, set_consumer_fetch_max_wait
+from stream.config import app_options
 
 settings = Settings.from_env()
-set_consumer_fetch_max_wait(settings.profile.consumer_fetch_max_wait_ms)
 app = faust.App(settings.app_id, **app_options(settings))

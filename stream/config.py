@@ -2,7 +2,9 @@
 
 The ``local`` broker profile's quirks (one record per producer batch so that changelog recovery
 is exact on Tansu, short session timeouts) come from ``settings.profile`` and apply only when
-``MINDSTREAM_KAFKA_PROFILE=local``; ``standard`` leaves Faust's defaults for Apache Kafka.
+``MINDSTREAM_KAFKA_PROFILE=local``; ``standard`` leaves Faust's defaults for Apache Kafka. The
+profile's fetch wait is not a Faust option: ``stream.faust_internals`` sets it when the worker
+starts.
 """
 
 from __future__ import annotations
@@ -122,26 +124,3 @@ def app_options(settings: Settings) -> dict[str, Any]:
     if profile.producer_max_batch_size is not None:
         options["producer_max_batch_size"] = profile.producer_max_batch_size
     return options
-
-
-def set_consumer_fetch_max_wait(ms: int | None) -> None:
-    """Make Faust's worker consumer wait at most ``ms`` per fetch (None: leave Faust's 1.5 s).
-
-    Faust 0.15 hard-codes ``fetch_max_wait_ms=1500`` when it builds its aiokafka consumer; the
-    ``local`` profile needs less (see ``KafkaProfile.consumer_fetch_max_wait_ms``). aiokafka
-    reads the value when the consumer starts, after Faust built it, so it is set in between.
-    """
-    if ms is None:
-        return
-    from faust.transport.drivers import aiokafka as driver
-
-    thread = driver.AIOKafkaConsumerThread
-    original = getattr(thread, "_mindstream_original_create", thread._create_worker_consumer)
-
-    def create_worker_consumer(self: Any, transport: Any) -> Any:
-        consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = ms
-        return consumer
-
-    thread._mindstream_original_create = original  # type: ignore[attr-defined]
-    thread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]

@@ -1,30 +1,24 @@
 """The worker's source records, handed from the consumer's fetch loop to the agent in batches.
 
-Faust 0.15 sends every fetched record through its stream machinery: in the fetch loop
-(``Consumer._drain_messages``) each record is delivered by ``wait_first(callback(message),
-suspend_flow.wait())``, two tasks and an ``asyncio.wait`` per record, then the conductor wraps it
-in an event and queues it for the agent's stream, which hands it to ``take_events``' buffer
-through a processor coroutine. A Faust agent that only counts drained 6,527 records/s on this
-box (0.15 ms of one core per record) against 175,506/s for a bare aiokafka consumer that also
-decodes the JSON (``mindstream bench stream``); that per-record path was most of the worker's
-CPU, and the batches it gathered stopped while a batch was processed.
+Faust sends every fetched record through its stream machinery: in the fetch loop each record
+is delivered by ``wait_first(callback(message), suspend_flow.wait())``, two tasks and an
+``asyncio.wait`` per record, then the conductor wraps it in an event and queues it for the
+agent's stream. A Faust agent that only counts drained 6,527 records/s on a 2-core machine
+(0.15 ms of one core per record) against 175,506/s for a bare aiokafka consumer that also
+decodes the JSON (``mindstream bench stream``, BENCHMARKS.md).
 
 So for the worker's own source topics (the clicks topic and its re-key topic) the fetch loop
-puts each record into an :class:`Intake` directly, and the agent takes whole batches from it,
-gathered while the previous batch is processed. Records of every other topic (table changelogs
-during recovery) go the way Faust sends them. Faust's bookkeeping is kept: each record is
-tracked as in flight from the moment it is in the intake (a rebalance or a stop waits until it
-is processed, ``Consumer.wait_empty``: bounded by the intake's capacity, two batches, plus one
-fetch, at most one batch with ``broker_max_poll_records``) and acknowledged (so committable)
-only after its batch is written (:meth:`Intake.acknowledge`).
+(``stream.faust_internals.drain_messages``) puts each record into an :class:`Intake`, and the
+agent takes whole batches from it, gathered while the previous batch is processed. Records of
+every other topic (table changelogs during recovery) go the way Faust sends them. Faust's
+bookkeeping is kept: each record is tracked as in flight from the moment it is in the intake (a
+rebalance or a stop waits until it is processed, ``Consumer.wait_empty``: bounded by the
+intake's capacity, two batches, plus one fetch, at most one batch with
+``broker_max_poll_records``) and acknowledged (so committable) only after its batch is written
+(:meth:`Intake.acknowledge`).
 
-Unlike Faust's loop, a record is never marked as read unless it is in the intake: Faust's moves
-the read position past a record whose hand-over a flow suspension (a rebalance) interrupted
-(see ``stream.positions``). While the flow is suspended, records are dropped without being
-marked as read; the rewind after the rebalance reads them again.
-
-Written for faust-streaming 0.15 (pinned in pyproject.toml): :func:`install` checks that the
-consumer has what this relies on and fails the start otherwise.
+This module is the part without Faust's private names: the intake itself and the offset rules
+the fetch loop applies to each record (:func:`already_read`, :func:`offset_gap`).
 """
 
 from __future__ import annotations
@@ -37,27 +31,6 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 logger = logging.getLogger(__name__)
-
-# what the fetch loop below uses of a Faust consumer (faust.transport.consumer.Consumer)
-CONSUMER_NEEDS = (
-    "_drain_messages",
-    "_read_offset",
-    "_add_gap",
-    "_commit_every",
-    "_n_acked",
-    "_stopped",
-    "callback",
-    "getmany",
-    "track_message",
-    "ack",
-    "suspend_flow",
-    "wait_first",
-    "consumer_stopped_errors",
-    "diag",
-)
-FETCHING_FLAG = "FETCHING"  # faust.transport.consumer.CONSUMER_FETCHING
-ROOM_POLL_S = 0.1
-YIELD_EVERY = 100  # records, as Faust's loop
 
 
 class Intake:
@@ -146,98 +119,16 @@ class _Signal:
             await asyncio.wait_for(self._event.wait(), timeout)
 
 
-def check_consumer(consumer: Any) -> None:
-    missing = [name for name in CONSUMER_NEEDS if not hasattr(consumer, name)]
-    if missing:
-        raise RuntimeError(
-            "this faust-streaming consumer lacks what stream.intake relies on "
-            f"({', '.join(missing)}); mindstream is written for faust-streaming 0.15"
-        )
+def already_read(read: int | None, offset: int) -> bool:
+    """Whether the record at ``offset`` lies below the partition's read offset (Faust's
+    ``_read_offset``, None before the first record): read already, to be dropped."""
+    return read is not None and offset < read
 
 
-async def drain_messages(
-    consumer: Any, fetcher: Any, intake: Intake, sources: Collection[str]
-) -> None:
-    """Faust's fetch loop (``Consumer._drain_messages``, faust-streaming 0.15.3), with the
-    records of ``sources`` put into ``intake`` instead of sent through the conductor."""
-    callback = consumer.callback
-    get_read_offset = consumer._read_offset.__getitem__
-    set_read_offset = consumer._read_offset.__setitem__
-    consumer_should_stop = consumer._stopped.is_set
-    fetcher_should_stop = fetcher._stopped.is_set
-    suspended = consumer.suspend_flow.is_set
-    track = consumer.track_message
-    commit_every = consumer._commit_every
-    put = intake.put
-    acks_enabled_for = consumer.app.topics.acks_enabled_for
-    try:
-        while not (consumer_should_stop() or fetcher_should_stop()):
-            consumer.diag.set_flag(FETCHING_FLAG)
-            records = consumer.getmany(timeout=1.0)
-            await asyncio.sleep(0)  # as Faust's: getmany can return at once, again and again
-            if consumer.should_stop:
-                continue
-            since_yield = 0
-            async for tp, message in records:
-                since_yield += 1
-                if since_yield > YIELD_EVERY:
-                    # as Faust's: let the agent and the web endpoint run during a long fetch
-                    await asyncio.sleep(0)
-                    since_yield = 0
-                offset = message.offset
-                read = get_read_offset(tp)
-                if read is not None and offset < read:
-                    continue  # read already (Faust drops these too)
-                if read and offset - read > 1 and acks_enabled_for(tp.topic):
-                    # a gap in the offsets (compaction, transaction markers): Faust's commit
-                    # bookkeeping must know it or it stops committing at the gap
-                    await consumer._add_gap(tp, read + 1, offset)
-                if commit_every is not None and consumer._n_acked >= commit_every:
-                    consumer._n_acked = 0
-                    await consumer.commit()
-                if tp.topic in sources:
-                    if suspended():
-                        continue  # not marked as read: the rewind after the rebalance reads it
-                    track(message)
-                    put(message)
-                else:
-                    await consumer.wait_first(callback(message), consumer.suspend_flow.wait())
-                set_read_offset(tp, offset)
-            consumer.diag.unset_flag(FETCHING_FLAG)
-            while intake.full and not (suspended() or consumer_should_stop()):
-                if fetcher_should_stop():
-                    break
-                await intake.wait_for_room(ROOM_POLL_S)
-    except consumer.consumer_stopped_errors:
-        if consumer.transport.app.should_stop:
-            logger.info("broker stopped the consumer, shutting down")
-            return
-        raise
-    except asyncio.CancelledError:
-        if consumer.transport.app.should_stop:
-            return
-        raise
-    except Exception as exc:
-        logger.exception("fetch loop failed: %r", exc)
-        raise
-    finally:
-        consumer.diag.unset_flag(FETCHING_FLAG)
-
-
-def install(app: Any, intake: Intake, sources: Collection[str]) -> None:
-    """Route the records of ``sources`` that ``app``'s consumer fetches into ``intake``."""
-    from faust.transport.consumer import Consumer
-
-    original = Consumer._drain_messages
-    if getattr(original, "mindstream_intake", False):
-        raise RuntimeError("stream.intake is installed already")
-
-    async def _drain_messages(self: Any, fetcher: Any) -> None:
-        if self.app is not app:
-            await original(self, fetcher)
-            return
-        check_consumer(self)
-        await drain_messages(self, fetcher, intake, frozenset(sources))
-
-    _drain_messages.mindstream_intake = True  # type: ignore[attr-defined]
-    Consumer._drain_messages = _drain_messages  # type: ignore[method-assign]
+def offset_gap(read: int | None, offset: int) -> tuple[int, int] | None:
+    """The gap between the last record read and the one at ``offset`` (compaction, transaction
+    markers) as Faust's fetch loop passes it to its commit bookkeeping (``Consumer._add_gap``):
+    ``(read + 1, offset)``, or None when the records follow each other (or nothing was read)."""
+    if read and offset - read > 1:
+        return read + 1, offset
+    return None

@@ -9,8 +9,8 @@ position would hide), and it is what a restarted worker would read again. It ove
 records still to process by at most those processed since the last commit (one commit
 interval, 2.8 s by default); a partition with no commit counts from offset 0.
 
-The committed offset is Faust's own bookkeeping (``Consumer._committed_offset``, private in
-Faust 0.15: set when it commits or seeks to the committed offsets); no request. The high
+The committed offset is Faust's own bookkeeping (set when it commits or seeks to the committed
+offsets, read through ``stream.faust_internals.committed_offsets``); no request. The high
 watermark is the larger of two lower bounds of the log end:
 
 - the value the broker put in the last fetch response for the partition (aiokafka's
@@ -37,6 +37,8 @@ from typing import Any
 
 from faust.exceptions import ConsumerNotStarted
 from prometheus_client.metrics_core import GaugeMetricFamily
+
+from stream.faust_internals import committed_offsets
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +88,7 @@ def source_offsets(
         assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
     except ConsumerNotStarted:
         return []
-    committed = getattr(consumer, "_committed_offset", {})
+    committed = committed_offsets(consumer)
     out = []
     for tp in sorted(assigned, key=lambda tp: (tp.topic, tp.partition)):
         try:
@@ -94,7 +96,6 @@ def source_offsets(
         # aiokafka asserts the partition is assigned; a rebalance may have revoked it since
         except (AssertionError, AttributeError, KeyError, ConsumerNotStarted):
             highwater = None
-        # .get: Faust's mapping is a defaultdict, a lookup would insert the partition
         highwater = latest(highwater, listed.get((tp.topic, tp.partition)))
         out.append(SourceOffsets(tp.topic, tp.partition, highwater, committed.get(tp)))
     return out

@@ -20,7 +20,9 @@
 The source records reach the worker through its intake (``stream.intake``), not Faust's stream
 path; the seek skip and the cap are defences against a record the consumer could move past
 unseen, and the processor's offset guard (``stream.continuity``) checks that none ever is.
-docs/ARCHITECTURE.md describes the Faust behaviours this relies on.
+The rules are plain functions here; the wrapping of Faust's consumer and its committed-offset
+record go through ``stream.faust_internals``. docs/ARCHITECTURE.md describes the Faust
+behaviours this relies on.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from infra.kafka_config import kafka_python_consumer_kwargs
 from mindstream.settings import Settings
+from stream import faust_internals
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +57,18 @@ def committed_offsets(
 
 
 class SeekOnce:
-    """Wraps a Faust consumer's ``perform_seek`` so that the call right after :meth:`arm`
-    does nothing (the rewind has just done that seek); every other call runs as before."""
+    """Faust's recovery seek (``perform_seek``) with the call right after :meth:`arm` skipped
+    (the rewind has just done that seek); every other call runs as before."""
 
-    def __init__(self, consumer: Any, *, valid_s: float = 10.0) -> None:
-        self._perform_seek = consumer.perform_seek
+    def __init__(self, *, valid_s: float = 10.0) -> None:
+        self._perform_seek: Callable[[], Awaitable[None]] | None = None
         self._armed_at: float | None = None
         self._valid_s = valid_s
-        consumer.perform_seek = self.perform_seek
+
+    def wrap(self, perform_seek: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """Take ``perform_seek`` (the consumer's own); return what replaces it."""
+        self._perform_seek = perform_seek
+        return self.perform_seek
 
     def arm(self) -> None:
         self._armed_at = time.monotonic()
@@ -73,7 +80,15 @@ class SeekOnce:
         if armed_at is not None and time.monotonic() - armed_at < self._valid_s:
             logger.info("stream partitions already at their committed offsets: seek skipped")
             return
-        await self._perform_seek()
+        if self._perform_seek is not None:
+            await self._perform_seek()
+
+
+def skip_seek_after_rewind(consumer: Any) -> SeekOnce:
+    """Wrap ``consumer``'s recovery seek in a :class:`SeekOnce`, which the rewind arms."""
+    once = SeekOnce()
+    faust_internals.wrap_perform_seek(consumer, once.wrap)
+    return once
 
 
 async def rewind_to_committed(
@@ -109,8 +124,7 @@ async def rewind_to_committed(
             )
         await consumer.seek(tp, positions[tp])
         if offset is not None:
-            # as Faust's perform_seek records it (its commit bookkeeping starts from here)
-            consumer._committed_offset[tp] = offset
+            faust_internals.set_committed_offset(consumer, tp, offset)
     logger.info(
         "source partitions rewound to committed offsets partitions=%d without_commit=%d",
         len(tps),
@@ -131,28 +145,38 @@ def limit_commits(
     consumer: Any, sources: set[str], next_expected: Callable[[str, int], int | None]
 ) -> None:
     """Cap every offset Faust's consumer is about to commit for a source partition at the next
-    offset the worker expects to see there (``stream.continuity``): records up to it have been
-    delivered to the worker, so a commit never passes one that was acknowledged unseen. The cap
-    changes nothing when every acknowledged record was delivered, the usual case."""
-    compute = consumer._filter_committable_offsets
+    offset the worker expects to see there (:func:`capped_offsets`)."""
+    faust_internals.adjust_committable_offsets(
+        consumer,
+        lambda offsets, committed: capped_offsets(offsets, committed, sources, next_expected),
+    )
 
-    def capped(tps: Iterable[Any]) -> dict[Any, int]:
-        out = {}
-        for tp, offset in compute(tps).items():
-            limit = next_expected(tp.topic, tp.partition) if tp.topic in sources else None
-            if limit is not None and offset > limit:
-                logger.warning(
-                    "commit capped topic=%s partition=%d offset=%d at=%d (acknowledged but "
-                    "never delivered to the worker)",
-                    tp.topic,
-                    tp.partition,
-                    offset,
-                    limit,
-                )
-                offset = limit
-            committed = consumer._committed_offset.get(tp)
-            if committed is None or offset > committed:
-                out[tp] = offset
-        return out
 
-    consumer._filter_committable_offsets = capped
+def capped_offsets(
+    offsets: Mapping[Any, int],
+    committed: Mapping[Any, int | None],
+    sources: set[str],
+    next_expected: Callable[[str, int], int | None],
+) -> dict[Any, int]:
+    """What to commit of ``offsets`` (by partition, what the acknowledgements allow): each
+    source partition's offset capped at the next offset the worker expects there
+    (``stream.continuity``), so that a commit never passes a record acknowledged unseen; a
+    partition left out when that is not past its ``committed`` offset. The cap changes nothing
+    when every acknowledged record was delivered, the usual case."""
+    out = {}
+    for tp, offset in offsets.items():
+        limit = next_expected(tp.topic, tp.partition) if tp.topic in sources else None
+        if limit is not None and offset > limit:
+            logger.warning(
+                "commit capped topic=%s partition=%d offset=%d at=%d (acknowledged but "
+                "never delivered to the worker)",
+                tp.topic,
+                tp.partition,
+                offset,
+                limit,
+            )
+            offset = limit
+        before = committed.get(tp)
+        if before is None or offset > before:
+            out[tp] = offset
+    return out

@@ -153,9 +153,20 @@ class BatchOutcome:
 
 @dataclass
 class _UserBatch:
+    """One user's valid events of a batch, in batch order."""
+
     behaviours: list[Behaviour] = field(default_factory=list)
-    record_ts_ms: list[int] = field(default_factory=list)
-    message: Any = None
+    record_ts_ms: list[int] = field(default_factory=list)  # origin record timestamps
+    message: Any = None  # the user's latest record (its partition owns the window)
+
+
+@dataclass
+class _Applied:
+    """What applying a batch to the windows produced, for the tower and the metrics."""
+
+    windows: list[BehaviourWindow] = field(default_factory=list)  # per user, in batch order
+    fresh_ts: list[int] = field(default_factory=list)  # timestamps of the new events
+    unknown: int = 0  # new events whose item the bundle does not know
 
 
 def source_id(topic: str, partition: int, forwarded: bool) -> str:
@@ -231,30 +242,56 @@ class BatchProcessor:
             raise FatalBatchError(f"unexpected error in batch {span(messages)}: {exc!r}") from exc
 
     async def _process(self, messages: Sequence[SourceMessage]) -> BatchOutcome:
-        cfg = self.config
+        """The batch's steps, in order; the broker writes (re-keyed clicks, changelog) run
+        while the tower runs and Redis is written, and all must succeed before it returns."""
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("batch %s", span(messages))
         self._check_offsets(messages)
         tower = self.holder.tower
         outcome = BatchOutcome(records=len(messages), bundle=tower.version)
+        per_user = await self._route(messages, outcome)
+        # Re-keyed clicks must be in the re-key topic, in order, before this batch is acked.
+        forwards = asyncio.ensure_future(self._retry("rekey", self.outbox.flush, messages))
+        if not per_user:
+            await forwards
+            self._batch_done()
+            return outcome
+        applied = self._apply(per_user, tower, outcome)
+        # The changelog goes out while the tower runs and Redis is written; both must be
+        # acknowledged before this batch is.
+        changelog = asyncio.ensure_future(self._retry("changelog", self.store.flush, messages))
+        records = await self._recompute(tower, per_user, applied.windows)
+        try:
+            written = await self._retry("redis", lambda: self.writer(records), messages)
+        finally:
+            await asyncio.wait({changelog, forwards})
+        changelog.result()  # re-raises FatalBatchError
+        forwards.result()
+        outcome.users = len(records)
+        outcome.written = sum(written)
+        outcome.kept_newer = len(written) - outcome.written
+        self._count_written(outcome, applied)
+        self._batch_done()
+        return outcome
+
+    async def _route(
+        self, messages: Sequence[SourceMessage], outcome: BatchOutcome
+    ) -> dict[str, _UserBatch]:
+        """Validate each record and send it its way: a bad one to the dead-letter topic, one
+        off its user's partition to the re-key topic (``stream.rekey``), the rest into their
+        users' batches, in batch order."""
+        cfg = self.config
         now_ms = int(time.time() * 1000)
         per_user: dict[str, _UserBatch] = {}
         per_topic: dict[str, int] = {}
         for m in messages:
             per_topic[m.topic] = per_topic.get(m.topic, 0) + 1
-            ts_ms = int(m.timestamp * 1000)
             forwarded = m.topic == cfg.rekey_topic
-            if forwarded:
-                try:
-                    o_topic, o_partition, o_offset, o_ts = parse_origin(_headers(m.headers))
-                except StreamError as exc:
-                    await self._dead_letter(
-                        m, "bad_origin", str(exc), m.topic, m.partition, m.offset, ts_ms
-                    )
-                    outcome.bad += 1
-                    continue
-            else:
-                o_topic, o_partition, o_offset, o_ts = m.topic, m.partition, m.offset, ts_ms
+            origin = await self._origin(m, forwarded)
+            if origin is None:
+                outcome.bad += 1
+                continue
+            o_topic, o_partition, o_offset, o_ts = origin
             try:
                 event = decode_event(
                     m.key, m.value, now_ms=now_ms, max_future_skew_ms=cfg.max_skew_ms
@@ -289,49 +326,67 @@ class BatchProcessor:
         for topic, n in per_topic.items():
             metrics.EVENTS_IN.labels(topic).inc(n)
         metrics.BATCH_EVENTS.observe(len(messages))
-        # Re-keyed clicks must be in the re-key topic, in order, before this batch is acked.
-        forwards = asyncio.ensure_future(self._retry("rekey", self.outbox.flush, messages))
-        if not per_user:
-            await forwards
-            self._batch_done()
-            return outcome
+        return per_user
 
-        users = list(per_user)
-        windows: list[BehaviourWindow] = []
-        fresh_ts: list[int] = []
-        unknown = 0
+    async def _origin(self, m: SourceMessage, forwarded: bool) -> tuple[str, int, int, int] | None:
+        """Where a record was first written (topic, partition, offset, timestamp in ms): its own
+        position, or for a re-keyed one the origin in its headers. None, after dead-lettering
+        it, when a re-keyed record's origin headers are unreadable."""
+        ts_ms = int(m.timestamp * 1000)
+        if not forwarded:
+            return m.topic, m.partition, m.offset, ts_ms
+        try:
+            return parse_origin(_headers(m.headers))
+        except StreamError as exc:
+            await self._dead_letter(
+                m, "bad_origin", str(exc), m.topic, m.partition, m.offset, ts_ms
+            )
+            return None
+
+    def _apply(
+        self, per_user: dict[str, _UserBatch], tower: UserTower, outcome: BatchOutcome
+    ) -> _Applied:
+        """Apply each user's behaviours to their window (replays change nothing) and store the
+        windows that changed (made durable by the store's flush)."""
+        cfg = self.config
+        applied = _Applied()
         index = tower.bundle.item_index
-        for user in users:
-            batch = per_user[user]
+        for user, batch in per_user.items():
             key = user.encode("utf-8")
             old = self._load_window(key, batch.message)
             window, new = apply_batch(
                 old, batch.behaviours, max_len=cfg.max_len, horizon_ms=cfg.horizon_ms
             )
-            applied = sum(new)
-            if applied:
+            n_new = sum(new)
+            if n_new:
                 raw = encode_window(window)
                 self.store.set(key, raw, batch.message)
                 self._remember(key, raw, window)
                 for b, ts, is_new in zip(batch.behaviours, batch.record_ts_ms, new, strict=True):
                     if is_new:
-                        fresh_ts.append(ts)
+                        applied.fresh_ts.append(ts)
                         if b.item_id not in index:
-                            unknown += 1
-            outcome.applied += applied
-            outcome.replayed += len(batch.behaviours) - applied
-            windows.append(window)
+                            applied.unknown += 1
+            outcome.applied += n_new
+            outcome.replayed += len(batch.behaviours) - n_new
+            applied.windows.append(window)
+        return applied
 
-        # The changelog goes out while the tower runs and Redis is written; both must be
-        # acknowledged before this batch is.
-        changelog = asyncio.ensure_future(self._retry("changelog", self.store.flush, messages))
+    async def _recompute(
+        self,
+        tower: UserTower,
+        per_user: dict[str, _UserBatch],
+        windows: list[BehaviourWindow],
+    ) -> list[InterestRecord]:
+        """Run the tower once over the users' windows (in ``per_user`` order) and build each
+        user's interest record, stamped with the newest source position applied."""
         started = time.perf_counter()
         interests = await self.run_tower(tower, [w.items for w in windows])
         metrics.TOWER_LATENCY.observe(time.perf_counter() - started)
         updated_ms = int(time.time() * 1000)
         records = []
-        for user, window, result in zip(users, windows, interests, strict=True):
-            source = per_user[user].behaviours[-1].source
+        for (user, batch), window, result in zip(per_user.items(), windows, interests, strict=True):
+            source = batch.behaviours[-1].source
             records.append(
                 InterestRecord(
                     user_id=user,
@@ -347,28 +402,21 @@ class BatchProcessor:
                     items=window.items,
                 )
             )
-        try:
-            written = await self._retry("redis", lambda: self.writer(records), messages)
-        finally:
-            await asyncio.wait({changelog, forwards})
-        changelog.result()  # re-raises FatalBatchError
-        forwards.result()
-        outcome.users = len(records)
-        outcome.written = sum(written)
-        outcome.kept_newer = len(written) - outcome.written
+        return records
 
+    @staticmethod
+    def _count_written(outcome: BatchOutcome, applied: _Applied) -> None:
+        """The metrics of a batch whose records are written."""
         done_s = time.time()
-        for ts in fresh_ts:
+        for ts in applied.fresh_ts:
             metrics.FRESHNESS.observe(max(0.0, done_s - ts / 1000))
         metrics.EVENTS_APPLIED.inc(outcome.applied)
         metrics.EVENTS_REPLAYED.inc(outcome.replayed)
-        metrics.UNKNOWN_ITEMS.inc(unknown)
-        metrics.BATCH_USERS.observe(len(records))
-        metrics.USERS_RECOMPUTED.inc(len(records))
+        metrics.UNKNOWN_ITEMS.inc(applied.unknown)
+        metrics.BATCH_USERS.observe(outcome.users)
+        metrics.USERS_RECOMPUTED.inc(outcome.users)
         metrics.RECORDS_WRITTEN.labels("written").inc(outcome.written)
         metrics.RECORDS_WRITTEN.labels("kept_newer").inc(outcome.kept_newer)
-        self._batch_done()
-        return outcome
 
     def _check_offsets(self, messages: Sequence[SourceMessage]) -> None:
         """Refuse a batch that follows skipped records (see stream.continuity)."""

@@ -15,11 +15,9 @@ import functools
 import logging
 import os
 import time
-import weakref
 from pathlib import Path
 from typing import Any
 
-import faust.streams
 import redis.asyncio
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
@@ -34,7 +32,7 @@ from infra.kafka_config import aiokafka_producer_kwargs
 from infra.redis_config import RedisConfigError, async_redis_client, check_redis
 from mindstream.settings import Settings
 from model_export.exceptions import BundleError
-from stream import metrics
+from stream import faust_internals, metrics
 from stream.batchwriter import MAX_BATCH_BYTES, BatchWriter, OutRecord
 from stream.deadletter import DeadLetter
 from stream.exceptions import StoreUnavailable, TowerError
@@ -119,15 +117,6 @@ async def write_or_unavailable(
         raise StoreUnavailable(f"{what} write failed: {exc!r}") from exc
 
 
-class _EventRef:
-    """Stands in for the Faust event whose partition owns a table write."""
-
-    __slots__ = ("__weakref__", "message")
-
-    def __init__(self, message: SourceMessage) -> None:
-        self.message = message
-
-
 class TableWindowStore:
     """The window table: the changelog records of a batch are produced together by
     :meth:`flush` (see ``stream.batchwriter``), and only once they are acknowledged is the
@@ -171,12 +160,7 @@ class TableWindowStore:
         self.unflushed = {}
 
     def _write_store(self, key: bytes, value: bytes, message: SourceMessage) -> None:
-        ref = _EventRef(message)
-        token = faust.streams._current_event.set(weakref.ref(ref))  # type: ignore[arg-type]
-        try:
-            self.table.data[key] = value
-        finally:
-            faust.streams._current_event.reset(token)
+        faust_internals.write_table_store(self.table, key, value, message)
 
 
 class KafkaOutbox:
@@ -268,7 +252,7 @@ class Runtime:
         topic = table.changelog_topic.get_topic_name()
 
         def persisted(partition: int, offset: int) -> None:
-            table.data.set_persisted_offset(TP(topic, partition), offset)
+            faust_internals.set_persisted_offset(table, TP(topic, partition), offset)
 
         tail = settings.profile.single_record_tail_batch
         writer = BatchWriter(producer, topic, single_record_tail=tail, on_persisted=persisted)

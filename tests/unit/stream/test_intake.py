@@ -1,8 +1,9 @@
 """The intake: batches by size or deadline, bounded, and the fetch loop that fills it.
 
-The fetch loop runs here against a stand-in for Faust's consumer (the real one is exercised by
-the integration tests): records of the source topics land in the intake in order and are
-tracked; other topics go through the consumer's callback; a suspended flow leaves records
+The fetch loop (``stream.faust_internals.drain_messages``) runs here against a stand-in for
+Faust's consumer, to pin down its rules case by case (tests/unit/stream/test_faust_internals.py
+runs it on Faust's own consumer): records of the source topics land in the intake in order and
+are tracked; other topics go through the consumer's callback; a suspended flow leaves records
 unread; records are acknowledged only when the agent says so.
 """
 
@@ -16,7 +17,8 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from stream.intake import Intake, check_consumer, drain_messages
+from stream.faust_internals import drain_messages
+from stream.intake import Intake, already_read, offset_gap
 
 
 class FakeClock:
@@ -248,6 +250,11 @@ async def test_a_full_intake_holds_the_fetch_loop_until_a_batch_is_taken() -> No
     assert got == list(range(12))
 
 
-def test_a_consumer_without_what_the_loop_needs_is_refused() -> None:
-    with pytest.raises(RuntimeError, match=r"faust-streaming 0\.15"):
-        check_consumer(object())
+def test_offset_rules_of_the_fetch_loop() -> None:
+    assert not already_read(None, 0)  # nothing read yet
+    assert already_read(11, 10)
+    assert not already_read(11, 11)  # the read offset itself: read again after a seek
+    assert offset_gap(None, 5) is None
+    assert offset_gap(0, 5) is None  # as Faust's loop: no gap counted from offset 0
+    assert offset_gap(4, 5) is None
+    assert offset_gap(12, 20) == (13, 20)

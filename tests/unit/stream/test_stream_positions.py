@@ -76,14 +76,15 @@ def test_first_readable_offset() -> None:
 
 def test_the_seek_right_after_a_rewind_is_skipped_once() -> None:
     consumer = Consumer()
-    once = positions.SeekOnce(consumer)
+    once = positions.skip_seek_after_rewind(consumer)
     asyncio.run(consumer.perform_seek())
     assert consumer.faust_seeks == 1
     once.arm()
     asyncio.run(consumer.perform_seek())  # recovery's seek after the rewind: skipped
     asyncio.run(consumer.perform_seek())  # any later one runs
     assert consumer.faust_seeks == 2
-    stale = positions.SeekOnce(consumer, valid_s=0.0)
+    stale = positions.SeekOnce(valid_s=0.0)
+    consumer.perform_seek = stale.wrap(consumer.perform_seek)  # type: ignore[method-assign]
     stale.arm()
     asyncio.run(consumer.perform_seek())  # armed too long ago: runs
     assert consumer.faust_seeks == 3
@@ -110,3 +111,12 @@ def test_commits_never_pass_a_record_the_worker_did_not_see() -> None:
     }
     consumer._committed_offset[TP("clicks", 0)] = 141
     assert TP("clicks", 0) not in consumer._filter_committable_offsets(tps)  # nothing new
+
+
+def test_capped_offsets_is_the_rule_alone() -> None:
+    offsets = {TP("clicks", 0): 142, TP("clicks", 1): 9, TP("other", 0): 50}
+    expected = {("clicks", 0): 141}
+    committed = {TP("clicks", 1): 9}
+    assert positions.capped_offsets(
+        offsets, committed, {"clicks"}, lambda t, p: expected.get((t, p))
+    ) == {TP("clicks", 0): 141, TP("other", 0): 50}  # clicks[1]: nothing past the commit
