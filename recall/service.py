@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from infra.redis_config import async_redis_client
+from mindstream.redis_config import async_redis_client
 from mindstream.settings import Settings
 from recall.candidates import Query, recall_many
 from recall.exceptions import (

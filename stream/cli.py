@@ -85,7 +85,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _show(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.redis_config import check_redis, redis_client
+    from mindstream.redis_config import check_redis, redis_client
     from stream.record import read_many
 
     check_redis(settings)

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from infra.kafka_config import kafka_python_consumer_kwargs
+from mindstream.kafka_config import kafka_python_consumer_kwargs
 from mindstream.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from aiokafka.errors import (
 )
 from faust.types import TP
 
-from infra.kafka_config import aiokafka_producer_kwargs
-from infra.redis_config import RedisConfigError, async_redis_client, check_redis
+from mindstream.kafka_config import aiokafka_producer_kwargs
+from mindstream.redis_config import RedisConfigError, async_redis_client, check_redis
 from mindstream.settings import Settings
 from model_export.exceptions import BundleError
 from stream import metrics

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from benchmarks.harness import Record, WorkerProcess
-from infra.kafka_config import kafka_python_producer_kwargs
+from mindstream.kafka_config import kafka_python_producer_kwargs
 from mindstream.settings import Settings
 from model_export.bundle import load_bundle
 from model_export.onnx_tower import OnnxUserTower

@@ -32,8 +32,8 @@ from benchmarks.harness import WorkerProcess, publish
 from infra import processes
 from infra.launch import ServiceRecord
 from infra.redis_cluster import restart_node, wait_cluster_ok
-from infra.redis_config import RedisConfigError, check_redis, redis_client
 from infra.services import read_state
+from mindstream.redis_config import RedisConfigError, check_redis, redis_client
 from mindstream.settings import Settings, known_env
 from tests.integration.streamcheck import (
     Report,

@@ -1,4 +1,4 @@
-"""Redis ACL users and TLS through ``infra.redis_config``, against real redis-servers.
+"""Redis ACL users and TLS through ``mindstream.redis_config``, against real redis-servers.
 
 Each test starts its own redis-server with ``infra.launch`` (loopback, a free port): one with
 an ACL user restricted to a key prefix and the default user switched off, one serving only TLS
@@ -40,15 +40,15 @@ from infra import processes
 from infra.exceptions import ServiceStartError
 from infra.launch import ServiceDefinition, ServiceRecord, launch
 from infra.ports import LOOPBACK, accepts_connections
-from infra.redis_config import (
+from infra.redis_server import find_redis_server, redis_argv, redis_env
+from mindstream.errors import ConfigError
+from mindstream.redis_config import (
     RedisConfigError,
     async_redis_client,
     check_redis,
     redacted_url,
     redis_client,
 )
-from infra.redis_server import find_redis_server, redis_argv, redis_env
-from mindstream.errors import ConfigError
 from mindstream.settings import Settings, known_env
 from stream.record import InterestRecord, read_interests, write_records
 from tests.integration.streamcheck import (
