@@ -50,6 +50,10 @@ TOWER = "user_tower.onnx"
 EMBEDDINGS = "item_embeddings.npy"
 ITEM_IDS = "item_ids"
 CONTENT_FILES = (TOWER, EMBEDDINGS, ITEM_IDS)
+# The tower graph's input and outputs, by name (shapes in the module docstring): the export
+# writes them, the serving runner and the offline runner check and feed them.
+TOWER_INPUT = "item_seq"
+TOWER_OUTPUTS = ("interests", "interest_mask")
 REQUIRED_CONFIG = ("kind", "dim", "k", "max_len", "routing_iterations")
 CURRENT_LINK = "current"
 # Manifest fields the version does not cover (see the module docstring).
