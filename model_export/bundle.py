@@ -207,6 +207,36 @@ def point_current(out_root: Path, target: Path) -> None:
     tmp_link.replace(link)
 
 
+class BundleLink:
+    """A bundle path as a long-running reader follows it (``MINDSTREAM_BUNDLE``, usually the
+    ``current`` link that :func:`point_current` moves).
+
+    :meth:`new_target` answers where the path points when that is neither the bundle in use nor
+    the last target it answered, so each new target is tried once: a bundle that fails to load
+    is not retried until the link moves, and a check while a load is in progress does not
+    start a second one. A path that points nowhere has no target.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._tried: Path | None = None
+
+    def target(self) -> Path | None:
+        """Where the path points now (None when it points nowhere)."""
+        try:
+            return self.path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None
+
+    def new_target(self, in_use: Path | None) -> Path | None:
+        """The bundle to load now, or None; ``in_use`` is the bundle the reader runs."""
+        target = self.target()
+        if target is None or target == in_use or target == self._tried:
+            return None
+        self._tried = target
+        return target
+
+
 def read_manifest(path: Path) -> dict[str, Any]:
     manifest_path = Path(path) / MANIFEST
     if not manifest_path.is_file():
