@@ -31,8 +31,8 @@ from infra.testing import KAFKA_JARS_DIR, ServiceEndpoints, Source
 from mindstream.kafka_config import kafka_python_kwargs
 from mindstream.settings import Settings
 from mindstream.topics import ensure_topics
+from tests.integration.faultcheck import FAULT_RATE, click_log, verify
 from tests.integration.streamcheck import Report, SustainedStream
-from tests.integration.test_faults import FAULT_RATE, click_log, verify
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -35,6 +35,7 @@ from infra.redis_cluster import restart_node, wait_cluster_ok
 from infra.services import read_state
 from mindstream.redis_config import RedisConfigError, check_redis, redis_client
 from mindstream.settings import Settings, known_env
+from tests.integration.faultcheck import FAULT_RATE, click_log, verify
 from tests.integration.streamcheck import (
     Report,
     SustainedStream,
@@ -46,7 +47,6 @@ from tests.integration.streamcheck import (
     stream_show,
     synthetic_clicks,
 )
-from tests.integration.test_faults import FAULT_RATE, click_log, verify
 from tests.requirements import missing
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
