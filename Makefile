@@ -20,9 +20,11 @@ test: install system-deps lint typecheck
 	$(BIN)/pytest
 	MINDSTREAM_TEST_SERVICES=tansu $(BIN)/pytest $(FAULT_TESTS)
 
+# lint-imports: the layers and forbidden imports of pyproject.toml's [tool.importlinter].
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy mindstream stream model_export recall infra benchmarks

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.kafka_config import kafka_python_consumer_kwargs, kafka_python_producer_kwargs
+from mindstream.kafka_config import kafka_python_consumer_kwargs, kafka_python_producer_kwargs
 from mindstream.settings import Settings, known_env
 from stream.deadletter import DeadLetter, parse_dead_letter
 from stream.exceptions import StreamError
@@ -219,7 +219,7 @@ async def _publish_batches(
 ) -> Published:
     from aiokafka import AIOKafkaProducer
 
-    from infra.kafka_config import aiokafka_producer_kwargs
+    from mindstream.kafka_config import aiokafka_producer_kwargs
     from stream.batchwriter import MAX_BATCH_BYTES, BatchWriter
     from stream.rekey import user_partition
 

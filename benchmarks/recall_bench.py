@@ -299,7 +299,7 @@ def bench_catalogue(
     *,
     ann_recall: bool = True,
 ) -> dict[str, Any]:
-    from infra.redis_config import redis_client
+    from mindstream.redis_config import redis_client
     from stream.record import write_records
 
     bundle = catalogue_bundle(work_dir, n_items, args.dim, args.k)

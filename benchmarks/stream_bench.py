@@ -48,11 +48,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import WorkerProcess, publish, publish_batches
-from infra.kafka_config import aiokafka_consumer_kwargs
 from infra.ports import free_port
-from infra.topics import delete_topics, ensure_topics
 from mindstream.errors import MindstreamError
+from mindstream.kafka_config import aiokafka_consumer_kwargs
 from mindstream.settings import Settings, known_env
+from mindstream.topics import delete_topics, ensure_topics
 from stream.events import encode_event, event_key
 from stream.lag import LAG_METRIC
 

@@ -2,6 +2,7 @@
 
 import sys
 
-from mindstream.cli import main
+from infra.cli import register
+from mindstream.command import run_stage
 
-raise SystemExit(main(["services", *sys.argv[1:]]))
+raise SystemExit(run_stage(register, ["services", *sys.argv[1:]]))

@@ -193,7 +193,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _create_topics(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.topics import ensure_topics
+    from mindstream.topics import ensure_topics
 
     _quiet_kafka_client()
     names = args.topics or [settings.clicks_topic, settings.dlq_topic]

@@ -1,4 +1,4 @@
-"""Errors raised while starting, checking and stopping local services and creating topics."""
+"""Errors raised while starting, checking and stopping local services."""
 
 from __future__ import annotations
 
@@ -23,7 +23,3 @@ class ServiceExitedError(ServiceStartError):
 
 class ServiceStateError(InfraError):
     """The state file of the local services cannot be read, or describes something else."""
-
-
-class TopicError(InfraError):
-    """A topic could not be created or does not have the expected shape."""

@@ -247,7 +247,7 @@ def check_reachable(settings: Settings, timeout_s: float = 5.0) -> None:
     from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
 
-    from infra.kafka_config import kafka_python_kwargs
+    from mindstream.kafka_config import kafka_python_kwargs
 
     timeout_ms = int(timeout_s * 1000)
     try:

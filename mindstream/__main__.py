@@ -1,3 +1,3 @@
-from mindstream.cli import main
+from mindstream.app.cli import main
 
 raise SystemExit(main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from mindstream.cli import run
+from mindstream.command import run
 from model_export.cli import register
 
 

@@ -50,6 +50,10 @@ TOWER = "user_tower.onnx"
 EMBEDDINGS = "item_embeddings.npy"
 ITEM_IDS = "item_ids"
 CONTENT_FILES = (TOWER, EMBEDDINGS, ITEM_IDS)
+# The tower graph's input and outputs, by name (shapes in the module docstring): the export
+# writes them, the serving runner and the offline runner check and feed them.
+TOWER_INPUT = "item_seq"
+TOWER_OUTPUTS = ("interests", "interest_mask")
 REQUIRED_CONFIG = ("kind", "dim", "k", "max_len", "routing_iterations")
 CURRENT_LINK = "current"
 # Manifest fields the version does not cover (see the module docstring).
@@ -201,6 +205,36 @@ def point_current(out_root: Path, target: Path) -> None:
         tmp_link.unlink()
     tmp_link.symlink_to(target.name)
     tmp_link.replace(link)
+
+
+class BundleLink:
+    """A bundle path as a long-running reader follows it (``MINDSTREAM_BUNDLE``, usually the
+    ``current`` link that :func:`point_current` moves).
+
+    :meth:`new_target` answers where the path points when that is neither the bundle in use nor
+    the last target it answered, so each new target is tried once: a bundle that fails to load
+    is not retried until the link moves, and a check while a load is in progress does not
+    start a second one. A path that points nowhere has no target.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._tried: Path | None = None
+
+    def target(self) -> Path | None:
+        """Where the path points now (None when it points nowhere)."""
+        try:
+            return self.path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None
+
+    def new_target(self, in_use: Path | None) -> Path | None:
+        """The bundle to load now, or None; ``in_use`` is the bundle the reader runs."""
+        target = self.target()
+        if target is None or target == in_use or target == self._tried:
+            return None
+        self._tried = target
+        return target
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

@@ -73,3 +73,12 @@ class PlantedTruth:
     item_cluster: np.ndarray
     user_clusters: list[list[int]]
     n_clusters: int
+
+
+# Item features whose (first) value names an item's category, in order of preference.
+CATEGORY_FEATURES = ("category", "genre")
+
+
+def category_feature(data: Interactions) -> str | None:
+    """The item feature that names categories in ``data`` (None when it has none)."""
+    return next((f for f in CATEGORY_FEATURES if f in data.item_features), None)

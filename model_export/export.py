@@ -18,15 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from model_export.bundle import write_bundle
+from model_export.bundle import TOWER_INPUT, TOWER_OUTPUTS, write_bundle
 from model_export.exceptions import ModelExportError
 from model_export.model import UserTower
 
 logger = logging.getLogger(__name__)
 
 OPSET = 17
-INPUT = "item_seq"
-OUTPUTS = ("interests", "interest_mask")
 
 
 def export_onnx(tower: UserTower, *, opset: int = OPSET, exporter: str = "legacy") -> bytes:
@@ -59,12 +57,12 @@ def export_onnx(tower: UserTower, *, opset: int = OPSET, exporter: str = "legacy
                 (example,),
                 buffer,  # type: ignore[arg-type]  # a file object works; the stub says path
                 dynamo=False,
-                input_names=[INPUT],
-                output_names=list(OUTPUTS),
+                input_names=[TOWER_INPUT],
+                output_names=list(TOWER_OUTPUTS),
                 dynamic_axes={
-                    INPUT: {0: "batch", 1: "seq"},
-                    OUTPUTS[0]: {0: "batch"},
-                    OUTPUTS[1]: {0: "batch"},
+                    TOWER_INPUT: {0: "batch", 1: "seq"},
+                    TOWER_OUTPUTS[0]: {0: "batch"},
+                    TOWER_OUTPUTS[1]: {0: "batch"},
                 },
                 opset_version=opset,
                 do_constant_folding=True,
@@ -80,8 +78,8 @@ def _export_dynamo(tower: UserTower, example: torch.Tensor, opset: int) -> bytes
         tower,
         (example,),
         dynamo=True,
-        input_names=[INPUT],
-        output_names=list(OUTPUTS),
+        input_names=[TOWER_INPUT],
+        output_names=list(TOWER_OUTPUTS),
         dynamic_shapes={"item_seq": {0: batch, 1: seq}},
         opset_version=max(opset, 18),  # the dynamo exporter's lowest supported opset
     )

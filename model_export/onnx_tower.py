@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model_export.bundle import TOWER_INPUT, TOWER_OUTPUTS
 from model_export.exceptions import ModelExportError
 
 
@@ -32,12 +33,14 @@ class OnnxUserTower:
             source, sess_options=options, providers=["CPUExecutionProvider"]
         )
         names = [o.name for o in self.session.get_outputs()]
-        if names[:2] != ["interests", "interest_mask"]:
-            raise ModelExportError(f"tower outputs are {names}; expected interests, interest_mask")
+        if tuple(names[:2]) != TOWER_OUTPUTS:
+            raise ModelExportError(
+                f"tower outputs are {names}; expected {', '.join(TOWER_OUTPUTS)}"
+            )
 
     def __call__(self, item_seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         seq = np.ascontiguousarray(item_seq, dtype=np.int64)
         if seq.ndim != 2 or seq.shape[1] < 1:
             raise ModelExportError(f"item_seq must be [batch, seq >= 1]; got shape {seq.shape}")
-        interests, mask = self.session.run(None, {"item_seq": seq})
+        interests, mask = self.session.run(None, {TOWER_INPUT: seq})
         return interests, mask.astype(bool, copy=False)

@@ -2,6 +2,7 @@
 
 import sys
 
-from mindstream.cli import main
+from mindstream.command import run_stage
+from recall.cli import register
 
-raise SystemExit(main(["recall", *sys.argv[1:]]))
+raise SystemExit(run_stage(register, ["recall", *sys.argv[1:]]))

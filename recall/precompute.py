@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import re
@@ -39,16 +38,17 @@ from typing import Any
 
 import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from infra.redis_config import async_redis_client
+from mindstream.redis_config import async_redis_client
+from mindstream.redis_script import LuaScript
 from mindstream.settings import Settings
 from recall.candidates import Query, recall_many
 from recall.exceptions import RecallError
 from recall.registry import IndexRegistry
-from stream.exceptions import RecordError
-from stream.record import InterestRecord, decode_record, now_ms, record_key
+from stream.exceptions import RecordError, RecordRefused
+from stream.record import InterestRecord, now_ms, read_each_async
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ if tonumber(ARGV[2]) > 0 then
 end
 return 1
 """
-MONOTONIC_CANDIDATES_SHA = hashlib.sha1(MONOTONIC_CANDIDATES_LUA.encode()).hexdigest()  # noqa: S324
+MONOTONIC_CANDIDATES = LuaScript(MONOTONIC_CANDIDATES_LUA)
 
 
 def candidates_key(prefix: str, user_id: str) -> str:
@@ -149,22 +149,17 @@ class Precomputer:
         started = time.perf_counter()
         stats = PrecomputeStats(users=len(user_ids), batches=1)
         prefix = self.settings.redis_prefix
-        pipe = self.client.pipeline(transaction=False)
-        for user_id in user_ids:
-            pipe.hgetall(record_key(prefix, user_id))
-        replies = await pipe.execute(raise_on_error=False)
         by_version: dict[str, list[InterestRecord]] = {}
-        for user_id, fields in zip(user_ids, replies, strict=True):
-            if isinstance(fields, Exception) or not fields:
+        for user_id, record in zip(
+            user_ids, await read_each_async(self.client, prefix, user_ids), strict=True
+        ):
+            if record is None or isinstance(record, RecordRefused):
                 stats.not_found += 1
-                continue
-            try:
-                record = decode_record(user_id, fields)
-            except RecordError as exc:
+            elif isinstance(record, RecordError):
                 stats.bad_records += 1
-                logger.warning("bad interest record user=%s error=%s", user_id, exc)
-                continue
-            by_version.setdefault(record.model, []).append(record)
+                logger.warning("bad interest record user=%s error=%s", user_id, record)
+            else:
+                by_version.setdefault(record.model, []).append(record)
         writes: list[tuple[InterestRecord, list[dict[str, Any]]]] = []
         for version, records in by_version.items():
             item_index = self.registry.get(version)
@@ -202,13 +197,11 @@ class Precomputer:
         prefix = self.settings.redis_prefix
         ttl = str(self.settings.recall_precompute_ttl_s)
         updated = str(now_ms())
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
+
+        def fill(pipe: Any) -> None:
             for record, payload in writes:
-                # execute_command: a cluster pipeline blocks evalsha(), not the command
-                pipe.execute_command(
-                    "EVALSHA",
-                    MONOTONIC_CANDIDATES_SHA,
+                MONOTONIC_CANDIDATES.queue(
+                    pipe,
                     1,
                     candidates_key(prefix, record.user_id),
                     str(record.seq),
@@ -226,13 +219,8 @@ class Precomputer:
                     "candidates",
                     json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
                 )
-            try:
-                return [bool(r) for r in await pipe.execute()]
-            except NoScriptError:
-                if attempt == 2:
-                    raise
-                await self.client.script_load(MONOTONIC_CANDIDATES_LUA)
-        raise AssertionError("unreachable")
+
+        return [bool(r) for r in await MONOTONIC_CANDIDATES.execute_async(self.client, fill)]
 
     async def refresh_all(self) -> PrecomputeStats:
         """Recompute every user that has a record (catch-up after downtime)."""

@@ -19,7 +19,7 @@ from types import MappingProxyType
 
 from mindstream.errors import ConfigError
 from mindstream.settings import Settings
-from model_export.bundle import load_bundle
+from model_export.bundle import BundleLink, load_bundle
 from recall.exceptions import ModelVersionUnavailable
 from recall.index import ItemIndex, open_index
 
@@ -141,30 +141,22 @@ class BundleWatcher:
         on_error: Callable[[Path, BaseException], None] | None = None,
     ) -> None:
         self._registry = registry
-        self._link = Path(bundle_path)
+        self._link = BundleLink(bundle_path)
         self._interval_s = interval_s
         self._on_error = on_error
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recall-index")
-        self._seen: Path | None = None
-        current = registry.current
-        if current is not None:
-            self._seen = current.bundle_path
 
     def target(self) -> Path | None:
         """Where the link points now (None when it points nowhere)."""
-        try:
-            resolved = self._link.resolve(strict=True)
-        except (FileNotFoundError, RuntimeError, OSError):
-            return None
-        return resolved
+        return self._link.target()
 
     async def check(self) -> ItemIndex | None:
         """Load the bundle the link points at if it is new; return its index if one was
         installed."""
-        target = self.target()
-        if target is None or target == self._seen:
+        current = self._registry.current
+        target = self._link.new_target(None if current is None else current.bundle_path)
+        if target is None:
             return None
-        self._seen = target
         loop = asyncio.get_running_loop()
         logger.info("new bundle found path=%s; loading its index in the background", target)
         try:

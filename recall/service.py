@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from infra.redis_config import async_redis_client
+from mindstream.redis_config import async_redis_client
 from mindstream.settings import Settings
 from recall.candidates import Query, recall_many
 from recall.exceptions import (
@@ -43,7 +43,7 @@ from recall.merge import Candidate
 from recall.metrics import RecallMetrics
 from recall.registry import BundleWatcher, IndexRegistry
 from stream.exceptions import RecordError
-from stream.record import InterestRecord, decode_record, read_interests_async, record_key
+from stream.record import InterestRecord, read_each_async, read_interests_async, record_json
 
 logger = logging.getLogger(__name__)
 
@@ -168,29 +168,13 @@ class RecallService:
     ) -> list[InterestRecord | RecordError | None]:
         """Records of many users in one pipeline; a malformed record fails only its user."""
         started = time.perf_counter()
-        prefix = self.settings.redis_prefix
         try:
-            pipe = self._client().pipeline(transaction=False)
-            for user_id in user_ids:
-                pipe.hgetall(record_key(prefix, user_id))
-            replies = await pipe.execute(raise_on_error=False)
+            return await read_each_async(self._client(), self.settings.redis_prefix, user_ids)
         except REDIS_DOWN as exc:
             self.metrics.redis_errors.inc()
             raise StoreUnavailable(f"Redis did not answer: {exc}") from exc
         finally:
             self.metrics.redis_seconds.observe(time.perf_counter() - started)
-        out: list[InterestRecord | RecordError | None] = []
-        for user_id, fields in zip(user_ids, replies, strict=True):
-            if isinstance(fields, Exception):
-                out.append(RecordError(f"Redis refused to read {user_id!r}: {fields}"))
-            elif not fields:
-                out.append(None)
-            else:
-                try:
-                    out.append(decode_record(user_id, fields))
-                except RecordError as exc:
-                    out.append(exc)
-        return out
 
     # --- search ----------------------------------------------------------------------------
 
@@ -265,22 +249,7 @@ class RecallService:
         check_query(request, set())
         record = await self.read_record(user_id_of(request))
         self.metrics.users.labels("ok").inc()
-        return web.json_response(
-            {
-                "user_id": record.user_id,
-                "model": record.model,
-                "k": record.k,
-                "dim": record.dim,
-                "event_ts": record.event_ts,
-                "updated_ms": record.updated_ms,
-                "n_behaviours": record.n_behaviours,
-                "seq": record.seq,
-                "src": record.src,
-                "items": list(record.items),
-                "interests": record.vectors.astype(float).tolist(),
-            },
-            dumps=_dumps,
-        )
+        return web.json_response(record_json(record, vectors="interests"), dumps=_dumps)
 
     async def get_candidates(self, request: web.Request) -> web.Response:
         check_query(request, {"n", "exclude_seen"})

@@ -2,6 +2,7 @@
 
 import sys
 
-from mindstream.cli import main
+from mindstream.command import run_stage
+from stream.cli import register
 
-raise SystemExit(main(["stream", *sys.argv[1:]]))
+raise SystemExit(run_stage(register, ["stream", *sys.argv[1:]]))

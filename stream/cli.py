@@ -89,8 +89,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _show(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.redis_config import check_redis, redis_client
-    from stream.record import read_many
+    from mindstream.redis_config import check_redis, redis_client
+    from stream.record import read_many, record_json
 
     check_redis(settings)
     client = redis_client(settings)
@@ -102,19 +102,6 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
             print(json.dumps({"user_id": user, "record": None}))
             missing += 1
             continue
-        out: dict[str, Any] = {
-            "user_id": user,
-            "k": record.k,
-            "dim": record.dim,
-            "model": record.model,
-            "event_ts": record.event_ts,
-            "updated_ms": record.updated_ms,
-            "n_behaviours": record.n_behaviours,
-            "seq": record.seq,
-            "src": record.src,
-            "items": list(record.items),
-        }
-        if args.vectors:
-            out["vectors"] = record.vectors.tolist()
+        out = record_json(record, vectors="vectors" if args.vectors else None)
         print(json.dumps(out, ensure_ascii=False))
     return 1 if missing == len(args.users) else 0

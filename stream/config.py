@@ -13,8 +13,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from infra.kafka_config import bootstrap_servers
 from mindstream.errors import ConfigError
+from mindstream.kafka_config import bootstrap_servers
 from mindstream.settings import Settings
 
 

@@ -26,6 +26,10 @@ class RecordError(StreamError):
     """A Redis interest record cannot be decoded (wrong layout, truncated vectors, ...)."""
 
 
+class RecordRefused(RecordError):
+    """Redis answered a record read with an error (a key of another type, a refused command)."""
+
+
 class TowerError(StreamError):
     """The user tower cannot be loaded or run with the given bundle."""
 

@@ -33,7 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from infra.kafka_config import kafka_python_consumer_kwargs
+from mindstream.kafka_config import kafka_python_consumer_kwargs
 from mindstream.settings import Settings
 from stream import faust_internals
 

@@ -7,10 +7,10 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from infra.kafka_config import kafka_python_kwargs
-from infra.topics import ensure_topics, existing_partitions
 from mindstream.errors import ConfigError
+from mindstream.kafka_config import kafka_python_kwargs
 from mindstream.settings import Settings
+from mindstream.topics import ensure_topics, existing_partitions
 from model_export.bundle import load_bundle
 from stream.exceptions import StreamError
 from stream.rekey import changelog_topic_name, rekey_topic_name

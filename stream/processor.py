@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast
 
-from infra.redis_config import REDIS_ERRORS, unrecoverable_reason
+from mindstream.redis_config import REDIS_ERRORS, unrecoverable_reason
 from mindstream.settings import Settings
 from stream import metrics
 from stream.continuity import OffsetGuard

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from infra.kafka_config import kafka_python_producer_kwargs
+from mindstream.kafka_config import kafka_python_producer_kwargs
 from mindstream.settings import Settings
-from model_export.dataset import Interactions
+from model_export.dataset import Interactions, category_feature
 from stream.events import encode_event, event_key
 from stream.exceptions import BadEvent, StreamError
 
@@ -57,11 +57,10 @@ def interactions_source(
     """Every behaviour of ``data`` as a click event, in global event-time order.
 
     ``category`` is the first value of the item feature that names categories (``category``,
-    else ``genre``: :func:`mindstream.report_interests.category_feature`), named by
+    else ``genre``: :func:`model_export.dataset.category_feature`), named by
     ``category_names[feature]`` when given. Data without
     timestamps is stamped ``UNTIMED_GAP_MS`` apart per user, each user's last event at now.
     """
-    from mindstream.report_interests import category_feature
     from model_export.data.events import iter_click_events
 
     notes: list[str] = []
@@ -247,7 +246,7 @@ def publish(
 
     topic = topic or settings.clicks_topic
     if create_topic:
-        from infra.topics import ensure_topic
+        from mindstream.topics import ensure_topic
 
         ensure_topic(settings, topic, settings.topic_partitions)
     stats = PublishStats(topic, bad_lines=source.bad_lines)

@@ -60,7 +60,7 @@ import redis.cluster
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
-from stream.exceptions import RecordError, StoreUnavailable
+from stream.exceptions import RecordError, RecordRefused, StoreUnavailable
 
 FIELDS = (
     "v",
@@ -340,17 +340,42 @@ def read_interests(client: redis.Redis, prefix: str, user_id: str) -> InterestRe
     return decode_record(user_id, fields) if fields else None
 
 
+def _queue_reads(pipe: Any, prefix: str, user_ids: Sequence[str]) -> None:
+    for user_id in user_ids:
+        pipe.hgetall(record_key(prefix, user_id))
+
+
+def _decoded(user_ids: Sequence[str], replies: Sequence[Any]) -> list[InterestRecord | None]:
+    return [
+        decode_record(user_id, fields) if fields else None
+        for user_id, fields in zip(user_ids, replies, strict=True)
+    ]
+
+
+def _outcomes(
+    user_ids: Sequence[str], replies: Sequence[Any]
+) -> list[InterestRecord | RecordError | None]:
+    out: list[InterestRecord | RecordError | None] = []
+    for user_id, fields in zip(user_ids, replies, strict=True):
+        if isinstance(fields, Exception):
+            out.append(RecordRefused(f"Redis refused to read {user_id!r}: {fields}"))
+        elif not fields:
+            out.append(None)
+        else:
+            try:
+                out.append(decode_record(user_id, fields))
+            except RecordError as exc:
+                out.append(exc)
+    return out
+
+
 def read_many(
     client: redis.Redis, prefix: str, user_ids: Sequence[str]
 ) -> list[InterestRecord | None]:
     """Records of many users in one pipeline, aligned with ``user_ids`` (None where absent)."""
     pipe = client.pipeline(transaction=False)
-    for user_id in user_ids:
-        pipe.hgetall(record_key(prefix, user_id))
-    return [
-        decode_record(user_id, fields) if fields else None
-        for user_id, fields in zip(user_ids, pipe.execute(), strict=True)
-    ]
+    _queue_reads(pipe, prefix, user_ids)
+    return _decoded(user_ids, pipe.execute())
 
 
 async def read_interests_async(
@@ -366,10 +391,37 @@ async def read_many_async(
 ) -> list[InterestRecord | None]:
     """:func:`read_many` for an asyncio client."""
     pipe = client.pipeline(transaction=False)
-    for user_id in user_ids:
-        pipe.hgetall(record_key(prefix, user_id))
-    results = await pipe.execute()
-    return [
-        decode_record(user_id, fields) if fields else None
-        for user_id, fields in zip(user_ids, results, strict=True)
-    ]
+    _queue_reads(pipe, prefix, user_ids)
+    return _decoded(user_ids, await pipe.execute())
+
+
+async def read_each_async(
+    client: redis.asyncio.Redis, prefix: str, user_ids: Sequence[str]
+) -> list[InterestRecord | RecordError | None]:
+    """Records of many users in one pipeline, where one bad record fails only its user: aligned
+    with ``user_ids``, None where absent, :class:`RecordRefused` where Redis answered the read
+    with an error, :class:`RecordError` where the record cannot be decoded. Connection errors
+    raise as they are."""
+    pipe = client.pipeline(transaction=False)
+    _queue_reads(pipe, prefix, user_ids)
+    return _outcomes(user_ids, await pipe.execute(raise_on_error=False))
+
+
+def record_json(record: InterestRecord, *, vectors: str | None = None) -> dict[str, Any]:
+    """The record's fields as JSON values, named as in the module docstring; with ``vectors``,
+    the vectors too (a list of ``k`` lists of ``dim`` floats) under that name."""
+    out: dict[str, Any] = {
+        "user_id": record.user_id,
+        "model": record.model,
+        "k": record.k,
+        "dim": record.dim,
+        "event_ts": record.event_ts,
+        "updated_ms": record.updated_ms,
+        "n_behaviours": record.n_behaviours,
+        "seq": record.seq,
+        "src": record.src,
+        "items": list(record.items),
+    }
+    if vectors is not None:
+        out[vectors] = record.vectors.tolist()
+    return out

@@ -15,7 +15,6 @@ import functools
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import redis.asyncio
@@ -28,9 +27,10 @@ from aiokafka.errors import (
 )
 from faust.types import TP
 
-from infra.kafka_config import aiokafka_producer_kwargs
-from infra.redis_config import RedisConfigError, async_redis_client, check_redis
+from mindstream.kafka_config import aiokafka_producer_kwargs
+from mindstream.redis_config import RedisConfigError, async_redis_client, check_redis
 from mindstream.settings import Settings
+from model_export.bundle import BundleLink
 from model_export.exceptions import BundleError
 from stream import faust_internals, metrics
 from stream.batchwriter import MAX_BATCH_BYTES, BatchWriter, OutRecord
@@ -206,8 +206,7 @@ class Runtime:
         self.settings = settings
         self.tower = tower
         self.redis = redis_client
-        self.bundle_link = Path(settings.bundle_path)
-        self._rejected: Path | None = None
+        self.bundle_link = BundleLink(settings.bundle_path)
         self.producers: ProducerRenewal | None = None
         self.processor = BatchProcessor(
             processor_config,
@@ -313,8 +312,8 @@ class Runtime:
 
     async def maybe_reload(self) -> bool:
         """Swap in the bundle the link points to now, if it is new and verifies."""
-        target = self.bundle_link.resolve()
-        if target == self.tower.bundle.path or target == self._rejected:
+        target = self.bundle_link.new_target(self.tower.bundle.path)
+        if target is None:
             return False
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
@@ -329,13 +328,11 @@ class Runtime:
                 ),
             )
         except (BundleError, TowerError, OSError) as exc:
-            self._rejected = target
             metrics.BUNDLE_RELOADS.labels("rejected").inc()
             logger.error("bundle reload rejected path=%s error=%s", target, exc)
             return False
         old = self.tower
         self.tower = tower  # the batch in flight keeps the tower it started with
-        self._rejected = None
         metrics.BUNDLE_RELOADS.labels("swapped").inc()
         self._export_tower_info(old)
         logger.info(

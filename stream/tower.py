@@ -15,15 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from model_export.bundle import Bundle, load_bundle
+from model_export.bundle import TOWER_INPUT, TOWER_OUTPUTS, Bundle, load_bundle
 from stream.exceptions import TowerError
 
 logger = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-INPUT = "item_seq"
-OUTPUTS = ("interests", "interest_mask")
 DEFAULT_MAX_BATCH = 1024
 
 
@@ -89,10 +87,10 @@ class UserTower:
             raise TowerError(f"cannot load {bundle.onnx_path} with {providers}: {exc}") from exc
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
-        if inputs != [INPUT] or tuple(outputs[:2]) != OUTPUTS:
+        if inputs != [TOWER_INPUT] or tuple(outputs[:2]) != TOWER_OUTPUTS:
             raise TowerError(
-                f"{bundle.onnx_path}: inputs {inputs}, outputs {outputs}; expected [{INPUT}] "
-                f"and {list(OUTPUTS)} (see model_export/bundle.py)"
+                f"{bundle.onnx_path}: inputs {inputs}, outputs {outputs}; expected [{TOWER_INPUT}] "
+                f"and {list(TOWER_OUTPUTS)} (see model_export/bundle.py)"
             )
         self.provider = self.session.get_providers()[0]
         logger.info(
@@ -158,7 +156,7 @@ class UserTower:
         rows = np.flatnonzero(n_known > 0)
         for start in range(0, len(rows), self.max_batch):
             chunk = rows[start : start + self.max_batch]
-            interests, mask = self.session.run(list(OUTPUTS), {INPUT: seq[chunk]})
+            interests, mask = self.session.run(list(TOWER_OUTPUTS), {TOWER_INPUT: seq[chunk]})
             mask = mask.astype(bool, copy=False)
             # every row's active interests, row after row; each user's vectors are a slice
             active = np.ascontiguousarray(interests[mask], dtype=np.float32)

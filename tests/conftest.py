@@ -52,7 +52,7 @@ automatically, but mark it yourself too: ``@pytest.mark.integration``):
     a ``redis.Redis`` (bytes in, bytes out) on the test Redis; deletes every key under
     ``redis_prefix`` afterwards.
 
-Kafka clients are built from the settings with ``infra.kafka_config`` so the profile's quirks
+Kafka clients are built from the settings with ``mindstream.kafka_config`` so the profile's quirks
 and the security settings apply, e.g.::
 
     @pytest.mark.integration
@@ -79,7 +79,7 @@ import pytest
 import redis
 
 from infra.containers import docker_engine_reachable
-from infra.exceptions import BinaryNotFoundError, TopicError
+from infra.exceptions import BinaryNotFoundError
 from infra.kafka_jars import JarFetchError
 from infra.testing import (
     KAFKA_JARS_DIR,
@@ -92,9 +92,9 @@ from infra.testing import (
     local_kafka_missing,
     provide,
 )
-from infra.topics import delete_topics, ensure_topics
 from mindstream.errors import ConfigError
 from mindstream.settings import Settings
+from mindstream.topics import TopicError, delete_topics, ensure_topics
 from tests.requirements import required
 
 SERVICE_FIXTURES = frozenset(

@@ -22,8 +22,8 @@ from infra.launch import ServiceRecord
 from infra.ports import free_port
 from infra.redis_cluster import start_cluster
 from infra.redis_server import find_redis_server, redis_argv
-from infra.topics import delete_topics
 from mindstream.settings import Settings
+from mindstream.topics import delete_topics
 from stream.rekey import rekey_topic_name
 from tests.integration.streamcheck import HORIZON_S, MAX_LEN, Report, export_small_bundle
 

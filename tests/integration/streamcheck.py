@@ -1,12 +1,17 @@
 """What the stream integration tests share: a small bundle, the click log as Kafka records, the
-expected windows by definition, the reference vectors from the bundle's ONNX graph, and the
-comparison of every user's Redis record with that batch recompute (fixtures are in this folder's
-conftest.py).
+expected windows by definition, the reference vectors from the bundle's ONNX graph, the
+comparison of every user's Redis record with that batch recompute, a worker run until every
+record is written, and the records as ``stream show`` and the recall service read them
+(fixtures are in this folder's conftest.py).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -18,9 +23,11 @@ import numpy as np
 import pytest
 import redis
 
-from benchmarks.harness import Record, WorkerProcess
-from infra.kafka_config import kafka_python_producer_kwargs
-from mindstream.settings import Settings
+from benchmarks.harness import Record, WorkerProcess, publish
+from infra.ports import LOOPBACK
+from mindstream.kafka_config import kafka_python_producer_kwargs
+from mindstream.redis_config import redis_client
+from mindstream.settings import Settings, known_env
 from model_export.bundle import load_bundle
 from model_export.onnx_tower import OnnxUserTower
 from stream.events import encode_event, event_key
@@ -250,3 +257,68 @@ class SustainedStream:
             raise AssertionError(f"publishing failed: {self.error!r}") from self.error
         assert len(self.positions) == len(self.records)
         return self.positions
+
+
+def synthetic_clicks(n_users: int = 30) -> list[dict]:
+    """A small planted-interest click log (300 items, 10 clusters, 4-20 clicks a user)."""
+    from model_export.data.synthetic import SyntheticConfig, click_events, generate
+
+    data, _ = generate(
+        SyntheticConfig(n_users=n_users, n_items=300, n_clusters=10, min_len=4, max_len=20, seed=7)
+    )
+    return list(click_events(data))
+
+
+def run_worker_until_written(
+    settings: Settings, clicks: list[dict], log_path: Path
+) -> tuple[dict[str, InterestRecord], str]:
+    """Start a worker, publish ``clicks``, wait until every user's record holds its expected
+    window, stop the worker (it must exit 0); the records and the worker's log."""
+    expected = expected_windows(clicks)
+    client = redis_client(settings)
+    try:
+        with WorkerProcess(settings, log_path) as worker:
+            worker.start()
+            worker.wait_ready()
+            publish(settings, click_records(clicks))
+            records = wait_for_records(settings, client, expected, worker=worker)
+            assert worker.terminate() == 0, worker.log_tail()
+            log = worker.log_path.read_text(errors="replace")
+    finally:
+        client.close()
+    return records, log
+
+
+def stream_show(settings: Settings, users: list[str]) -> dict[str, dict[str, Any]]:
+    """``mindstream stream show USERS`` as a user runs it, configured by the environment."""
+    env = {k: v for k, v in os.environ.items() if k not in known_env()}
+    env.update(settings.as_env())
+    done = subprocess.run(
+        [sys.executable, "-m", "mindstream", "stream", "show", *users],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    return {line["user_id"]: line for line in lines}
+
+
+async def recall_interests(settings: Settings, users: list[str]) -> dict[str, dict[str, Any]]:
+    """Each user's interests as the recall service answers them (its own Redis client)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from recall.registry import IndexRegistry
+    from recall.service import create_app
+
+    registry = IndexRegistry(settings)
+    registry.load(settings.bundle_path)
+    out = {}
+    async with TestClient(TestServer(create_app(settings, registry), host=LOOPBACK)) as client:
+        for user in users:
+            response = await client.get(f"/v1/users/{user}/interests")
+            assert response.status == 200, await response.text()
+            out[user] = await response.json()
+    return out

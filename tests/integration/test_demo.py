@@ -163,7 +163,7 @@ def _wait_for_a_record(work_dir: Path, deadline: float) -> None:
 
 def _planted_log():
     """The quick demo's synthetic log and its planted truth, regenerated from its seed."""
-    from mindstream.demo import QUICK
+    from mindstream.app.demo import QUICK
     from model_export.data.synthetic import SyntheticConfig, generate
 
     return generate(SyntheticConfig(**QUICK, seed=0))

@@ -27,12 +27,12 @@ import redis
 
 from benchmarks.harness import WorkerProcess
 from infra import processes, services
-from infra.kafka_config import kafka_python_kwargs
 from infra.testing import KAFKA_JARS_DIR, ServiceEndpoints, Source
-from infra.topics import ensure_topics
+from mindstream.kafka_config import kafka_python_kwargs
 from mindstream.settings import Settings
+from mindstream.topics import ensure_topics
+from tests.integration.faultcheck import FAULT_RATE, click_log, verify
 from tests.integration.streamcheck import Report, SustainedStream
-from tests.integration.test_faults import FAULT_RATE, click_log, verify
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -39,7 +39,7 @@ import pytest
 import redis
 
 from benchmarks.harness import WorkerProcess, publish_batches
-from infra.kafka_config import kafka_python_kwargs
+from mindstream.kafka_config import kafka_python_kwargs
 from mindstream.settings import Settings
 from stream.events import encode_event, event_key
 from stream.lag import LAG_METRIC

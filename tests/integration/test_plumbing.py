@@ -15,7 +15,7 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from infra.kafka_config import kafka_python_consumer_kwargs, kafka_python_producer_kwargs
+from mindstream.kafka_config import kafka_python_consumer_kwargs, kafka_python_producer_kwargs
 from mindstream.settings import Settings
 
 pytestmark = pytest.mark.integration

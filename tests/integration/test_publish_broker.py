@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.kafka_config import kafka_python_consumer_kwargs
-from mindstream.cli import main
+from mindstream.app.cli import main
+from mindstream.kafka_config import kafka_python_consumer_kwargs
 from model_export.data.synthetic import SyntheticConfig
 from stream.events import ClickEvent, decode_event
 from stream.publish import publish, synthetic_source
@@ -111,7 +111,7 @@ def test_taobao_slice_with_bad_lines_through_the_cli(
     assert len(records) == 400
     decoded = check_arrived(records, expected)
     assert {d.event for d in decoded} >= {"click", "cart"}
-    from infra.topics import delete_topics
+    from mindstream.topics import delete_topics
 
     delete_topics(integration_settings, [topic])
 

@@ -32,19 +32,21 @@ from benchmarks.harness import WorkerProcess, publish
 from infra import processes
 from infra.launch import ServiceRecord
 from infra.redis_cluster import restart_node, wait_cluster_ok
-from infra.redis_config import RedisConfigError, check_redis, redis_client
 from infra.services import read_state
+from mindstream.redis_config import RedisConfigError, check_redis, redis_client
 from mindstream.settings import Settings, known_env
+from tests.integration.faultcheck import FAULT_RATE, click_log, verify
 from tests.integration.streamcheck import (
     Report,
     SustainedStream,
     assert_equal_to_batch_recompute,
     click_records,
     expected_windows,
-    wait_for_records,
+    recall_interests,
+    run_worker_until_written,
+    stream_show,
+    synthetic_clicks,
 )
-from tests.integration.test_faults import FAULT_RATE, click_log, verify
-from tests.integration.test_security_redis import _clicks, _recall_interests, _show
 from tests.requirements import missing
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -72,27 +74,17 @@ def test_worker_writes_per_slot_and_readers_read_through_the_cluster(
     tmp_path: Path,
 ) -> None:
     settings = _cluster_settings(stream_settings, redis_cluster)
-    clicks = _clicks(60)
+    clicks = synthetic_clicks(60)
     expected = expected_windows(clicks)
-    client = redis_client(settings)
-    try:
-        with WorkerProcess(settings, tmp_path / "worker.log") as worker:
-            worker.start()
-            worker.wait_ready()
-            publish(settings, click_records(clicks))
-            records = wait_for_records(settings, client, expected, worker=worker)
-            assert worker.terminate() == 0, worker.log_tail()
-            log = worker.log_path.read_text(errors="replace")
-    finally:
-        client.close()
+    records, log = run_worker_until_written(settings, clicks, tmp_path / "worker.log")
     assert_equal_to_batch_recompute(bundle_dir, records, expected)
     assert "cluster=True" in log  # the start-up check saw a cluster, as configured
     # the users' records landed on every master, each on the master of its slot
     per_master = [_node(r).dbsize() for r in redis_cluster[:MASTERS]]
     assert all(n > 0 for n in per_master) and sum(per_master) == len(expected), per_master
     users = sorted(expected)[:6]
-    shown = _show(settings, users)
-    served = asyncio.run(_recall_interests(settings, users))
+    shown = stream_show(settings, users)
+    served = asyncio.run(recall_interests(settings, users))
     for user in users:
         assert shown[user]["seq"] == served[user]["seq"] == records[user].seq, user
 
@@ -230,7 +222,7 @@ def test_a_node_refusing_the_write_script_ends_the_worker(
         worker.wait_ready()
         # one master stops offering the script to the (default) user mindstream connects as
         _node(redis_cluster[2]).execute_command("ACL", "SETUSER", "default", "-evalsha")
-        publish(settings, click_records(_clicks(40)))
+        publish(settings, click_records(synthetic_clicks(40)))
         deadline = time.monotonic() + 90
         while worker.running:
             assert time.monotonic() < deadline, worker.log_tail()

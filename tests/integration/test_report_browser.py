@@ -11,10 +11,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from mindstream.cli import main
-from mindstream.report import build_report
-from mindstream.report_interests import InterestView, UserView
-from mindstream.report_results import new_results, percentiles, write_results
+from mindstream.app.cli import main
+from mindstream.app.report import build_report
+from mindstream.app.report_interests import InterestView, UserView
+from mindstream.app.report_results import new_results, percentiles, write_results
 from model_export.evaluate import EvaluationReport, ModelEvaluation, write_report
 from tests.requirements import missing
 

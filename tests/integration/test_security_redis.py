@@ -1,4 +1,4 @@
-"""Redis ACL users and TLS through ``infra.redis_config``, against real redis-servers.
+"""Redis ACL users and TLS through ``mindstream.redis_config``, against real redis-servers.
 
 Each test starts its own redis-server with ``infra.launch`` (loopback, a free port): one with
 an ACL user restricted to a key prefix and the default user switched off, one serving only TLS
@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -40,21 +37,25 @@ from infra import processes
 from infra.exceptions import ServiceStartError
 from infra.launch import ServiceDefinition, ServiceRecord, launch
 from infra.ports import LOOPBACK, accepts_connections
-from infra.redis_config import (
+from infra.redis_server import find_redis_server, redis_argv, redis_env
+from mindstream.errors import ConfigError
+from mindstream.redis_config import (
     RedisConfigError,
     async_redis_client,
     check_redis,
     redacted_url,
     redis_client,
 )
-from infra.redis_server import find_redis_server, redis_argv, redis_env
-from mindstream.errors import ConfigError
-from mindstream.settings import Settings, known_env
+from mindstream.settings import Settings
 from stream.record import InterestRecord, read_interests, write_records
 from tests.integration.streamcheck import (
     assert_equal_to_batch_recompute,
     click_records,
     expected_windows,
+    recall_interests,
+    run_worker_until_written,
+    stream_show,
+    synthetic_clicks,
     wait_for_records,
 )
 from tests.requirements import missing
@@ -360,50 +361,6 @@ def test_tls_misconfigurations_fail_clearly(tls_redis: TlsRedis) -> None:
 REFUSED_EXIT_S = 3.0
 
 
-def _clicks(n_users: int = 30) -> list[dict]:
-    from model_export.data.synthetic import SyntheticConfig, click_events, generate
-
-    data, _ = generate(
-        SyntheticConfig(n_users=n_users, n_items=300, n_clusters=10, min_len=4, max_len=20, seed=7)
-    )
-    return list(click_events(data))
-
-
-def _show(settings: Settings, users: list[str]) -> dict[str, dict[str, Any]]:
-    """``mindstream stream show USERS`` as a user runs it, configured by the environment."""
-    env = {k: v for k, v in os.environ.items() if k not in known_env()}
-    env.update(settings.as_env())
-    done = subprocess.run(
-        [sys.executable, "-m", "mindstream", "stream", "show", *users],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    lines = [json.loads(line) for line in done.stdout.splitlines()]
-    return {line["user_id"]: line for line in lines}
-
-
-async def _recall_interests(settings: Settings, users: list[str]) -> dict[str, dict[str, Any]]:
-    """Each user's interests as the recall service answers them (its own Redis client)."""
-    from aiohttp.test_utils import TestClient, TestServer
-
-    from recall.registry import IndexRegistry
-    from recall.service import create_app
-
-    registry = IndexRegistry(settings)
-    registry.load(settings.bundle_path)
-    out = {}
-    async with TestClient(TestServer(create_app(settings, registry), host=LOOPBACK)) as client:
-        for user in users:
-            response = await client.get(f"/v1/users/{user}/interests")
-            assert response.status == 200, await response.text()
-            out[user] = await response.json()
-    return out
-
-
 def test_worker_writes_and_recall_and_show_read_over_tls(
     any_tls_redis: TlsRedis, stream_settings: Settings, bundle_dir: Path, tmp_path: Path
 ) -> None:
@@ -424,22 +381,13 @@ def test_worker_writes_and_recall_and_show_read_over_tls(
         **tls,
     )
     settings.validate()
-    clicks = _clicks()
+    clicks = synthetic_clicks()
     expected = expected_windows(clicks)
-    client = redis_client(settings)
-    try:
-        with WorkerProcess(settings, tmp_path / "worker.log") as worker:
-            worker.start()
-            worker.wait_ready()
-            publish(settings, click_records(clicks))
-            records = wait_for_records(settings, client, expected, worker=worker)
-            assert worker.terminate() == 0, worker.log_tail()
-    finally:
-        client.close()
+    records, _ = run_worker_until_written(settings, clicks, tmp_path / "worker.log")
     assert_equal_to_batch_recompute(bundle_dir, records, expected)
     users = sorted(expected)[:5]
-    shown = _show(settings, users)
-    served = asyncio.run(_recall_interests(settings, users))
+    shown = stream_show(settings, users)
+    served = asyncio.run(recall_interests(settings, users))
     for user in users:
         assert shown[user]["seq"] == served[user]["seq"] == records[user].seq, user
         assert shown[user]["items"] == served[user]["items"] == list(records[user].items)
@@ -492,7 +440,7 @@ def test_a_refused_write_is_named_unhealthy_and_ends_the_worker(
         with WorkerProcess(settings, tmp_path / "worker.log") as worker:
             worker.start()
             worker.wait_ready()
-            publish(settings, click_records(_clicks(5)))
+            publish(settings, click_records(synthetic_clicks(5)))
             deadline = time.monotonic() + 60
             while (answer := worker.health()) is None or answer[0] == 200:
                 assert worker.running and time.monotonic() < deadline, worker.log_tail()
@@ -544,7 +492,7 @@ def test_a_redis_outage_is_retried_past_the_refused_exit_time(
         stream_redis_refused_exit_s=REFUSED_EXIT_S,
         stream_retry_max_s=0.5,
     )
-    clicks = _clicks(10)
+    clicks = synthetic_clicks(10)
     expected = expected_windows(clicks)
     with WorkerProcess(settings, tmp_path / "worker.log") as worker:
         worker.start()

@@ -22,7 +22,7 @@ import redis
 
 from benchmarks.harness import WorkerProcess, publish
 from benchmarks.malformed import malformed_records
-from infra.kafka_config import kafka_python_consumer_kwargs
+from mindstream.kafka_config import kafka_python_consumer_kwargs
 from mindstream.settings import Settings
 from model_export.data.synthetic import SyntheticConfig, click_events, generate
 from stream.deadletter import parse_dead_letter

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from typing import Any
 
 import numpy as np
 import pytest
 import redis
 import redis.asyncio
 
+from mindstream.redis_script import LuaScript
 from mindstream.settings import Settings
-from stream.exceptions import StoreUnavailable
+from stream.exceptions import RecordError, RecordRefused, StoreUnavailable
 from stream.record import (
     FIELDS,
     RECORDS_PER_CALL,
     InterestRecord,
     ReplicasBehind,
     encode_record,
+    read_each_async,
     read_interests,
     read_interests_async,
     read_many,
     read_many_async,
+    record_json,
     record_key,
     write_records,
     write_records_async,
@@ -166,3 +170,49 @@ def test_sync_and_async_writes_store_the_same_bytes(
     sync = _stored(redis_client, redis_prefix + "sync:", users)
     assert sync == _stored(redis_client, redis_prefix + "async:", users)
     assert all(len(fields) == len(FIELDS) for fields in sync)
+
+
+def test_read_each_fails_only_the_bad_users(
+    service_settings: Settings, redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    """One pipeline: a record, a missing user, a hash that is not a record, a key of another
+    type; each user gets its own outcome, and the JSON view names the README's fields."""
+    write_records(redis_client, redis_prefix, [_record("good", 3)])
+    redis_client.hset(record_key(redis_prefix, "junk"), mapping={"k": "2", "dim": "4"})
+    redis_client.set(record_key(redis_prefix, "string"), "not a hash")
+
+    async def run() -> list[InterestRecord | RecordError | None]:
+        client = redis.asyncio.Redis.from_url(service_settings.redis_url)
+        try:
+            users = ["good", "nobody", "junk", "string"]
+            return await read_each_async(client, redis_prefix, users)
+        finally:
+            await client.aclose()
+
+    good, nobody, junk, string = asyncio.run(run())
+    assert isinstance(good, InterestRecord) and good.seq == 3 and nobody is None
+    assert isinstance(junk, RecordError) and not isinstance(junk, RecordRefused)
+    assert isinstance(string, RecordRefused) and "WRONGTYPE" in str(string)
+    view = record_json(good, vectors="interests")
+    names = "user_id model k dim event_ts updated_ms n_behaviours seq src items interests"
+    assert list(view) == names.split()
+    assert view["interests"] == [[3.0] * 4] * 2 and view["items"] == ["i0", "i1", "i2"]
+    assert "vectors" not in record_json(good)
+
+
+def test_lua_script_is_loaded_when_the_server_lacks_it(service_settings: Settings) -> None:
+    script = LuaScript("return tonumber(ARGV[1]) * 2")
+
+    def fill(pipe: Any) -> None:
+        for n in (1, 2, 3):
+            script.queue(pipe, 0, n)
+
+    async def run() -> list[int]:
+        client = redis.asyncio.Redis.from_url(service_settings.redis_url)
+        try:
+            await client.script_flush()
+            return await script.execute_async(client, fill)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == [2, 4, 6]

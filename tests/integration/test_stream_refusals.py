@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.harness import WorkerProcess
-from infra.topics import ensure_topic, existing_partitions
 from mindstream.settings import Settings
+from mindstream.topics import ensure_topic, existing_partitions
 from stream.rekey import changelog_topic_name, rekey_topic_name
 
 pytestmark = [pytest.mark.integration]

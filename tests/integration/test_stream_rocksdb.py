@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from benchmarks.harness import WorkerProcess, publish
-from infra.kafka_config import kafka_python_consumer_kwargs
+from mindstream.kafka_config import kafka_python_consumer_kwargs
 from mindstream.settings import Settings
 from model_export.data.synthetic import SyntheticConfig, click_events, generate
 from stream.window import decode_window

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from mindstream.cli import build_parser
+from mindstream.app.cli import build_parser
 from mindstream.settings import known_env
 from tests.requirements import missing
 

@@ -33,8 +33,8 @@ import pytest
 
 from benchmarks.catalogue import write_catalogue_bundle
 from infra.ports import free_port
-from infra.redis_config import redis_client_kwargs
 from mindstream.errors import ConfigError
+from mindstream.redis_config import redis_client_kwargs
 from mindstream.settings import Settings, known_env
 from model_export.bundle import CONTENT_FILES, MANIFEST, content_version, load_bundle
 from model_export.exceptions import BundleError
@@ -352,7 +352,7 @@ def test_stream_worker_web_binds_to_loopback_by_default(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL", "SASL_PLAINTEXT"])
 def test_kafka_security_settings_reach_the_faust_worker(protocol: str, tmp_path: Path) -> None:
-    """kafka-python and aiokafka get them from infra.kafka_config (tested in tests/unit/infra);
+    """kafka-python and aiokafka get them from mindstream.kafka_config (tested in tests/unit/infra);
     the worker's third client, Faust, gets them as broker credentials."""
     import ssl
 
@@ -431,7 +431,7 @@ def test_unrecoverable_redis_errors_are_named_and_transient_ones_are_not() -> No
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    from infra.redis_config import unrecoverable_reason
+    from mindstream.redis_config import unrecoverable_reason
 
     def wrapped(cause: BaseException) -> RedisConnectionError:
         try:

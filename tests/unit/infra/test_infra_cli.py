@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mindstream.cli import build_parser
+from mindstream.app.cli import build_parser
 
 
 def test_stage_cli_imports_only_the_standard_library() -> None:

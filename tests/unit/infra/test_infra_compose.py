@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mindstream.cli import build_parser
+from mindstream.app.cli import build_parser
 from mindstream.settings import Settings, known_env
 
 ROOT = Path(__file__).resolve().parents[3]

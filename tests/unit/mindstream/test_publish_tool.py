@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from mindstream.cli import main
+from mindstream.app.cli import main
 from model_export.data.synthetic import SyntheticConfig, click_events, generate
 from model_export.dataset import Interactions
 from stream.events import decode_event

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mindstream.report_interests import (
+from mindstream.app.report_interests import (
     MIN_PLANTED_BEHAVIOURS,
     InterestView,
     UserView,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mindstream.report import _table, human_number
+from mindstream.app.report import _table, human_number
 
 
 @pytest.mark.parametrize(

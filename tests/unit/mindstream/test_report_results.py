@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from mindstream.report_results import (
+from mindstream.app.report_results import (
     FORMAT,
     find_evaluations,
     find_measurements,

@@ -18,7 +18,9 @@ from model_export.bundle import (
     MANIFEST,
     TOWER,
     UNVERSIONED_FIELDS,
+    BundleLink,
     load_bundle,
+    point_current,
 )
 from model_export.exceptions import BundleError
 from model_export.export import export_bundle
@@ -240,3 +242,24 @@ def test_serving_modules_do_not_import_torch(bundle):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == ""
+
+
+def test_bundle_link_answers_each_new_target_once(tmp_path):
+    a, b, c = (tmp_path / name for name in ("a", "b", "c"))
+    for folder in (a, b, c):
+        folder.mkdir()
+    point_current(tmp_path, a)
+    link = BundleLink(tmp_path / CURRENT_LINK)
+    assert link.target() == a.resolve()
+    assert link.new_target(in_use=a.resolve()) is None  # the bundle in use is not new
+    point_current(tmp_path, b)
+    assert link.new_target(in_use=a.resolve()) == b.resolve()
+    # b failed to load (still a in use): not answered again until the link moves
+    assert link.new_target(in_use=a.resolve()) is None
+    point_current(tmp_path, a)
+    assert link.new_target(in_use=a.resolve()) is None
+    point_current(tmp_path, c)
+    assert link.new_target(in_use=a.resolve()) == c.resolve()
+    c.rmdir()  # the link now points nowhere
+    assert link.target() is None and link.new_target(in_use=a.resolve()) is None
+    assert BundleLink(tmp_path / "nowhere" / CURRENT_LINK).target() is None

@@ -171,7 +171,7 @@ def test_unknown_interest_scoring_is_refused():
     ],
 )
 def test_cli_refuses_impossible_flags_before_training(flags, message, tmp_path, capsys):
-    from mindstream.cli import main
+    from mindstream.app.cli import main
 
     code = main(["train", "--no-export", f"--run-dir={tmp_path / 'run'}", *flags])
     assert code == 2
@@ -181,7 +181,7 @@ def test_cli_refuses_impossible_flags_before_training(flags, message, tmp_path, 
 
 @pytest.mark.parametrize("flags", [["--p=0"], ["--p=-1"], ["--kind=sasrec"], ["--no-such-flag"]])
 def test_cli_rejects_bad_or_unknown_flags(flags, capsys):
-    from mindstream.cli import main
+    from mindstream.app.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["train", *flags])

@@ -235,7 +235,7 @@ class Exploit:
 
 
 def test_cli_train_evaluate_export(tmp_path, capsys):
-    from mindstream.cli import main
+    from mindstream.app.cli import main
     from model_export.bundle import load_bundle
     from model_export.checkpoint import load_checkpoint
 
@@ -305,7 +305,7 @@ def test_cli_train_evaluate_export(tmp_path, capsys):
 
 
 def test_bench_commands_report_throughput_and_machine(tmp_path, capsys):
-    from mindstream.cli import main
+    from mindstream.app.cli import main
 
     tower_json = tmp_path / "tower.json"
     code = main(
@@ -412,7 +412,7 @@ def test_evaluating_a_bundle_needs_no_torch(tmp_path):
     code = textwrap.dedent(
         f"""
         import sys
-        from mindstream.cli import main
+        from mindstream.app.cli import main
         rc = main([
             "evaluate", "--bundle={bundle}", "--format=synthetic", "--synthetic-users=80",
             "--synthetic-items=60", "--synthetic-clusters=10", "--protocols=leave_last_out",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mindstream.cli import build_parser
+from mindstream.app.cli import build_parser
 from mindstream.settings import Settings
 from recall.cli import _apply
 
@@ -52,7 +52,7 @@ def test_bad_values_are_refused(capsys):
 
 
 def test_openapi_command_prints_the_document(capsys):
-    from mindstream.cli import main
+    from mindstream.app.cli import main
     from recall.service import OPENAPI_PATH
 
     assert main(["recall", "openapi"]) == 0

@@ -7,10 +7,15 @@ from collections.abc import Callable
 
 import pytest
 
-from infra import topics
-from infra.exceptions import TopicError
-from infra.topics import check_topic_name, ensure_topic, ensure_topics, partition_counts
+from mindstream import topics
 from mindstream.settings import Settings
+from mindstream.topics import (
+    TopicError,
+    check_topic_name,
+    ensure_topic,
+    ensure_topics,
+    partition_counts,
+)
 
 
 @pytest.mark.parametrize("name", ["clicks", "clicks.dlq", "a_b-C.9", "x" * 249])
@@ -42,7 +47,7 @@ def test_creating_twice_is_fine_and_keeps_the_first_shape(
     names = [unique_name("a"), unique_name("b")]
     first = ensure_topics(service_settings, {names[0]: 3, names[1]: 1})
     assert [(o.partitions, o.created) for o in first] == [(3, True), (1, True)]
-    with caplog.at_level(logging.WARNING, logger="infra.topics"):
+    with caplog.at_level(logging.WARNING, logger="mindstream.topics"):
         again = ensure_topic(service_settings, names[0], 5)
     assert (again.partitions, again.created) == (3, False)
     assert "asked for 5" in caplog.text

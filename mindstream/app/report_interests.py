@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from model_export.dataset import Interactions
+from model_export.dataset import Interactions, category_feature
 
 TOP_ITEMS = 20
 # A planted interest with fewer behaviours than this in the user's window is reported, but
@@ -236,14 +236,6 @@ def window_overlap(users: Sequence[UserView]) -> float:
 
 
 # --- from data and a bundle ------------------------------------------------------------------
-
-# Item features whose (first) value names an item's category, in order of preference.
-CATEGORY_FEATURES = ("category", "genre")
-
-
-def category_feature(data: Interactions) -> str | None:
-    """The item feature that names categories in ``data`` (None when it has none)."""
-    return next((f for f in CATEGORY_FEATURES if f in data.item_features), None)
 
 
 def item_category_names(

@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
 
-from infra import kafka_config
+from mindstream import kafka_config
 from mindstream.errors import ConfigError
 from mindstream.settings import Settings
 

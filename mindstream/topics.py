@@ -9,11 +9,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from infra.exceptions import TopicError
-from infra.kafka_config import kafka_python_kwargs
+from mindstream.errors import MindstreamError
+from mindstream.kafka_config import kafka_python_kwargs
 from mindstream.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+class TopicError(MindstreamError):
+    """A topic could not be created or does not have the expected shape."""
+
 
 # Let the broker pick (default.replication.factor): 1 locally, the cluster's policy elsewhere.
 BROKER_DEFAULT_REPLICATION = -1

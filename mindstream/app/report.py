@@ -4,7 +4,7 @@ The page (``report.html``) embeds its figures as base64 PNG data URIs, so it can
 archived as one file; the same PNGs are written beside it. Sections: retrieval quality
 (HitRate@N per model), freshness, throughput, recall latency and, for sampled users, which item
 categories each interest captures. A section whose input is missing says which command
-produces it instead of failing. Inputs are described in :mod:`mindstream.report_results`.
+produces it instead of failing. Inputs are described in :mod:`mindstream.app.report_results`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mindstream import report_figures as figures
-from mindstream.report_interests import NO_CATEGORY, MatchSummary, UserView, window_overlap
-from mindstream.report_results import (
+from mindstream.app import report_figures as figures
+from mindstream.app.report_interests import NO_CATEGORY, MatchSummary, UserView, window_overlap
+from mindstream.app.report_results import (
     Measurements,
     find_evaluations,
     find_measurements,
@@ -201,7 +201,7 @@ def throughput_section(found: Measurements, out_dir: Path) -> Section:
         missing=(
             "No data yet: run <code>mindstream demo</code> (publish and "
             "stream worker rates) or a benchmark that writes results (see "
-            "<code>mindstream.report_results</code>)"
+            "<code>mindstream.app.report_results</code>)"
         ),
         figure=figures.throughput_figure,
         path=out_dir / "throughput.png",
@@ -455,7 +455,7 @@ def interests_from_bundle(
     """
     import numpy as np
 
-    from mindstream.report_interests import item_category_names, match_planted, user_views
+    from mindstream.app.report_interests import item_category_names, match_planted, user_views
     from model_export.bundle import load_bundle
     from model_export.onnx_tower import OnnxUserTower
     from model_export.retrieval import pad_histories

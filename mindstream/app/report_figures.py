@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mindstream.report_interests import UserView
+from mindstream.app.report_interests import UserView
 
 DPI = 110
 PALETTE = (

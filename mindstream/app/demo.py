@@ -455,8 +455,8 @@ class Drained:
 
 def wait_for_redis(settings: Settings, per_user: dict[str, int], options: DemoOptions) -> Drained:
     """Poll the interest records until each user's ``seq`` covers the clicks sent to it."""
-    from infra.redis_config import redis_client
     from mindstream.progress import progress_bar
+    from mindstream.redis_config import redis_client
     from stream.record import read_many
 
     client = redis_client(settings)
@@ -509,14 +509,14 @@ def show(
     replay: Replay,
     drained: Drained,
 ) -> Outcome:
-    from mindstream import demo_show
-    from mindstream.report_interests import (
+    from mindstream.app import demo_show
+    from mindstream.app.report_interests import (
         item_category_names,
         match_planted,
         user_views,
         window_overlap,
     )
-    from mindstream.report_results import new_results, write_results
+    from mindstream.app.report_results import new_results, write_results
     from model_export.bundle import load_bundle
 
     bundle = load_bundle(trained.bundle)
@@ -638,7 +638,7 @@ def show(
 def timed_requests_for(
     client: Any, user_ids: Sequence[str], options: DemoOptions
 ) -> tuple[dict[str, Any], int]:
-    from mindstream.demo_show import timed_requests
+    from mindstream.app.demo_show import timed_requests
 
     shuffled = list(user_ids)
     random.Random(options.seed).shuffle(shuffled)
@@ -647,7 +647,7 @@ def timed_requests_for(
 
 
 def _worker_histogram(worker_url: str) -> dict[str, Any] | None:
-    from mindstream.demo_show import worker_freshness
+    from mindstream.app.demo_show import worker_freshness
 
     try:
         with urllib.request.urlopen(worker_url + "/metrics", timeout=5) as response:  # noqa: S310
@@ -672,7 +672,7 @@ def choose_users(views: Sequence[Any], count: int, seed: int) -> list[Any]:
 
 
 def register_options(parser: Any) -> None:
-    """The demo's command-line options (used by :mod:`mindstream.jobs`)."""
+    """The demo's command-line options (used by :mod:`mindstream.app.jobs`)."""
     parser.add_argument("--quick", action="store_true", help="a smaller log (about a minute)")
     parser.add_argument("--data", type=Path, default=None, help="a real log instead")
     parser.add_argument(
@@ -720,5 +720,5 @@ def options_from_args(args: Any) -> DemoOptions:
 
 
 def main(args: Any, settings: Settings) -> int:
-    """Entry point of ``mindstream demo`` (see :mod:`mindstream.jobs`)."""
+    """Entry point of ``mindstream demo`` (see :mod:`mindstream.app.jobs`)."""
     return run(options_from_args(args), settings)

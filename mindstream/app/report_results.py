@@ -23,7 +23,7 @@ The measurement format (every list optional)::
       "freshness": [{"name": "...", "samples_ms": [12.0, 15.5, ...]},
                     {"name": "...", "buckets_s": [0.005, 0.01, ...], "counts": [3, 10, ...]},
                     {"name": "...", "p50_ms": 40.0, "p95_ms": 90.0, "p99_ms": 150.0}],
-      "interests": [<UserView JSON, see mindstream.report_interests>],
+      "interests": [<UserView JSON, see mindstream.app.report_interests>],
       "interest_match": {<MatchSummary JSON>},
       "notes": ["..."]
     }

@@ -1,7 +1,7 @@
 """Redis clients from :class:`~mindstream.settings.Settings`: URL, ACL user, TLS files.
 
 The one place that turns the Redis settings into redis-py clients, so every process connects
-the same way (the Kafka side has ``infra.kafka_config``):
+the same way (the Kafka side has ``mindstream.kafka_config``):
 
 - ``REDIS_URL`` carries host, port, database and credentials: ``redis://host:6379/0``,
   ``redis://:password@host:6379/0`` (``requirepass``/AUTH), ``redis://user:password@host/0``
@@ -34,13 +34,13 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, SlotNotCoveredError
 from redis.retry import Retry
 
-from infra.exceptions import InfraError
+from mindstream.errors import ConfigError
 from mindstream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
-class RedisConfigError(InfraError):
+class RedisConfigError(ConfigError):
     """Redis refused the connection as configured (credentials, TLS); the message says why."""
 
 

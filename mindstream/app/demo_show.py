@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from mindstream.report_interests import MIN_PLANTED_BEHAVIOURS, NO_CATEGORY, TOP_ITEMS, UserView
-from mindstream.report_results import histogram_quantile, percentiles
+from mindstream.app.report_interests import MIN_PLANTED_BEHAVIOURS, NO_CATEGORY, TOP_ITEMS, UserView
+from mindstream.app.report_results import histogram_quantile, percentiles
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Subcommands that span stages: ``demo``, ``publish``, ``report`` and ``bench``.
 
-``demo`` runs the whole system locally (:mod:`mindstream.demo`); ``publish`` replays a click log
+``demo`` runs the whole system locally (:mod:`mindstream.app.demo`); ``publish`` replays a click log
 or the synthetic generator onto the clicks topic (:mod:`stream.publish`); ``report`` writes the
-HTML report (:mod:`mindstream.report`); ``bench TARGET`` dispatches to the ``main`` of a module
+HTML report (:mod:`mindstream.app.report`); ``bench TARGET`` dispatches to the ``main`` of a module
 of the :mod:`benchmarks` package. Heavy imports happen inside the handlers.
 """
 
@@ -176,7 +176,7 @@ def _register_report(sub: Any) -> None:
 
 
 def _report(args: argparse.Namespace, settings: Settings) -> int:
-    from mindstream.report import build_report
+    from mindstream.app.report import build_report
 
     interests = match = None
     origin = ""
@@ -204,7 +204,7 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _interests(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any, str]:
-    from mindstream.report import interests_from_bundle
+    from mindstream.app.report import interests_from_bundle
 
     vocab = None
     planted = None
@@ -229,7 +229,7 @@ def _interests(args: argparse.Namespace, settings: Settings) -> tuple[Any, Any, 
         data, vocab = result.interactions, result.feature_vocab
     records = None
     if args.from_redis:
-        from infra.redis_config import redis_client
+        from mindstream.redis_config import redis_client
         from stream.record import read_many
 
         client = redis_client(settings)
@@ -255,13 +255,13 @@ def _register_demo(sub: Any) -> None:
         "everything it started on exit, Ctrl-C or SIGTERM. Writes results for `mindstream "
         "report`.",
     )
-    from mindstream.demo import register_options
+    from mindstream.app.demo import register_options
 
     register_options(demo)
     demo.set_defaults(handler=_demo)
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from mindstream.demo import main
+    from mindstream.app.demo import main
 
     return main(args, settings)

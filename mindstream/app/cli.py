@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
-import sys
 from collections.abc import Sequence
 
 from mindstream import __version__
-from mindstream.errors import MindstreamError
+from mindstream.command import run
 from mindstream.settings import Settings, describe, markdown_table
 
-STAGE_CLIS = ("infra.cli", "model_export.cli", "stream.cli", "recall.cli", "mindstream.jobs")
+STAGE_CLIS = ("infra.cli", "model_export.cli", "stream.cli", "recall.cli", "mindstream.app.jobs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,30 +46,6 @@ def _show_settings(args: argparse.Namespace, settings: Settings) -> int:
         marker = "" if current[env] == default else "   (set)"
         print(f"{env}={current[env]}{marker}\n    {doc}")
     return 0
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str) -> int:
-    """Parse, configure logging from the settings and run the chosen subcommand's handler;
-    errors of this project print one line (exit 2), Ctrl-C exits 130."""
-    args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-        configure_logging(settings.log_level)
-        return int(args.handler(args, settings) or 0)
-    except MindstreamError as exc:
-        print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog} {args.command}: interrupted", file=sys.stderr)
-        return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
