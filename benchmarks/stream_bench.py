@@ -728,7 +728,8 @@ def run(args: argparse.Namespace, base: Settings) -> Results:
     results = Results(machine=machine(), setup={})
     brokers = ["env"] if args.services == "env" else args.brokers
     for broker in brokers:
-        prefix = "" if len(brokers) == 1 and broker == "tansu" else f"{broker}: "
+        # one run on the default broker or on the environment's keeps the plain phase names
+        prefix = "" if len(brokers) == 1 and broker in ("tansu", "env") else f"{broker}: "
         run_on(args, base, broker, prefix, work / broker, results)
     results.machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return results
@@ -835,9 +836,9 @@ def run_on(
                 "bare aiokafka + json", {**figures, **per_event(before, cpu.read(), args.events)}
             )
         if "noop" not in skip:
-            record(
-                "no-op Faust agent", noop_faust(settings, settings.clicks_topic, args.events, work)
-            )
+            before = cpu.read()
+            figures = noop_faust(settings, settings.clicks_topic, args.events, work)
+            record("no-op Faust agent", {**figures, **per_event(before, cpu.read(), args.events)})
         if "drain" not in skip:
             record("worker, backlog", drain_worker(settings, args.events, work, cpu))
             if args.redis_cluster:
