@@ -1,6 +1,8 @@
 """``mindstream bench stream``: the stream worker under load, next to two references.
 
-All on one broker and one Redis (local throw-away ones by default), in one run:
+On each broker named by ``--broker`` (``kafka``: a local Apache Kafka node, profile
+``standard``; ``tansu``: the local Tansu broker, profile ``local``; one after the other in one
+run, each with a redis-server of its own), or on the environment's services (``--services env``):
 
 1. publish a backlog of ``--events`` synthetic clicks over ``--users`` users in multi-record
    batches (:func:`benchmarks.harness.publish_batches`), after a sample of them with kafka-python
@@ -11,16 +13,20 @@ All on one broker and one Redis (local throw-away ones by default), in one run:
 4. drain it with the real worker (``python -m stream worker``): capacity in events/s and users
    recomputed/s; with ``--redis-cluster``, drain it once more with a worker of its own writing
    to a local Redis Cluster (3 masters, 3 replicas), for the cost of per-slot writes;
-5. offer ``--rate`` events/s for ``--duration`` s to a fresh worker (multi-record batches every
-   ``--tick-ms``) and read the end-to-end freshness (Redis write time minus the Kafka record
-   timestamp) p50/p95/p99 from its ``/metrics`` histogram, and the events/s it sustained.
-   With ``--workers N`` (N > 1), N worker processes in one consumer group split the partitions;
-   the load starts once every one of them is healthy and the group's assignment has settled,
-   and the figures add up the workers' counters and histogram buckets (phase ``N workers,
-   sustained``, with each worker's own figures under ``per_worker``).
+5. for each rate of ``--rate``, offer it for ``--duration`` s to a fresh worker (multi-record
+   batches every ``--tick-ms``) and read the end-to-end freshness (Redis write time minus the
+   Kafka record timestamp) p50/p95/p99 from its ``/metrics`` histogram, the events/s it
+   sustained, and every ``--sample-s`` seconds a window of the same figures with the batch size,
+   the per-batch stage times and each process's share of a core (where the time goes as the
+   run goes on). With ``--workers N`` (N > 1), N worker processes in one consumer group split
+   the partitions; the load starts once every one of them is healthy and the group's
+   assignment has settled, and the figures add up the workers' counters and histogram buckets
+   (phase ``N workers, sustained``, with each worker's own figures under ``per_worker``).
 
-Worker CPU per event counts the worker's CPU seconds from ready to caught up (startup excluded);
-on a shared machine it is the figure that moves least with the neighbours' load.
+CPU per event: the worker's CPU seconds from ready to caught up (startup excluded), from its
+``/metrics``; the broker's (the JVM for Apache Kafka) and Redis's (every node of a cluster) from
+``/proc/<pid>/stat`` over the same span (:mod:`benchmarks.cpu`). On a shared machine these are
+the figures that move least with the neighbours' load.
 
 Without ``--bundle`` (and no bundle at ``MINDSTREAM_BUNDLE``) a small MIND bundle is trained
 first with ``mindstream train`` (d=64, K=4, L=50; random-ish weights do not change the cost).
@@ -41,12 +47,14 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.cpu import ServiceCpu, per_event, share_of_core
 from benchmarks.harness import WorkerProcess, publish, publish_batches
 from infra.ports import free_port
 from mindstream.errors import MindstreamError
@@ -59,6 +67,8 @@ from stream.lag import LAG_METRIC
 logger = logging.getLogger(__name__)
 
 ITEMS = 5000
+# The local brokers --broker can start (infra.testing's sources of the same names).
+BROKERS = ("kafka", "tansu")
 # records of the per-record kafka-python reference publish (a sample: it is the slow one)
 PER_RECORD_SAMPLE = 20_000
 
@@ -68,8 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", type=int, default=200_000, help="backlog size (default 200000)")
     p.add_argument("--users", type=int, default=20_000, help="distinct users (default 20000)")
     p.add_argument("--partitions", type=int, default=8, help="clicks topic partitions")
-    p.add_argument("--rate", type=int, default=5000, help="offered events/s in the sustained run")
-    p.add_argument("--duration", type=float, default=20.0, help="seconds of the sustained run")
+    p.add_argument(
+        "--rate",
+        default="5000",
+        help="offered events/s in the sustained run; a comma list (e.g. 5000,6000,7000) runs "
+        "one sustained phase per rate, each with a fresh worker (default 5000)",
+    )
+    p.add_argument(
+        "--duration", type=float, default=20.0, help="seconds of each sustained run (default 20)"
+    )
+    p.add_argument(
+        "--sample-s",
+        type=float,
+        default=10.0,
+        help="sustained run: seconds per window of the time series (0: none; default 10)",
+    )
     p.add_argument(
         "--tick-ms", type=float, default=20.0, help="sustained run: publish step (default 20 ms)"
     )
@@ -86,8 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--services",
         choices=("local", "env"),
         default="local",
-        help="local: start a throw-away Tansu broker and redis-server (default); env: use "
+        help="local: start a throw-away broker (--broker) and redis-server (default); env: use "
         "KAFKA_BOOTSTRAP_SERVERS / REDIS_URL",
+    )
+    p.add_argument(
+        "--broker",
+        action="append",
+        default=None,
+        help="local services: the broker(s) to run the phases on, one after the other: kafka "
+        "(Apache Kafka, profile standard) and/or tansu (profile local); a comma list or the "
+        "option repeated, e.g. --broker kafka,tansu (default tansu)",
     )
     p.add_argument(
         "--redis-cluster",
@@ -140,14 +171,61 @@ def clicks(
 
 
 @contextlib.contextmanager
-def services(kind: str, settings: Settings, root: Path) -> Iterator[Settings]:
+def services(
+    kind: str, broker: str, settings: Settings, root: Path
+) -> Iterator[tuple[Settings, ServiceCpu]]:
+    """The settings pointed at the services, and their processes for the CPU figures (none
+    for ``env`` services, which may not even run on this machine)."""
     if kind == "env":
-        yield settings
+        yield settings, ServiceCpu({})
         return
+    from infra.services import read_state
     from infra.testing import Source, provide
 
-    with provide(Source.TANSU, os.environ, local_root=root) as endpoints:
-        yield endpoints.apply(settings)
+    source = Source.KAFKA if broker == "kafka" else Source.TANSU
+    with provide(source, os.environ, local_root=root) as endpoints:
+        state = read_state(endpoints.data_dir) if endpoints.data_dir else None
+        groups: dict[str, list[int]] = {}
+        if state is not None:
+            groups["broker"] = [r.process.pid for r in state.broker_nodes]
+            groups["redis"] = [r.process.pid for n, r in state.services.items() if n == "redis"]
+        yield endpoints.apply(settings), ServiceCpu(groups)
+
+
+def parse_brokers(values: Sequence[str] | None) -> list[str]:
+    """``--broker`` values (repeated and/or comma lists) as an ordered list without repeats."""
+    out: list[str] = []
+    for value in values or ["tansu"]:
+        for name in value.split(","):
+            name = name.strip().lower()
+            if not name:
+                continue
+            if name not in BROKERS:
+                raise ValueError(f"--broker {name!r}: expected one of {', '.join(BROKERS)}")
+            if name not in out:
+                out.append(name)
+    if not out:
+        raise ValueError("--broker: name at least one of " + ", ".join(BROKERS))
+    return out
+
+
+def parse_rates(value: str) -> list[int]:
+    """``--rate`` as a list of offered events/s (each > 0), in the order given."""
+    rates = []
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            rate = int(part)
+        except ValueError:
+            raise ValueError(f"--rate {value!r}: {part!r} is not a whole number") from None
+        if rate <= 0:
+            raise ValueError(f"--rate {value!r}: each rate must be > 0 events/s")
+        rates.append(rate)
+    if not rates:
+        raise ValueError(f"--rate {value!r}: give at least one rate")
+    return rates
 
 
 def ensure_bundle(args: argparse.Namespace, settings: Settings, work: Path) -> Path:
@@ -273,13 +351,18 @@ def _events_in(metrics: dict[str, float]) -> float:
     return sum(v for k, v in metrics.items() if k.startswith("mindstream_stream_events_in_total"))
 
 
-def drain_worker(settings: Settings, n: int, work: Path) -> dict[str, Any]:
-    """The real worker draining a backlog of ``n`` events: its capacity."""
+def drain_worker(
+    settings: Settings, n: int, work: Path, cpu: ServiceCpu | None = None
+) -> dict[str, Any]:
+    """The real worker draining a backlog of ``n`` events: its capacity, and the CPU per event
+    of the worker and of the services in ``cpu`` (broker: the fetches and the changelog)."""
+    cpu = cpu or ServiceCpu({})
     with WorkerProcess(settings, work / "worker-drain.log") as worker:
         worker.start()
         worker.wait_ready(timeout_s=180)
         started = time.time()
         cpu_at_ready = _cpu(worker.metrics())
+        services_at_ready = cpu.read()
         while True:
             metrics = worker.metrics()
             if _events_in(metrics) >= n:
@@ -287,6 +370,7 @@ def drain_worker(settings: Settings, n: int, work: Path) -> dict[str, Any]:
             if not worker.running:
                 raise MindstreamError(f"worker exited:\n{worker.log_tail()}")
             time.sleep(0.5)
+        services_at_end = cpu.read()
         elapsed = metrics["mindstream_stream_last_batch_timestamp_seconds"] - started
         worker.terminate()
     users = metrics["mindstream_stream_users_recomputed_total"]
@@ -301,11 +385,25 @@ def drain_worker(settings: Settings, n: int, work: Path) -> dict[str, Any]:
         "redis_s": round(metrics["mindstream_stream_redis_write_seconds_sum"], 2),
         "worker_cpu_s": round(_cpu(metrics), 1),
         "worker_cpu_ms_per_event": round(1000 * (_cpu(metrics) - cpu_at_ready) / n, 3),
+        **per_event(services_at_ready, services_at_end, n),
+        "redis_records_per_s_per_core": _records_per_core(
+            users, services_at_ready.get("redis"), services_at_end.get("redis")
+        ),
         "mean_ms_per_batch": _mean_stage_ms(metrics),
     }
 
 
-def drain_worker_on_cluster(settings: Settings, n: int, work: Path) -> dict[str, Any]:
+def _records_per_core(records: float, before: float | None, after: float | None) -> int | None:
+    """Interest records written per second of Redis CPU (all its nodes): one script call's
+    worth of work per record, the figure a Redis capacity estimate needs."""
+    if before is None or after is None or after <= before:
+        return None
+    return round(records / (after - before))
+
+
+def drain_worker_on_cluster(
+    settings: Settings, n: int, work: Path, cpu: ServiceCpu | None = None
+) -> dict[str, Any]:
     """:func:`drain_worker` with its own consumer group (so the same backlog from the start)
     and a local Redis Cluster of its own (``infra.redis_cluster``)."""
     from infra import processes
@@ -321,7 +419,9 @@ def drain_worker_on_cluster(settings: Settings, n: int, work: Path) -> dict[str,
             redis_cluster=True,
             worker_web_port=free_port(),
         )
-        return {"redis_masters": 3, **drain_worker(cluster_settings, n, work)}
+        # the cluster's nodes stand in for the single redis-server in the CPU figures
+        cluster_cpu = (cpu or ServiceCpu({})).with_group("redis", [r.process.pid for r in nodes])
+        return {"redis_masters": 3, **drain_worker(cluster_settings, n, work, cluster_cpu)}
     finally:
         for record in started:
             processes.stop(record.process, timeout_s=5.0)
@@ -423,8 +523,14 @@ def sustained(
     tick_s: float,
     work: Path,
     workers: int = 1,
+    cpu: ServiceCpu | None = None,
+    sample_s: float = 10.0,
 ) -> dict[str, Any]:
-    """Offer ``rate`` events/s to running workers; freshness and the rate they kept up with."""
+    """Offer ``rate`` events/s to running workers; freshness and the rate they kept up with,
+    the CPU per event of the workers and of the services in ``cpu``, and every ``sample_s``
+    seconds a window of the same figures (``windows``: where the time goes as the run goes on).
+    """
+    cpu = cpu or ServiceCpu({})
     group = [
         WorkerProcess(settings, work / "worker-rate.log")
         if workers == 1
@@ -450,20 +556,27 @@ def sustained(
             else []
         )
         cpu_at_ready = [_cpu(worker.metrics()) for worker in group]
+        services_at_ready = cpu.read()
+        sampler = WindowSampler(group, cpu, sample_s)
         started = time.time()
+        sampler.start()
         publisher_cpu = time.process_time()
-        published = publish_batches(settings, records, rate=rate, tick_s=tick_s)
-        publisher_cpu = time.process_time() - publisher_cpu
-        deadline = time.monotonic() + 600
-        while True:
-            each = [worker.metrics() for worker in group]
-            metrics = sum_samples(each)
-            if _events_in(metrics) >= len(records):
-                break
-            if time.monotonic() > deadline or not all(w.running for w in group):
-                tails = "\n".join(w.log_tail() for w in group)
-                raise MindstreamError(f"worker did not catch up:\n{tails}")
-            time.sleep(0.5)
+        try:
+            published = publish_batches(settings, records, rate=rate, tick_s=tick_s)
+            publisher_cpu = time.process_time() - publisher_cpu
+            deadline = time.monotonic() + 600
+            while True:
+                each = [worker.metrics() for worker in group]
+                metrics = sum_samples(each)
+                if _events_in(metrics) >= len(records):
+                    break
+                if time.monotonic() > deadline or not all(w.running for w in group):
+                    tails = "\n".join(w.log_tail() for w in group)
+                    raise MindstreamError(f"worker did not catch up:\n{tails}")
+                time.sleep(0.5)
+            services_at_end = cpu.read()
+        finally:
+            windows = sampler.stop()
         caught_up = max(m["mindstream_stream_last_batch_timestamp_seconds"] for m in each) - started
         for worker in group:
             worker.terminate()
@@ -484,15 +597,95 @@ def sustained(
         "freshness": freshness_quantiles(metrics),
         "mean_batch_events": round(n / max(metrics["mindstream_stream_batch_events_count"], 1)),
         "worker_cpu_ms_per_event": round(1000 * worker_cpu / n, 3),
+        **per_event(services_at_ready, services_at_end, n),
         "mean_ms_per_batch": _mean_stage_ms(metrics),
+        "windows": windows,
     }
     if workers > 1:
         out["workers"] = workers
         out["per_worker"] = [
-            _worker_figures(m, cpu, partitions)
-            for m, cpu, partitions in zip(each, cpu_at_ready, assignments, strict=True)
+            _worker_figures(m, ready_cpu, partitions)
+            for m, ready_cpu, partitions in zip(each, cpu_at_ready, assignments, strict=True)
         ]
     return out
+
+
+def diff_samples(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
+    """Counter and histogram samples over an interval: ``after`` minus ``before``, name by name."""
+    return {key: value - before.get(key, 0.0) for key, value in after.items()}
+
+
+def window_figures(
+    before: Mapping[str, float],
+    after: Mapping[str, float],
+    seconds: float,
+    services_before: Mapping[str, float | None],
+    services_after: Mapping[str, float | None],
+) -> dict[str, Any]:
+    """One interval of a sustained run from two summed ``/metrics`` samples of the workers and
+    two readings of the services' CPU: events/s, the freshness quantiles of the events written
+    in it, batch size and per-batch stage times, and each process's share of a core."""
+    delta = diff_samples(after, before)
+    events = _events_in(delta)
+    batches = delta.get("mindstream_stream_batch_events_count", 0.0)
+    out: dict[str, Any] = {
+        "events_per_s": round(events / seconds) if seconds > 0 else None,
+        "freshness": freshness_quantiles(delta) if events else {},
+        "mean_batch_events": round(events / batches) if batches else None,
+        "mean_ms_per_batch": _mean_stage_ms(delta),
+        "worker_core_share": share_of_core(
+            before.get("process_cpu_seconds_total"),
+            after.get("process_cpu_seconds_total"),
+            seconds,
+        ),
+    }
+    for name in services_after:
+        out[f"{name}_core_share"] = share_of_core(
+            services_before.get(name), services_after.get(name), seconds
+        )
+    return out
+
+
+class WindowSampler:
+    """A thread that reads the workers' ``/metrics`` and the services' CPU every ``every_s``
+    seconds and keeps one :func:`window_figures` per interval (plus the last partial one)."""
+
+    def __init__(self, workers: Sequence[WorkerProcess], cpu: ServiceCpu, every_s: float) -> None:
+        self.workers = list(workers)
+        self.cpu = cpu
+        self.every_s = every_s
+        self.windows: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+
+    def _sample(self) -> tuple[float, dict[str, float], dict[str, float | None]]:
+        return time.monotonic(), sum_samples([w.metrics() for w in self.workers]), self.cpu.read()
+
+    def _run(self) -> None:
+        began, metrics, services = self._sample()
+        last = began
+        stopping = False
+        while not stopping:
+            stopping = self._stop.wait(self.every_s)
+            try:
+                now, now_metrics, now_services = self._sample()
+            except OSError:  # a worker stopped answering: the main loop reports it
+                return
+            if now - last < 1.0:
+                break  # a stop right after a sample: nothing worth a window
+            window = window_figures(metrics, now_metrics, now - last, services, now_services)
+            self.windows.append({"t_s": round(now - began, 1), **window})
+            last, metrics, services = now, now_metrics, now_services
+
+    def start(self) -> None:
+        if self.every_s > 0:
+            self._thread.start()
+
+    def stop(self) -> list[dict[str, Any]]:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        return self.windows
 
 
 def _worker_figures(
@@ -532,10 +725,36 @@ def _mean_stage_ms(metrics: dict[str, float]) -> dict[str, float]:
 def run(args: argparse.Namespace, base: Settings) -> Results:
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="mindstream-bench-stream-"))
     work.mkdir(parents=True, exist_ok=True)
-    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     results = Results(machine=machine(), setup={})
-    with services(args.services, base, Path(base.data_dir) / "bench-services") as settings:
-        bundle = ensure_bundle(args, settings, work)
+    brokers = ["env"] if args.services == "env" else args.brokers
+    for broker in brokers:
+        # one run on the default broker or on the environment's keeps the plain phase names
+        prefix = "" if len(brokers) == 1 and broker in ("tansu", "env") else f"{broker}: "
+        run_on(args, base, broker, prefix, work / broker, results)
+    results.machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return results
+
+
+def run_on(
+    args: argparse.Namespace,
+    base: Settings,
+    broker: str,
+    prefix: str,
+    work: Path,
+    results: Results,
+) -> None:
+    """Every phase on one broker's services; phase names start with ``prefix``."""
+    work.mkdir(parents=True, exist_ok=True)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+
+    def record(name: str, figures: dict[str, Any]) -> None:
+        figures.setdefault("load_average", [round(x, 2) for x in os.getloadavg()])
+        results.phases[f"{prefix}{name}"] = figures
+        _report(results)
+
+    root = Path(base.data_dir) / "bench-services"
+    with services(args.services, broker, base, root) as (settings, cpu):
+        bundle = ensure_bundle(args, settings, work.parent)
         from model_export.bundle import load_bundle
 
         item_ids = load_bundle(bundle).item_ids
@@ -554,7 +773,7 @@ def run(args: argparse.Namespace, base: Settings) -> Results:
             batch_size=args.batch_size or base.batch_size,
             batch_deadline_ms=args.deadline_ms or base.batch_deadline_ms,
         )
-        results.setup = {
+        setup = {
             "events": args.events,
             "users": args.users,
             "partitions": args.partitions,
@@ -564,9 +783,15 @@ def run(args: argparse.Namespace, base: Settings) -> Results:
             "batch_size": settings.batch_size,
             "batch_deadline_ms": settings.batch_deadline_ms,
             "services": args.services,
+            "broker": broker,
+            "service_pids": cpu.groups,
         }
         if args.workers > 1:
-            results.setup["sustained_workers"] = args.workers
+            setup["sustained_workers"] = args.workers
+        if prefix:
+            results.setup.setdefault("brokers", {})[broker] = setup
+        else:
+            results.setup = setup
         now_ms = int(time.time() * 1000)
         backlog = clicks(args.events, args.users, item_ids, seed=1, now_ms=now_ms)
         sample_topic = f"bench-sample-{tag}"
@@ -574,82 +799,114 @@ def run(args: argparse.Namespace, base: Settings) -> Results:
             settings, {settings.clicks_topic: args.partitions, sample_topic: args.partitions}
         )
         sample = backlog[:PER_RECORD_SAMPLE]
-        started, cpu = time.perf_counter(), time.process_time()
+        before = cpu.read()
+        started, own = time.perf_counter(), time.process_time()
         publish(settings, sample, topic=sample_topic)
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-        results.phases["publish, kafka-python"] = {
-            "events": len(sample),
-            "seconds": round(elapsed, 2),
-            "events_per_s": round(len(sample) / elapsed),
-            "publisher_cpu_ms_per_event": round(1000 * cpu / len(sample), 3),
-            "batching": "the profile's (local: one record per batch)",
-        }
-        _report(results)
-        cpu = time.process_time()
+        elapsed, own = time.perf_counter() - started, time.process_time() - own
+        record(
+            "publish, kafka-python",
+            {
+                "events": len(sample),
+                "seconds": round(elapsed, 2),
+                "events_per_s": round(len(sample) / elapsed),
+                "publisher_cpu_ms_per_event": round(1000 * own / len(sample), 3),
+                **per_event(before, cpu.read(), len(sample)),
+                "batching": f"the profile's ({settings.kafka_profile})",
+            },
+        )
+        before = cpu.read()
+        own = time.process_time()
         published = publish_batches(settings, backlog)
-        cpu = time.process_time() - cpu
-        results.phases["publish, record batches"] = {
-            "events": published.events,
-            "seconds": round(published.seconds, 2),
-            "events_per_s": round(published.events_per_s),
-            "publisher_cpu_ms_per_event": round(1000 * cpu / published.events, 3),
-            "events_per_record_batch": round(published.events / published.record_batches, 1),
-        }
-        _report(results)
+        own = time.process_time() - own
+        record(
+            "publish, record batches",
+            {
+                "events": published.events,
+                "seconds": round(published.seconds, 2),
+                "events_per_s": round(published.events_per_s),
+                "publisher_cpu_ms_per_event": round(1000 * own / published.events, 3),
+                **per_event(before, cpu.read(), published.events),
+                "events_per_record_batch": round(published.events / published.record_batches, 1),
+            },
+        )
         if "bare" not in skip:
-            results.phases["bare aiokafka + json"] = bare_aiokafka(
-                settings, settings.clicks_topic, args.events
+            before = cpu.read()
+            figures = bare_aiokafka(settings, settings.clicks_topic, args.events)
+            record(
+                "bare aiokafka + json", {**figures, **per_event(before, cpu.read(), args.events)}
             )
-            _report(results)
         if "noop" not in skip:
-            results.phases["no-op Faust agent"] = noop_faust(
-                settings, settings.clicks_topic, args.events, work
-            )
-            _report(results)
+            before = cpu.read()
+            figures = noop_faust(settings, settings.clicks_topic, args.events, work)
+            record("no-op Faust agent", {**figures, **per_event(before, cpu.read(), args.events)})
         if "drain" not in skip:
-            results.phases["worker, backlog"] = drain_worker(settings, args.events, work)
-            _report(results)
+            record("worker, backlog", drain_worker(settings, args.events, work, cpu))
             if args.redis_cluster:
-                results.phases["worker, backlog, redis cluster"] = drain_worker_on_cluster(
-                    settings, args.events, work
+                record(
+                    "worker, backlog, redis cluster",
+                    drain_worker_on_cluster(settings, args.events, work, cpu),
                 )
-                _report(results)
+        topics = []
         if "rate" not in skip:
-            rate_settings = dataclasses.replace(
-                settings,
-                app_id=f"bench-rate-{tag}",
-                clicks_topic=f"bench-rate-{tag}",
-                worker_web_port=free_port(),
-            )
-            ensure_topics(rate_settings, {rate_settings.clicks_topic: args.partitions})
-            offered = clicks(
-                int(args.rate * args.duration), args.users, item_ids, seed=2, now_ms=now_ms
-            )
-            name = "worker" if args.workers == 1 else f"{args.workers} workers"
-            results.phases[f"{name}, sustained"] = sustained(
-                rate_settings, offered, args.rate, args.tick_ms / 1000, work, args.workers
-            )
-            _report(results)
-            topics = [rate_settings.clicks_topic]
-        else:
-            topics = []
+            rates = args.rates
+            for rate in rates:
+                rate_tag = f"{tag}-{rate}"
+                rate_settings = dataclasses.replace(
+                    settings,
+                    app_id=f"bench-rate-{rate_tag}",
+                    clicks_topic=f"bench-rate-{rate_tag}",
+                    worker_web_port=free_port(),
+                    data_dir=str(work / f"state-{rate}"),
+                )
+                ensure_topics(rate_settings, {rate_settings.clicks_topic: args.partitions})
+                topics.append(rate_settings.clicks_topic)
+                offered = clicks(
+                    int(rate * args.duration), args.users, item_ids, seed=2, now_ms=now_ms
+                )
+                name = "worker" if args.workers == 1 else f"{args.workers} workers"
+                if len(rates) > 1:
+                    name += f", {rate}/s"
+                load_before = [round(x, 2) for x in os.getloadavg()]
+                figures = sustained(
+                    rate_settings,
+                    offered,
+                    rate,
+                    args.tick_ms / 1000,
+                    work,
+                    args.workers,
+                    cpu,
+                    args.sample_s,
+                )
+                figures["load_average_before"] = load_before
+                record(f"{name}, sustained", figures)
         with contextlib.suppress(MindstreamError):
             delete_topics(settings, [settings.clicks_topic, sample_topic, *topics])
-    results.machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    return results
 
 
 def _report(results: Results) -> None:
     name, values = list(results.phases.items())[-1]
-    flat = {k: v for k, v in values.items() if k != "per_worker"}
+    flat = {k: v for k, v in values.items() if k not in ("per_worker", "windows")}
     print(f"{name:28s} " + "  ".join(f"{k}={v}" for k, v in flat.items()), flush=True)
     for i, worker in enumerate(values.get("per_worker", [])):
         print(f"  worker {i:<19d} " + "  ".join(f"{k}={v}" for k, v in worker.items()), flush=True)
+    for window in values.get("windows", []):
+        print(
+            f"  t={window['t_s']:<24} "
+            + "  ".join(f"{k}={v}" for k, v in window.items() if k != "t_s"),
+            flush=True,
+        )
 
 
 def main(argv: Sequence[str], settings: Settings) -> int:
     parser = build_parser()
     args = parser.parse_args(list(argv)[1:])
+    try:
+        args.brokers = parse_brokers(args.broker)
+        args.rates = parse_rates(args.rate)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.services == "env" and args.broker:
+        parser.error("--broker starts local services; it does not go with --services env")
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
     if args.workers > args.partitions:

@@ -45,10 +45,13 @@ class KafkaProfile:
     # batches; on Tansu the last batch of each partition must then hold a single record, so
     # that "latest offset" (the last batch's first offset + 1 there) is exact.
     single_record_tail_batch: bool
-    # Tansu answers a waiting fetch only when the wait expires, not when data arrives: Faust's
-    # consumer waits up to 1.5 s per fetch, which was the bulk of the worker's end-to-end
-    # latency there (p50 366 ms, p95 713 ms at 20 msg/s; 3 and 6 ms with a 50 ms wait).
-    # None leaves Faust's value, right for brokers that answer as soon as data arrives.
+    # The longest a fetch of the worker's consumer waits (Faust hard-codes 1.5 s; None keeps it).
+    # Tansu answers a waiting fetch only when the wait expires, not when data arrives (p50 366
+    # ms, p95 713 ms at 20 msg/s; 3 and 6 ms with a 50 ms wait). On Apache Kafka a fetch in
+    # flight also holds back the partitions aiokafka left out of it (their records were still
+    # being consumed when it was sent) for as long as the fetched ones get no data: at 3,000
+    # events/s on 8 partitions, freshness p50 / p99 297 ms / 2.1 s with 1.5 s, 121 / 738 ms with
+    # 50 ms (BENCHMARKS.md, "Apache Kafka and Tansu"). An idle consumer then polls 20 times a s.
     consumer_fetch_max_wait_ms: int | None
 
 
@@ -60,7 +63,7 @@ KAFKA_PROFILES: dict[str, KafkaProfile] = {
         heartbeat_interval_ms=3_000,
         idempotent_producer=True,
         single_record_tail_batch=False,
-        consumer_fetch_max_wait_ms=None,
+        consumer_fetch_max_wait_ms=50,
     ),
     "local": KafkaProfile(
         name="local",

@@ -13,7 +13,10 @@ from benchmarks.stream_bench import (
     assigned_partitions,
     assignment_settled,
     freshness_quantiles,
+    parse_brokers,
+    parse_rates,
     sum_samples,
+    window_figures,
 )
 from stream.lag import LAG_METRIC
 from stream.metrics import FRESHNESS_BUCKETS
@@ -86,3 +89,52 @@ def test_assigned_partitions_reads_the_lag_gauge_of_the_clicks_topic_only() -> N
 )
 def test_assignment_settled(assignments: list[set[int]], settled: bool) -> None:
     assert assignment_settled(assignments, 8) is settled
+
+
+def test_brokers_from_repeated_and_comma_separated_options() -> None:
+    assert parse_brokers(None) == ["tansu"]
+    assert parse_brokers(["kafka,tansu"]) == ["kafka", "tansu"]
+    assert parse_brokers(["Kafka", "tansu", "kafka"]) == ["kafka", "tansu"]
+    with pytest.raises(ValueError, match="'redpanda'"):
+        parse_brokers(["kafka,redpanda"])
+    with pytest.raises(ValueError, match="at least one"):
+        parse_brokers([","])
+
+
+def test_rates_are_positive_whole_numbers_in_the_order_given() -> None:
+    assert parse_rates("5000") == [5000]
+    assert parse_rates("5000, 7000,6000") == [5000, 7000, 6000]
+    for bad, message in (("0", "> 0"), ("5k", "'5k'"), (",", "at least one")):
+        with pytest.raises(ValueError, match=message):
+            parse_rates(bad)
+
+
+def test_a_window_holds_the_quantiles_and_stage_times_of_its_own_events_only() -> None:
+    rng = random.Random(3)
+    early = [rng.uniform(0.02, 0.08) for _ in range(5000)]
+    late = [rng.uniform(0.8, 1.2) for _ in range(5000)]
+    before = {
+        **worker_metrics(early),
+        'mindstream_stream_events_in_total{topic="c"}': 5000.0,
+        "mindstream_stream_batch_events_count": 20.0,
+        "mindstream_stream_tower_seconds_count": 20.0,
+        "mindstream_stream_tower_seconds_sum": 0.2,
+        "process_cpu_seconds_total": 4.0,
+    }
+    after = {
+        **worker_metrics(early + late),
+        'mindstream_stream_events_in_total{topic="c"}': 10000.0,
+        "mindstream_stream_batch_events_count": 30.0,
+        "mindstream_stream_tower_seconds_count": 30.0,
+        "mindstream_stream_tower_seconds_sum": 0.7,
+        "process_cpu_seconds_total": 9.0,
+    }
+    window = window_figures(before, after, 10.0, {"broker": 1.0}, {"broker": 3.5})
+    assert window["events_per_s"] == 500
+    assert window["mean_batch_events"] == 500
+    assert window["mean_ms_per_batch"]["tower"] == 50.0
+    assert window["worker_core_share"] == 0.5
+    assert window["broker_core_share"] == 0.25
+    # the late events alone: the early, fast ones do not dilute the window's tail
+    assert window["freshness"]["p50_ms"] > 750
+    assert freshness_quantiles(after)["p50_ms"] < 750
