@@ -6,7 +6,9 @@ needs besides is done by :func:`start_worker`, which Faust's worker command runs
 ``app.on_worker_init`` (``mindstream stream worker`` and ``faust -A stream.agents:app worker``
 alike), before the app starts: it installs ``stream.faust_internals`` (the source records go
 from the consumer's fetch loop to the intake, ``stream.intake``), sets the cyclic garbage
-collector's thresholds and registers the consumer lag collector (``stream.lag``).
+collector's thresholds and creates the worker's metrics (``stream.metrics.StreamMetrics``,
+with the consumer lag collector of ``stream.lag``), which the runtime records in and the
+``/metrics`` page serves.
 
 Without :func:`start_worker` (Faust's ``agent.test_context()``), the agent takes the records
 Faust delivers through its stream into the same intake, so the same batch path can be
@@ -21,13 +23,12 @@ import logging
 import time
 from typing import Any
 
-from prometheus_client import REGISTRY, generate_latest
-
 from stream import faust_internals
 from stream.app import app, settings
 from stream.continuity import OffsetGuard
 from stream.intake import Intake
 from stream.lag import ConsumerLagCollector, ListedEnds, source_offsets
+from stream.metrics import CONTENT_TYPE, StreamMetrics
 from stream.positions import SeekOnce, limit_commits, rewind_to_committed, skip_seek_after_rewind
 from stream.rekey import rekey_topic_name
 from stream.runtime import Runtime, exit_without_commit
@@ -55,6 +56,8 @@ SOURCES = frozenset(
 _listed_ends = ListedEnds()
 # the records of SOURCES, from the consumer's fetch loop to process_clicks (see stream.intake)
 _intake = Intake(INTAKE_BATCHES * settings.batch_size)
+# the worker's metrics, created by start_worker
+_metrics: StreamMetrics | None = None
 
 
 @app.on_worker_init.connect  # type: ignore[arg-type]
@@ -63,6 +66,7 @@ def start_worker(sender: Any, **kwargs: Any) -> None:
     :class:`~stream.faust_internals.FaustInternalsMismatch`, on a Faust it was not written for.
     Faust sends ``on_worker_init`` twice when the app is started by ``app.main()``: the second
     time changes nothing."""
+    global _metrics
     if faust_internals.installed(app):
         return
     faust_internals.install(
@@ -72,7 +76,8 @@ def start_worker(sender: Any, **kwargs: Any) -> None:
         fetch_max_wait_ms=settings.profile.consumer_fetch_max_wait_ms,
     )
     gc.set_threshold(*GC_THRESHOLDS)
-    REGISTRY.register(
+    _metrics = StreamMetrics()
+    _metrics.registry.register(
         ConsumerLagCollector(lambda: source_offsets(app.consumer, SOURCES, _listed_ends.ends))
     )
 
@@ -81,6 +86,8 @@ async def get_runtime() -> Runtime:
     global _runtime
     async with _runtime_lock:
         if _runtime is None:
+            if _metrics is None:
+                raise RuntimeError("start_worker has not run: no metrics to record in")
             n = app.consumer.topic_partitions(settings.clicks_topic) or settings.topic_partitions
             if n != settings.topic_partitions:
                 exit_without_commit(
@@ -94,6 +101,7 @@ async def get_runtime() -> Runtime:
                 windows,
                 dead_letters,
                 stopping=lambda: app.should_stop,
+                metrics=_metrics,
             )
             _runtime.processor.offset_guard = _offset_guard
         return _runtime
@@ -175,9 +183,11 @@ async def health(self: Any, request: Any) -> Any:
 
 @app.page("/metrics")
 async def prometheus_metrics(self: Any, request: Any) -> Any:
+    """The worker's metrics (``stream.metrics``) in Prometheus's text format."""
+    if _metrics is None:
+        return self.text("starting\n", status=503)
     await _listed_ends.refresh(app.consumer, SOURCES)
-    # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 anyway.
-    return self.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
+    return self.bytes(_metrics.exposition(), content_type=CONTENT_TYPE)
 
 
 @app.on_before_shutdown.connect  # type: ignore[arg-type]

@@ -12,7 +12,8 @@ can hold a window whose Redis write never happened, and the monotonic check make
 harmless. :meth:`BatchProcessor.process` never raises on bad data or a Redis outage; it raises
 :class:`FatalBatchError` only when the batch cannot be completed (the worker is stopping while
 Redis keeps failing, Redis keeps refusing the request, or a bug), and the caller must then
-exit without acknowledging the batch.
+exit without acknowledging the batch. What it does is counted in the
+:class:`~stream.metrics.StreamMetrics` it is given.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from typing import Any, Protocol, TypeVar, cast
 
 from mindstream.redis_config import REDIS_ERRORS, unrecoverable_reason
 from mindstream.settings import Settings
-from stream import metrics
 from stream.continuity import OffsetGuard
 from stream.deadletter import DeadLetter
 from stream.events import decode_event
 from stream.exceptions import BadEvent, StoreUnavailable, StreamError
+from stream.metrics import StreamMetrics
 from stream.record import InterestRecord
 from stream.rekey import origin_headers, parse_origin, rekey_topic_name, user_partition
 from stream.tower import UserTower
@@ -43,11 +44,6 @@ RETRY_FIRST_S = 0.05
 # What a failed write can raise: Redis errors, socket errors, a broker write (StoreUnavailable).
 _WRITE_ERRORS = (TimeoutError, OSError, StoreUnavailable, *REDIS_ERRORS)
 T = TypeVar("T")
-_TARGET_METRICS = {
-    "redis": (metrics.REDIS_FAILURES, metrics.REDIS_LATENCY),
-    "changelog": (metrics.CHANGELOG_FAILURES, metrics.CHANGELOG_LATENCY),
-    "rekey": (metrics.REKEY_FAILURES, metrics.REKEY_LATENCY),
-}
 REKEYED = "+rekey"
 # decoded windows kept between batches (LRU, by user key)
 WINDOW_CACHE_SIZE = 100_000
@@ -208,6 +204,7 @@ class BatchProcessor:
         outbox: Outbox,
         writer: RecordWriter,
         *,
+        metrics: StreamMetrics,
         stopping: Callable[[], bool] = lambda: False,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -219,6 +216,7 @@ class BatchProcessor:
         self.store = store
         self.outbox = outbox
         self.writer = writer
+        self.metrics = metrics
         self.stopping = stopping
         self.sleep = sleep
         self.clock = clock
@@ -311,7 +309,7 @@ class BatchProcessor:
                 await self.outbox.forward(
                     key, value, home, origin_headers(o_topic, o_partition, o_offset, o_ts)
                 )
-                metrics.REKEYED.labels(why).inc()
+                self.metrics.rekeyed.labels(why).inc()
                 outcome.rekeyed += 1
                 continue
             batch = per_user.get(event.user_id)
@@ -324,8 +322,8 @@ class BatchProcessor:
             batch.record_ts_ms.append(o_ts)
             batch.message = m
         for topic, n in per_topic.items():
-            metrics.EVENTS_IN.labels(topic).inc(n)
-        metrics.BATCH_EVENTS.observe(len(messages))
+            self.metrics.events_in.labels(topic).inc(n)
+        self.metrics.batch_events.observe(len(messages))
         return per_user
 
     async def _origin(self, m: SourceMessage, forwarded: bool) -> tuple[str, int, int, int] | None:
@@ -382,7 +380,7 @@ class BatchProcessor:
         user's interest record, stamped with the newest source position applied."""
         started = time.perf_counter()
         interests = await self.run_tower(tower, [w.items for w in windows])
-        metrics.TOWER_LATENCY.observe(time.perf_counter() - started)
+        self.metrics.tower_latency.observe(time.perf_counter() - started)
         updated_ms = int(time.time() * 1000)
         records = []
         for (user, batch), window, result in zip(per_user.items(), windows, interests, strict=True):
@@ -404,25 +402,24 @@ class BatchProcessor:
             )
         return records
 
-    @staticmethod
-    def _count_written(outcome: BatchOutcome, applied: _Applied) -> None:
+    def _count_written(self, outcome: BatchOutcome, applied: _Applied) -> None:
         """The metrics of a batch whose records are written."""
         done_s = time.time()
         for ts in applied.fresh_ts:
-            metrics.FRESHNESS.observe(max(0.0, done_s - ts / 1000))
-        metrics.EVENTS_APPLIED.inc(outcome.applied)
-        metrics.EVENTS_REPLAYED.inc(outcome.replayed)
-        metrics.UNKNOWN_ITEMS.inc(applied.unknown)
-        metrics.BATCH_USERS.observe(outcome.users)
-        metrics.USERS_RECOMPUTED.inc(outcome.users)
-        metrics.RECORDS_WRITTEN.labels("written").inc(outcome.written)
-        metrics.RECORDS_WRITTEN.labels("kept_newer").inc(outcome.kept_newer)
+            self.metrics.freshness.observe(max(0.0, done_s - ts / 1000))
+        self.metrics.events_applied.inc(outcome.applied)
+        self.metrics.events_replayed.inc(outcome.replayed)
+        self.metrics.unknown_items.inc(applied.unknown)
+        self.metrics.batch_users.observe(outcome.users)
+        self.metrics.users_recomputed.inc(outcome.users)
+        self.metrics.records_written.labels("written").inc(outcome.written)
+        self.metrics.records_written.labels("kept_newer").inc(outcome.kept_newer)
 
     def _check_offsets(self, messages: Sequence[SourceMessage]) -> None:
         """Refuse a batch that follows skipped records (see stream.continuity)."""
         holes = self.offset_guard.check((m.topic, m.partition, m.offset) for m in messages)
         for hole in holes:
-            metrics.OFFSET_HOLES.labels(hole.topic).inc()
+            self.metrics.offset_holes.labels(hole.topic).inc()
             logger.error("records skipped by the consumer: %s", hole)
         if holes and not self.config.allow_offset_gaps:
             raise FatalBatchError(
@@ -443,7 +440,7 @@ class BatchProcessor:
     def _batch_done(self) -> None:
         self.batches += 1
         self.last_batch_at = time.time()
-        metrics.LAST_BATCH.set(self.last_batch_at)
+        self.metrics.last_batch.set(self.last_batch_at)
 
     def _load_window(self, key: bytes, message: SourceMessage) -> BehaviourWindow | None:
         raw = self.store.get(key)
@@ -485,7 +482,7 @@ class BatchProcessor:
             offset,
             detail[:200],
         )
-        metrics.BAD_EVENTS.labels(reason).inc()
+        self.metrics.bad_events.labels(reason).inc()
         original = [(n, v) for n, v in _headers(m.headers) if not n.startswith("mindstream.")]
         await self.outbox.dead_letter(
             DeadLetter(
@@ -508,7 +505,7 @@ class BatchProcessor:
         worker is stopping, give up after shutdown_grace_s with FatalBatchError; when every
         failure for refused_exit_s was one that retrying cannot fix, give up with
         StoreRefusedError."""
-        failures, latency = _TARGET_METRICS[target]
+        failures, latency = self.metrics.write_target(target)
         delay = RETRY_FIRST_S
         stop_seen: float | None = None
         refused_since: float | None = None

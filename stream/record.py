@@ -29,11 +29,12 @@ Example (Python, any client)::
     k, dim = int(h[b"k"]), int(h[b"dim"])
     vectors = numpy.frombuffer(h[b"v"], dtype="<f4").reshape(k, dim)
 
-Writes are monotonic, checked and set in one server-side step (a Lua script run with
-EVALSHA): a record is replaced only when the stored ``seq`` is absent or not greater than the
-new one, so a record made from newer input is never replaced by one from older input. Equal
-``seq`` is allowed: the same input recomputed (after a crash, or with a new bundle) rewrites the
-record. The script deletes the hash before setting it, so no field of an older layout survives.
+Writes are monotonic, checked and set in one server-side step (a Lua script, called through
+``mindstream.redis_script.LuaScript``: by its SHA1, loaded when the server lacks it): a record
+is replaced only when the stored ``seq`` is absent or not greater than the new one, so a record
+made from newer input is never replaced by one from older input. Equal ``seq`` is allowed: the
+same input recomputed (after a crash, or with a new bundle) rewrites the record. The script
+deletes the hash before setting it, so no field of an older layout survives.
 A batch goes in one round trip, each script call checking and setting up to
 ``RECORDS_PER_CALL`` records in order, exactly as one call per record would (a user twice in a
 batch: the later record is checked against the earlier one). A script may only name keys of
@@ -44,7 +45,6 @@ the calls per node and follows MOVED/ASK.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -58,8 +58,8 @@ import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError
 
+from mindstream.redis_script import LuaScript
 from stream.exceptions import RecordError, RecordRefused, StoreUnavailable
 
 FIELDS = (
@@ -98,7 +98,7 @@ for i, key in ipairs(KEYS) do
 end
 return written
 """
-MONOTONIC_WRITE_SHA = hashlib.sha1(MONOTONIC_WRITE_LUA.encode()).hexdigest()  # noqa: S324
+MONOTONIC_WRITE = LuaScript(MONOTONIC_WRITE_LUA)
 # Records per script call: one call runs atomically and blocks the server meanwhile, so a big
 # batch goes as several calls (pipelined in one round trip) of bounded length.
 RECORDS_PER_CALL = 256
@@ -258,22 +258,12 @@ def write_records(
     if not records:
         return []
     calls, order = _script_calls(prefix, records, by_slot=_is_cluster(client))
-    for attempt in (1, 2):
-        pipe = client.pipeline(transaction=False)
+
+    def fill(pipe: Any) -> None:
         for numkeys, args in calls:
-            # execute_command: redis-py's cluster pipeline blocks the evalsha() method, but
-            # routes the command by its keys (all of one slot here)
-            pipe.execute_command("EVALSHA", MONOTONIC_WRITE_SHA, numkeys, *args)
-        try:
-            return _written(pipe.execute(), order)
-        except NoScriptError:
-            # Redis restarted or flushed its script cache (or a replica without it took over
-            # its slots); every write is idempotent, so load the script (on every master of a
-            # cluster) and send the whole batch again.
-            if attempt == 2:
-                raise
-            client.script_load(MONOTONIC_WRITE_LUA)
-    raise AssertionError("unreachable")
+            MONOTONIC_WRITE.queue(pipe, numkeys, *args)
+
+    return _written(MONOTONIC_WRITE.execute(client, fill), order)
 
 
 async def write_records_async(
@@ -296,42 +286,37 @@ async def write_records_async(
         return []
     cluster = _is_cluster(client)
     calls, order = _script_calls(prefix, records, by_slot=cluster)
-    for attempt in (1, 2):
-        pipe = client.pipeline(transaction=False)
+    waits = 0  # WAIT commands at the end of the pipeline last sent
+
+    async def fill(pipe: Any) -> None:
+        nonlocal waits
         for numkeys, args in calls:
-            # execute_command: redis-py's cluster pipeline blocks the evalsha() method, but
-            # routes the command by its keys (all of one slot here)
-            pipe.execute_command("EVALSHA", MONOTONIC_WRITE_SHA, numkeys, *args)
+            MONOTONIC_WRITE.queue(pipe, numkeys, *args)
         waits = 0
-        if wait_replicas > 0:
-            if cluster:
-                await client.initialize()  # the slot map (a no-op once loaded)
-                # the node of each call's slot, once (ClusterNode compares by name)
-                nodes = {
-                    node.name: node
-                    for node in (client.get_node_from_key(args[0]) for _, args in calls)  # type: ignore[attr-defined]
-                }
-                for node in nodes.values():
-                    pipe.execute_command("WAIT", wait_replicas, wait_timeout_ms, target_nodes=node)
-                waits = len(nodes)
-            else:
-                pipe.execute_command("WAIT", wait_replicas, wait_timeout_ms)
-                waits = 1
-        try:
-            replies = await pipe.execute()
-        except NoScriptError:
-            if attempt == 2:
-                raise
-            await client.script_load(MONOTONIC_WRITE_LUA)
-            continue
-        acked = replies[len(replies) - waits :]
-        if any(int(n) < wait_replicas for n in acked):
-            raise ReplicasBehind(
-                f"WAIT {wait_replicas} {wait_timeout_ms}: only {sorted(int(n) for n in acked)} "
-                "replicas acknowledged the batch (MINDSTREAM_REDIS_WAIT_REPLICAS)"
-            )
-        return _written(replies[: len(replies) - waits], order)
-    raise AssertionError("unreachable")
+        if wait_replicas <= 0:
+            return
+        if cluster:
+            await client.initialize()  # the slot map (a no-op once loaded)
+            # the node of each call's slot, once (ClusterNode compares by name)
+            nodes = {
+                node.name: node
+                for node in (client.get_node_from_key(args[0]) for _, args in calls)  # type: ignore[attr-defined]
+            }
+            for node in nodes.values():
+                pipe.execute_command("WAIT", wait_replicas, wait_timeout_ms, target_nodes=node)
+            waits = len(nodes)
+        else:
+            pipe.execute_command("WAIT", wait_replicas, wait_timeout_ms)
+            waits = 1
+
+    replies = await MONOTONIC_WRITE.execute_async(client, fill)
+    acked = replies[len(replies) - waits :]
+    if any(int(n) < wait_replicas for n in acked):
+        raise ReplicasBehind(
+            f"WAIT {wait_replicas} {wait_timeout_ms}: only {sorted(int(n) for n in acked)} "
+            "replicas acknowledged the batch (MINDSTREAM_REDIS_WAIT_REPLICAS)"
+        )
+    return _written(replies[: len(replies) - waits], order)
 
 
 def read_interests(client: redis.Redis, prefix: str, user_id: str) -> InterestRecord | None:

@@ -1,4 +1,6 @@
-"""What the agent holds at run time: the hot-swappable tower, Redis, the batch processor.
+"""What the agent holds at run time: the hot-swappable tower, Redis, the batch processor and
+the worker's metrics (``stream.metrics.StreamMetrics``, given to it: the processor records the
+batches there, the runtime the bundle reloads and the tower in use).
 
 Also the Faust adapters the processor is written against (window table, Kafka outbox) and the
 one way out when a batch cannot be completed: exit the process at once, before Faust can
@@ -32,10 +34,11 @@ from mindstream.redis_config import RedisConfigError, async_redis_client, check_
 from mindstream.settings import Settings
 from model_export.bundle import BundleLink
 from model_export.exceptions import BundleError
-from stream import faust_internals, metrics
+from stream import faust_internals
 from stream.batchwriter import MAX_BATCH_BYTES, BatchWriter, OutRecord
 from stream.deadletter import DeadLetter
 from stream.exceptions import StoreUnavailable, TowerError
+from stream.metrics import StreamMetrics
 from stream.processor import (
     BatchProcessor,
     FatalBatchError,
@@ -202,8 +205,10 @@ class Runtime:
         store: Any,
         outbox: Any,
         stopping: Any,
+        metrics: StreamMetrics,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.tower = tower
         self.redis = redis_client
         self.bundle_link = BundleLink(settings.bundle_path)
@@ -220,6 +225,7 @@ class Runtime:
                 wait_replicas=settings.redis_wait_replicas,
                 wait_timeout_ms=settings.redis_wait_timeout_ms,
             ),
+            metrics=metrics,
             stopping=stopping,
         )
         self._export_tower_info(None)
@@ -232,6 +238,7 @@ class Runtime:
         table: Any,
         dead_letters: Any,
         stopping: Any,
+        metrics: StreamMetrics,
     ) -> Runtime:
         loop = asyncio.get_running_loop()
 
@@ -290,7 +297,7 @@ class Runtime:
             settings.batch_deadline_ms,
             config.rekey_topic,
         )
-        runtime = cls(settings, tower, client, config, store, outbox, stopping)
+        runtime = cls(settings, tower, client, config, store, outbox, stopping, metrics)
         runtime.producers = renewal
         return runtime
 
@@ -328,12 +335,12 @@ class Runtime:
                 ),
             )
         except (BundleError, TowerError, OSError) as exc:
-            metrics.BUNDLE_RELOADS.labels("rejected").inc()
+            self.metrics.bundle_reloads.labels("rejected").inc()
             logger.error("bundle reload rejected path=%s error=%s", target, exc)
             return False
         old = self.tower
         self.tower = tower  # the batch in flight keeps the tower it started with
-        metrics.BUNDLE_RELOADS.labels("swapped").inc()
+        self.metrics.bundle_reloads.labels("swapped").inc()
         self._export_tower_info(old)
         logger.info(
             "bundle swapped from=%s to=%s provider=%s load_s=%.2f",
@@ -347,8 +354,8 @@ class Runtime:
     def _export_tower_info(self, old: UserTower | None) -> None:
         if old is not None:
             with contextlib.suppress(KeyError):
-                metrics.TOWER_INFO.remove(old.version, old.provider)
-        metrics.TOWER_INFO.labels(self.tower.version, self.tower.provider).set(1)
+                self.metrics.tower_info.remove(old.version, old.provider)
+        self.metrics.tower_info.labels(self.tower.version, self.tower.provider).set(1)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         p = self.processor

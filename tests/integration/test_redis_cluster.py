@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
 
@@ -33,8 +34,14 @@ from infra import processes
 from infra.launch import ServiceRecord
 from infra.redis_cluster import restart_node, wait_cluster_ok
 from infra.services import read_state
-from mindstream.redis_config import RedisConfigError, check_redis, redis_client
+from mindstream.redis_config import (
+    RedisConfigError,
+    async_redis_client,
+    check_redis,
+    redis_client,
+)
 from mindstream.settings import Settings, known_env
+from stream.record import InterestRecord, read_many, write_records, write_records_async
 from tests.integration.faultcheck import FAULT_RATE, click_log, verify
 from tests.integration.streamcheck import (
     Report,
@@ -197,6 +204,62 @@ def test_cluster_mode_must_match_the_server(
     )
     with pytest.raises(RedisConfigError, match="not in cluster mode"):
         check_redis(cluster_to_plain)
+
+
+def test_script_cache_flushed_on_every_master_is_reloaded_and_written_per_slot(
+    redis_cluster: list[ServiceRecord],
+) -> None:
+    """The monotonic write's NOSCRIPT answer (every master restarted or flushed) loads the
+    script on every master and sends the batch again, grouped by slot, with and without a
+    WAIT per node; older input is still kept out afterwards."""
+    settings = _cluster_settings(Settings(), redis_cluster)
+    users = [f"flush{n}" for n in range(300)]
+
+    def flush_every_master() -> None:
+        for record in redis_cluster[:MASTERS]:
+            _node(record).script_flush()
+
+    async def write_async(seq: int, wait_replicas: int) -> list[bool]:
+        client = async_redis_client(settings)
+        try:
+            records = [_user_record(u, seq) for u in users]
+            return await write_records_async(
+                client, "s:", records, wait_replicas=wait_replicas, wait_timeout_ms=5000
+            )
+        finally:
+            await client.aclose()
+
+    flush_every_master()
+    assert asyncio.run(write_async(2, 1)) == [True] * len(users)
+    flush_every_master()
+    assert asyncio.run(write_async(3, 0)) == [True] * len(users)
+    flush_every_master()
+    sync_client = redis_client(settings)
+    try:
+        assert write_records(sync_client, "s:", [_user_record(u, 1) for u in users]) == [
+            False
+        ] * len(users)
+        assert {r.seq for r in read_many(sync_client, "s:", users) if r} == {3}
+    finally:
+        sync_client.close()
+    per_master = [len(_node(r).keys("s:u:*")) for r in redis_cluster[:MASTERS]]
+    assert all(n > 0 for n in per_master) and sum(per_master) == len(users), per_master
+
+
+def _user_record(user: str, seq: int) -> InterestRecord:
+    return InterestRecord(
+        user_id=user,
+        vectors=np.full((1, 4), seq, dtype=np.float32),
+        k=1,
+        dim=4,
+        model="m1",
+        event_ts=seq,
+        updated_ms=1,
+        n_behaviours=seq,
+        seq=seq,
+        src=f"clicks/0/{seq}",
+        items=("i1",),
+    )
 
 
 def test_uncovered_slots_are_refused(redis_cluster: list[ServiceRecord]) -> None:

@@ -216,3 +216,10 @@ def test_lua_script_is_loaded_when_the_server_lacks_it(service_settings: Setting
             await client.aclose()
 
     assert asyncio.run(run()) == [2, 4, 6]
+    client = redis.Redis.from_url(service_settings.redis_url)
+    try:
+        client.script_flush()
+        assert script.execute(client, fill) == [2, 4, 6]
+        assert client.script_exists(script.sha) == [True]
+    finally:
+        client.close()

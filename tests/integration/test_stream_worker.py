@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -18,11 +19,14 @@ from pathlib import Path
 import pytest
 import redis
 from faust.types.settings import Settings as FaustSettings
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.harness import WorkerProcess, publish, read_dead_letters
 from benchmarks.malformed import malformed_records
 from mindstream.settings import Settings
 from model_export.data.synthetic import SyntheticConfig, click_events, generate
+from stream.lag import LAG_METRIC
+from stream.metrics import StreamMetrics
 from stream.positions import committed_offsets
 from stream.rekey import rekey_topic_name
 from tests.integration.streamcheck import (
@@ -63,6 +67,7 @@ def test_end_to_end_equals_batch_recompute(
         expected = expected_windows(clicks)
         records = wait_for_records(stream_settings, redis_client, expected, worker=worker)
         metrics = worker.metrics()
+        exposed = _families(worker)
         assert worker.terminate() == 0, worker.log_tail()
     assert_equal_to_batch_recompute(bundle_dir, records, expected)
     letters = read_dead_letters(stream_settings, len(bad), group_id=group_id)
@@ -73,6 +78,19 @@ def test_end_to_end_equals_batch_recompute(
     assert rekeyed == len(range(0, len(log), UNKEYED_EVERY))
     assert metrics["mindstream_stream_unknown_items_total"] > 0
     assert metrics["mindstream_stream_freshness_seconds_count"] == applied
+    # the worker serves its StreamMetrics' registry: every family of it, the lag, the process
+    assert _families_of(StreamMetrics().exposition().decode()) | {LAG_METRIC} <= exposed
+    assert metrics["process_cpu_seconds_total"] > 0
+
+
+def _families_of(text: str) -> set[str]:
+    return {family.name for family in text_string_to_metric_families(text)}
+
+
+def _families(worker: WorkerProcess) -> set[str]:
+    """The metric families the worker's ``/metrics`` declares (with samples or not yet)."""
+    with urllib.request.urlopen(f"{worker.url}/metrics", timeout=5) as response:  # noqa: S310
+        return _families_of(response.read().decode())
 
 
 @pytest.mark.parametrize("unkeyed_every", [0, UNKEYED_EVERY], ids=["keyed", "with-rekeyed"])

@@ -28,14 +28,19 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from prometheus_client import REGISTRY
 from stream.lag import ConsumerLagCollector
 
+def lag_collectors(registry):
+    return sum(isinstance(c, ConsumerLagCollector) for c in list(registry._collector_to_names))
+
 def state():
+    import sys
+    agents = sys.modules.get("stream.agents")
+    metrics = getattr(agents, "_metrics", None)
     return {
         "gc": list(gc.get_threshold()),
         "drain": Consumer._drain_messages.__module__,
         "create": AIOKafkaConsumerThread._create_worker_consumer.__module__,
-        "lag_collectors": sum(
-            isinstance(c, ConsumerLagCollector) for c in list(REGISTRY._collector_to_names)
-        ),
+        "default_registry": sorted(REGISTRY._names_to_collectors),
+        "worker_lag_collectors": None if metrics is None else lag_collectors(metrics.registry),
     }
 
 before = state()
@@ -68,14 +73,17 @@ def test_importing_the_agents_has_no_side_effects_until_the_worker_starts(
     before, imported, started = states["before"], states["imported"], states["started"]
     assert imported == before
     assert before["drain"].startswith("faust.") and before["create"].startswith("faust.")
-    assert before["lag_collectors"] == 0
+    assert before["worker_lag_collectors"] is None
+    assert not any(name.startswith("mindstream_") for name in before["default_registry"])
     from stream.agents import GC_THRESHOLDS
 
     assert started == {
         "gc": list(GC_THRESHOLDS),
         "drain": "stream.faust_internals",
         "create": "stream.faust_internals",
-        "lag_collectors": 1,
+        # the worker's metrics are its own registry; the default one is left as it was
+        "default_registry": before["default_registry"],
+        "worker_lag_collectors": 1,
     }
 
 

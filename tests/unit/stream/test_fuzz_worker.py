@@ -39,6 +39,7 @@ from hypothesis import strategies as st
 from benchmarks.malformed import malformed_records
 from stream.deadletter import DeadLetter
 from stream.events import MAX_EVENT_BYTES, REASONS, encode_event
+from stream.metrics import StreamMetrics
 from stream.processor import BatchProcessor, FatalBatchError, ProcessorConfig
 from stream.rekey import user_partition
 from stream.tower import UserTower
@@ -222,6 +223,7 @@ def drain(
             store,
             outbox,
             redis,  # type: ignore[arg-type]
+            metrics=StreamMetrics(),
             stopping=lambda: stopping,
             sleep=no_sleep,
         )

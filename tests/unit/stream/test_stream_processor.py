@@ -16,6 +16,7 @@ from redis.exceptions import NoPermissionError, ResponseError
 from stream.deadletter import DeadLetter
 from stream.events import encode_event
 from stream.exceptions import StoreUnavailable
+from stream.metrics import StreamMetrics
 from stream.processor import BatchProcessor, FatalBatchError, ProcessorConfig, StoreRefusedError
 from stream.record import InterestRecord
 from stream.rekey import H_ORIGIN, origin_headers, parse_origin, user_partition
@@ -135,6 +136,7 @@ def make(tiny_bundle: Path, **kwargs: Any) -> tuple[BatchProcessor, Store, Outbo
 
     config = replace(CONFIG, **kwargs.pop("config", {}))
     # time passes only in the processor's sleeps
+    kwargs.setdefault("metrics", StreamMetrics())
     processor = BatchProcessor(
         config, holder, store, outbox, redis, sleep=sleep, clock=lambda: sum(sleeps), **kwargs
     )
@@ -343,6 +345,8 @@ def test_a_batch_after_skipped_records_is_refused_before_anything_is_applied(
     assert store.data == before and redis.records["ann"].seq == 2 and not outbox.letters
     # replays after a seek back are fine, and so is a topic that really has gaps, if allowed
     run(p.process([click("ann", "i1", T0, 40)]))
-    gaps = BatchProcessor(replace(CONFIG, allow_offset_gaps=True), p.holder, store, outbox, redis)
+    gaps = BatchProcessor(
+        replace(CONFIG, allow_offset_gaps=True), p.holder, store, outbox, redis, metrics=p.metrics
+    )
     gaps.offset_guard.reset({("clicks", part): 42})
     assert run(gaps.process([click("ann", "i3", T0 + 2, 44)])).applied == 1
