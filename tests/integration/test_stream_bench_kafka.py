@@ -26,8 +26,10 @@ def test_bench_stream_on_a_local_apache_kafka(bundle_dir: Path, tmp_path: Path) 
     done = subprocess.run(
         [
             *(sys.executable, "-m", "mindstream", "bench", "stream", "--broker", "kafka"),
-            # enough events for several clock ticks (10 ms) of Redis CPU in each phase
-            *("--events", "6000", "--users", "600", "--rate", "2000", "--duration", "3"),
+            # Enough events for many clock ticks (10 ms) of broker and Redis CPU in each phase:
+            # on a quiet box a worker drained 6,000 events of 600 users in 0.37 s, too short
+            # for Redis to use one tick. 24,000 events of 3,000 users need ~150 ms of Redis.
+            *("--events", "24000", "--users", "3000", "--rate", "2000", "--duration", "3"),
             *("--sample-s", "1", "--skip", "noop,bare", "--bundle", str(bundle_dir)),
             *("--work-dir", str(tmp_path / "work"), "--json", str(out)),
         ],
@@ -40,7 +42,7 @@ def test_bench_stream_on_a_local_apache_kafka(bundle_dir: Path, tmp_path: Path) 
     results = json.loads(out.read_text())
     assert results["setup"]["brokers"]["kafka"]["kafka_profile"] == "standard"
     drain = results["phases"]["kafka: worker, backlog"]
-    assert drain["events"] == 6000
+    assert drain["events"] == 24000
     rate = results["phases"]["kafka: worker, sustained"]
     assert rate["events"] == 6000
     # both services did work for these events, read from their processes' /proc figures
