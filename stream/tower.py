@@ -1,9 +1,13 @@
 """The user tower at serving time: a verified bundle's ONNX graph run with onnxruntime.
 
 Windows hold producer item ids; the tower maps them to the bundle's model indices (unknown ids
-are skipped and counted), keeps the newest ``max_len`` known behaviours, right-pads to exactly
-``max_len`` (so a user's result never depends on who else is in the batch), runs the batch and
-returns each user's active interests. No torch here: the stream stage only reads bundles.
+are skipped and counted) and keeps the newest ``max_len`` known behaviours. Each row is
+right-padded to the shortest width of a fixed ladder (multiples of ``PAD_STEP``, capped at
+``max_len``) that holds it, and the rows of each width run together: a user's result depends on
+their own window only, never on who else is in the batch, and a short window does not pay for
+``max_len`` positions of padding (the graph masks padding, so any width that holds the row gives
+the same interests; ``model_export.export``). No torch here: the stream stage only reads
+bundles.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ logger = logging.getLogger(__name__)
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 DEFAULT_MAX_BATCH = 1024
+# Padding widths are multiples of this (capped at max_len): a few graph calls per batch at most,
+# each row padded by fewer than PAD_STEP positions. The tower's cost grows with the width, and
+# windows are mostly short until users have max_len behaviours (a fresh stream's backlog: ~5).
+PAD_STEP = 8
 
 
 @dataclass(frozen=True)
@@ -153,16 +161,36 @@ class UserTower:
         results: list[UserInterests] = [
             UserInterests(none, 0, n_unknown[row]) for row in range(len(windows))
         ]
-        rows = np.flatnonzero(n_known > 0)
-        for start in range(0, len(rows), self.max_batch):
-            chunk = rows[start : start + self.max_batch]
-            interests, mask = self.session.run(list(TOWER_OUTPUTS), {TOWER_INPUT: seq[chunk]})
-            mask = mask.astype(bool, copy=False)
-            # every row's active interests, row after row; each user's vectors are a slice
-            active = np.ascontiguousarray(interests[mask], dtype=np.float32)
-            ends = np.cumsum(mask.sum(axis=1)).tolist()
-            begin = 0
-            for row, known, end in zip(chunk.tolist(), n_known[chunk].tolist(), ends, strict=True):
-                results[row] = UserInterests(active[begin:end], known, n_unknown[row])
-                begin = end
+        widths = pad_widths(n_known, self.max_len)
+        for width in np.unique(widths[n_known > 0]).tolist():
+            rows = np.flatnonzero((widths == width) & (n_known > 0))
+            for start in range(0, len(rows), self.max_batch):
+                chunk = rows[start : start + self.max_batch]
+                self._run(seq[chunk, :width], chunk, n_known, n_unknown, results)
         return results
+
+    def _run(
+        self,
+        seq: np.ndarray,
+        chunk: np.ndarray,
+        n_known: np.ndarray,
+        n_unknown: list[int],
+        results: list[UserInterests],
+    ) -> None:
+        """Run the graph on ``seq`` (the rows ``chunk`` of the batch) into ``results``."""
+        interests, mask = self.session.run(list(TOWER_OUTPUTS), {TOWER_INPUT: seq})
+        mask = mask.astype(bool, copy=False)
+        # every row's active interests, row after row; each user's vectors are a slice
+        active = np.ascontiguousarray(interests[mask], dtype=np.float32)
+        ends = np.cumsum(mask.sum(axis=1)).tolist()
+        begin = 0
+        for row, known, end in zip(chunk.tolist(), n_known[chunk].tolist(), ends, strict=True):
+            results[row] = UserInterests(active[begin:end], known, n_unknown[row])
+            begin = end
+
+
+def pad_widths(lengths: np.ndarray, max_len: int) -> np.ndarray:
+    """Each row's padded width: its length rounded up to a multiple of PAD_STEP, at most
+    ``max_len`` (at least PAD_STEP, or max_len when that is smaller)."""
+    steps = np.maximum(-(-lengths // PAD_STEP), 1) * PAD_STEP
+    return np.minimum(steps, max_len)
