@@ -75,20 +75,36 @@ FIELDS = (
     "items",
 )
 
-# One script call writes a whole chunk of records: KEYS = the record keys, ARGV = each record's
-# field values in FIELDS order, record after record (the names are in the script, so a record
-# sends 10 values rather than 20 names and values). Each key is checked and set on its own, in
-# order, exactly as one call per record would; the reply holds 1 (written) or 0 (kept) per key.
-# One call per chunk instead of one per record: redis-py's per-command packing and reply
-# handling were most of the write's client CPU (600 records of d=64, K=4: see BENCHMARKS.md).
+# One script call writes a whole chunk of records: KEYS = the record keys; ARGV[1] = the byte
+# length of every field value, decimal, comma-separated, record after record in FIELDS order;
+# ARGV[2] = those values, concatenated (the names are in the script). Each key is checked and
+# set on its own, in order, exactly as one call per record would; the reply holds 1 (written) or
+# 0 (kept) per key. One call per chunk instead of one per record, and two values per call
+# instead of ten per record: redis-py packs every command argument in Python, which was most of
+# the write's client CPU (BENCHMARKS.md); a long argument is passed on without being copied.
 _N_FIELDS = len(FIELDS)
-_HSET_ARGS = ", ".join(f"'{name}', ARGV[base + {n + 1}]" for n, name in enumerate(FIELDS))
+_HSET_ARGS = ", ".join(f"'{name}', v[{n + 1}]" for n, name in enumerate(FIELDS))
 MONOTONIC_WRITE_LUA = f"""
+local lengths = {{}}
+for n in string.gmatch(ARGV[1], '%d+') do
+  lengths[#lengths + 1] = tonumber(n)
+end
+if #lengths ~= #KEYS * {_N_FIELDS} then
+  return redis.error_reply('mindstream monotonic write: ' .. #lengths .. ' field lengths for '
+    .. #KEYS .. ' keys')
+end
+local data = ARGV[2]
+local pos, j = 1, 0
 local written = {{}}
 for i, key in ipairs(KEYS) do
-  local base = (i - 1) * {_N_FIELDS}
+  local v = {{}}
+  for f = 1, {_N_FIELDS} do
+    j = j + 1
+    v[f] = string.sub(data, pos, pos + lengths[j] - 1)
+    pos = pos + lengths[j]
+  end
   local current = redis.call('HGET', key, 'seq')
-  if current and tonumber(current) > tonumber(ARGV[base + {FIELDS.index("seq") + 1}]) then
+  if current and tonumber(current) > tonumber(v[{FIELDS.index("seq") + 1}]) then
     written[i] = 0
   else
     redis.call('DEL', key)
@@ -229,9 +245,12 @@ def _script_calls(
     calls: list[tuple[int, list[bytes | str]]] = []
     order: list[int] = []
     for chunk in chunks:
-        args: list[bytes | str] = [keys[n] for n in chunk]
+        values: list[bytes] = []
         for n in chunk:
-            args += encode_record(records[n]).values()
+            values += encode_record(records[n]).values()
+        args: list[bytes | str] = [keys[n] for n in chunk]
+        args.append(",".join([str(len(value)) for value in values]))
+        args.append(b"".join(values))
         calls.append((len(chunk), args))
         order += chunk
     return calls, order

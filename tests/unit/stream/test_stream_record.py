@@ -114,13 +114,21 @@ def test_script_calls_send_keys_then_values_in_bounded_chunks() -> None:
         calls, (records[:RECORDS_PER_CALL], records[RECORDS_PER_CALL:]), strict=True
     ):
         assert args[:numkeys] == [record_key("p:", r.user_id) for r in chunk]
-        values = args[numkeys:]
-        assert len(values) == numkeys * len(FIELDS)
+        # then the values' lengths and the values concatenated, record after record
+        assert len(args) == numkeys + 2
+        lengths, data = args[numkeys:]
+        assert isinstance(lengths, str) and isinstance(data, bytes)
+        sizes = [int(n) for n in lengths.split(",")]
+        assert len(sizes) == numkeys * len(FIELDS) and sum(sizes) == len(data)
+        values, pos = [], 0
+        for size in sizes:
+            values.append(data[pos : pos + size])
+            pos += size
         for n, record in enumerate(chunk):
             own = values[n * len(FIELDS) : (n + 1) * len(FIELDS)]
             assert own == list(encode_record(record).values())
-    # the script reads seq at the ARGV position of its field
-    assert f"ARGV[base + {FIELDS.index('seq') + 1}]" in MONOTONIC_WRITE_LUA
+    # the script reads seq at the position of its field among a record's values
+    assert f"tonumber(v[{FIELDS.index('seq') + 1}])" in MONOTONIC_WRITE_LUA
     assert _script_calls("p:", [], by_slot=False) == ([], [])
 
 
