@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -75,36 +76,26 @@ FIELDS = (
     "items",
 )
 
-# One script call writes a whole chunk of records: KEYS = the record keys; ARGV[1] = the byte
-# length of every field value, decimal, comma-separated, record after record in FIELDS order;
-# ARGV[2] = those values, concatenated (the names are in the script). Each key is checked and
-# set on its own, in order, exactly as one call per record would; the reply holds 1 (written) or
-# 0 (kept) per key. One call per chunk instead of one per record, and two values per call
-# instead of ten per record: redis-py packs every command argument in Python, which was most of
-# the write's client CPU (BENCHMARKS.md); a long argument is passed on without being copied.
+# One script call writes a whole chunk of records: KEYS = the record keys; ARGV[1] = every
+# record's field values in FIELDS order, record after record, as one MessagePack array of
+# strings (the names are in the script; Redis's Lua unpacks it with cmsgpack, in C). Each key
+# is checked and set on its own, in order, exactly as one call per record would; the reply holds
+# 1 (written) or 0 (kept) per key. One call per chunk instead of one per record, and one value
+# per call instead of ten per record: redis-py packs every command argument in Python, which was
+# most of the write's client CPU (BENCHMARKS.md), and passes a long one on without copying it.
 _N_FIELDS = len(FIELDS)
-_HSET_ARGS = ", ".join(f"'{name}', v[{n + 1}]" for n, name in enumerate(FIELDS))
+_HSET_ARGS = ", ".join(f"'{name}', values[base + {n + 1}]" for n, name in enumerate(FIELDS))
 MONOTONIC_WRITE_LUA = f"""
-local lengths = {{}}
-for n in string.gmatch(ARGV[1], '%d+') do
-  lengths[#lengths + 1] = tonumber(n)
-end
-if #lengths ~= #KEYS * {_N_FIELDS} then
-  return redis.error_reply('mindstream monotonic write: ' .. #lengths .. ' field lengths for '
+local values = cmsgpack.unpack(ARGV[1])
+if #values ~= #KEYS * {_N_FIELDS} then
+  return redis.error_reply('mindstream monotonic write: ' .. #values .. ' values for '
     .. #KEYS .. ' keys')
 end
-local data = ARGV[2]
-local pos, j = 1, 0
 local written = {{}}
 for i, key in ipairs(KEYS) do
-  local v = {{}}
-  for f = 1, {_N_FIELDS} do
-    j = j + 1
-    v[f] = string.sub(data, pos, pos + lengths[j] - 1)
-    pos = pos + lengths[j]
-  end
+  local base = (i - 1) * {_N_FIELDS}
   local current = redis.call('HGET', key, 'seq')
-  if current and tonumber(current) > tonumber(v[{FIELDS.index("seq") + 1}]) then
+  if current and tonumber(current) > tonumber(values[base + {FIELDS.index("seq") + 1}]) then
     written[i] = 0
   else
     redis.call('DEL', key)
@@ -115,6 +106,9 @@ end
 return written
 """
 MONOTONIC_WRITE_SHA = hashlib.sha1(MONOTONIC_WRITE_LUA.encode()).hexdigest()  # noqa: S324
+_MSGPACK_HEADER = struct.Struct(">BI")
+_MSGPACK_ARRAY32 = 0xDD
+_MSGPACK_STR32 = 0xDB
 # Records per script call: one call runs atomically and blocks the server meanwhile, so a big
 # batch goes as several calls (pipelined in one round trip) of bounded length.
 RECORDS_PER_CALL = 256
@@ -245,12 +239,14 @@ def _script_calls(
     calls: list[tuple[int, list[bytes | str]]] = []
     order: list[int] = []
     for chunk in chunks:
-        values: list[bytes] = []
+        # MessagePack: an array 32 of str 32 values (fixed 5-byte headers, any length)
+        packed = [_MSGPACK_HEADER.pack(_MSGPACK_ARRAY32, len(chunk) * _N_FIELDS)]
         for n in chunk:
-            values += encode_record(records[n]).values()
+            for value in encode_record(records[n]).values():
+                packed.append(_MSGPACK_HEADER.pack(_MSGPACK_STR32, len(value)))
+                packed.append(value)
         args: list[bytes | str] = [keys[n] for n in chunk]
-        args.append(",".join([str(len(value)) for value in values]))
-        args.append(b"".join(values))
+        args.append(b"".join(packed))
         calls.append((len(chunk), args))
         order += chunk
     return calls, order
