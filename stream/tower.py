@@ -134,22 +134,23 @@ class UserTower:
 
     def encode(self, windows: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
         """(item_seq int64 [B, max_len] right-padded, unknown counts int64 [B])."""
-        # One dict lookup per item in Python, the rest in numpy: the rows' kept indices go
-        # into one flat list and are scattered into the padded matrix at once.
+        # One dict lookup per item (map and filter, in C), the rest in numpy: the rows' kept
+        # indices go into one flat list and are scattered into the padded matrix at once.
         get = self._index.get
         max_len = self.max_len
         flat: list[int] = []
-        lengths = np.zeros(len(windows), dtype=np.int64)
-        unknown = np.zeros(len(windows), dtype=np.int64)
-        for row, items in enumerate(windows):
-            known = [i for i in [get(item, 0) for item in items] if i]
-            unknown[row] = len(items) - len(known)
+        lengths: list[int] = []
+        unknown: list[int] = []
+        for items in windows:
+            # an unknown id maps to None, which filter drops (model indices start at 1)
+            known = list(filter(None, map(get, items)))
+            unknown.append(len(items) - len(known))
             kept = known[-max_len:]
-            lengths[row] = len(kept)
+            lengths.append(len(kept))
             flat += kept
         seq = np.zeros((len(windows), max_len), dtype=np.int64)
-        seq[np.arange(max_len) < lengths[:, None]] = flat
-        return seq, unknown
+        seq[np.arange(max_len) < np.array(lengths, dtype=np.int64)[:, None]] = flat
+        return seq, np.array(unknown, dtype=np.int64)
 
     def compute(self, windows: Sequence[Sequence[str]]) -> list[UserInterests]:
         """Active interests of each window (producer item ids, oldest first)."""
