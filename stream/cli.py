@@ -56,6 +56,15 @@ def register(sub: Any) -> None:
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from stream.config import processing_guarantee
 
+    loop = args.loop or ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
+    # Faust calls the standard asyncio loop "aio".
+    faust_loop = {"asyncio": "aio"}.get(loop, loop)
+    # Faust applies its ``-L`` option when ``faust`` is first imported, and the checks below
+    # import it before Faust's CLI runs: set the loop policy now, before anything creates the
+    # main thread's loop, or ``-L uvloop`` would leave the worker on asyncio's own loop.
+    import mode.loop
+
+    mode.loop.use(faust_loop)
     # refused before waiting for a broker
     processing_guarantee(settings)
     if not args.skip_preflight:
@@ -64,7 +73,6 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         preflight(settings)
     from stream.agents import app
 
-    loop = args.loop or ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
     web = (
         ["--without-web"]
         if args.without_web
@@ -81,8 +89,6 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     level = {"warning": "warn", "critical": "crit"}.get(
         settings.log_level.lower(), settings.log_level.lower()
     )
-    # Faust calls the standard asyncio loop "aio".
-    faust_loop = {"asyncio": "aio"}.get(loop, loop)
     sys.argv = ["mindstream stream", "-L", faust_loop, "worker", "-l", level, *web]
     app.main()
     return 0

@@ -46,6 +46,7 @@ the calls per node and follows MOVED/ASK.
 from __future__ import annotations
 
 import json
+import struct
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -75,20 +76,26 @@ FIELDS = (
     "items",
 )
 
-# One script call writes a whole chunk of records: KEYS = the record keys, ARGV = each record's
-# field values in FIELDS order, record after record (the names are in the script, so a record
-# sends 10 values rather than 20 names and values). Each key is checked and set on its own, in
-# order, exactly as one call per record would; the reply holds 1 (written) or 0 (kept) per key.
-# One call per chunk instead of one per record: redis-py's per-command packing and reply
-# handling were most of the write's client CPU (600 records of d=64, K=4: see BENCHMARKS.md).
+# One script call writes a whole chunk of records: KEYS = the record keys; ARGV[1] = every
+# record's field values in FIELDS order, record after record, as one MessagePack array of
+# strings (the names are in the script; Redis's Lua unpacks it with cmsgpack, in C). Each key
+# is checked and set on its own, in order, exactly as one call per record would; the reply holds
+# 1 (written) or 0 (kept) per key. One call per chunk instead of one per record, and one value
+# per call instead of ten per record: redis-py packs every command argument in Python, which was
+# most of the write's client CPU (BENCHMARKS.md), and passes a long one on without copying it.
 _N_FIELDS = len(FIELDS)
-_HSET_ARGS = ", ".join(f"'{name}', ARGV[base + {n + 1}]" for n, name in enumerate(FIELDS))
+_HSET_ARGS = ", ".join(f"'{name}', values[base + {n + 1}]" for n, name in enumerate(FIELDS))
 MONOTONIC_WRITE_LUA = f"""
+local values = cmsgpack.unpack(ARGV[1])
+if #values ~= #KEYS * {_N_FIELDS} then
+  return redis.error_reply('mindstream monotonic write: ' .. #values .. ' values for '
+    .. #KEYS .. ' keys')
+end
 local written = {{}}
 for i, key in ipairs(KEYS) do
   local base = (i - 1) * {_N_FIELDS}
   local current = redis.call('HGET', key, 'seq')
-  if current and tonumber(current) > tonumber(ARGV[base + {FIELDS.index("seq") + 1}]) then
+  if current and tonumber(current) > tonumber(values[base + {FIELDS.index("seq") + 1}]) then
     written[i] = 0
   else
     redis.call('DEL', key)
@@ -99,6 +106,9 @@ end
 return written
 """
 MONOTONIC_WRITE = LuaScript(MONOTONIC_WRITE_LUA)
+_MSGPACK_HEADER = struct.Struct(">BI")
+_MSGPACK_ARRAY32 = 0xDD
+_MSGPACK_STR32 = 0xDB
 # Records per script call: one call runs atomically and blocks the server meanwhile, so a big
 # batch goes as several calls (pipelined in one round trip) of bounded length.
 RECORDS_PER_CALL = 256
@@ -229,9 +239,14 @@ def _script_calls(
     calls: list[tuple[int, list[bytes | str]]] = []
     order: list[int] = []
     for chunk in chunks:
-        args: list[bytes | str] = [keys[n] for n in chunk]
+        # MessagePack: an array 32 of str 32 values (fixed 5-byte headers, any length)
+        packed = [_MSGPACK_HEADER.pack(_MSGPACK_ARRAY32, len(chunk) * _N_FIELDS)]
         for n in chunk:
-            args += encode_record(records[n]).values()
+            for value in encode_record(records[n]).values():
+                packed.append(_MSGPACK_HEADER.pack(_MSGPACK_STR32, len(value)))
+                packed.append(value)
+        args: list[bytes | str] = [keys[n] for n in chunk]
+        args.append(b"".join(packed))
         calls.append((len(chunk), args))
         order += chunk
     return calls, order

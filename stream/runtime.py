@@ -289,13 +289,14 @@ class Runtime:
         config = ProcessorConfig.from_settings(settings, n_partitions)
         logger.info(
             "stream runtime ready bundle=%s provider=%s partitions=%d batch_size=%d "
-            "deadline_ms=%d rekey_topic=%s",
+            "deadline_ms=%d rekey_topic=%s loop=%s",
             tower.version,
             tower.provider,
             n_partitions,
             settings.batch_size,
             settings.batch_deadline_ms,
             config.rekey_topic,
+            type(loop).__module__.split(".")[0],
         )
         runtime = cls(settings, tower, client, config, store, outbox, stopping, metrics)
         runtime.producers = renewal

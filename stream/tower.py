@@ -1,9 +1,13 @@
 """The user tower at serving time: a verified bundle's ONNX graph run with onnxruntime.
 
 Windows hold producer item ids; the tower maps them to the bundle's model indices (unknown ids
-are skipped and counted), keeps the newest ``max_len`` known behaviours, right-pads to exactly
-``max_len`` (so a user's result never depends on who else is in the batch), runs the batch and
-returns each user's active interests. No torch here: the stream stage only reads bundles.
+are skipped and counted) and keeps the newest ``max_len`` known behaviours. Each row is
+right-padded to the shortest width of a fixed ladder (multiples of ``PAD_STEP``, capped at
+``max_len``) that holds it, and the rows of each width run together: a user's result depends on
+their own window only, never on who else is in the batch, and a short window does not pay for
+``max_len`` positions of padding (the graph masks padding, so any width that holds the row gives
+the same interests; ``model_export.export``). No torch here: the stream stage only reads
+bundles.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ logger = logging.getLogger(__name__)
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 DEFAULT_MAX_BATCH = 1024
+# Padding widths are multiples of this (capped at max_len): a few graph calls per batch at most,
+# each row padded by fewer than PAD_STEP positions. The tower's cost grows with the width, and
+# windows are mostly short until users have max_len behaviours (a fresh stream's backlog: ~5).
+PAD_STEP = 8
 
 
 @dataclass(frozen=True)
@@ -126,22 +134,23 @@ class UserTower:
 
     def encode(self, windows: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
         """(item_seq int64 [B, max_len] right-padded, unknown counts int64 [B])."""
-        # One dict lookup per item in Python, the rest in numpy: the rows' kept indices go
-        # into one flat list and are scattered into the padded matrix at once.
+        # One dict lookup per item (map and filter, in C), the rest in numpy: the rows' kept
+        # indices go into one flat list and are scattered into the padded matrix at once.
         get = self._index.get
         max_len = self.max_len
         flat: list[int] = []
-        lengths = np.zeros(len(windows), dtype=np.int64)
-        unknown = np.zeros(len(windows), dtype=np.int64)
-        for row, items in enumerate(windows):
-            known = [i for i in [get(item, 0) for item in items] if i]
-            unknown[row] = len(items) - len(known)
+        lengths: list[int] = []
+        unknown: list[int] = []
+        for items in windows:
+            # an unknown id maps to None, which filter drops (model indices start at 1)
+            known = list(filter(None, map(get, items)))
+            unknown.append(len(items) - len(known))
             kept = known[-max_len:]
-            lengths[row] = len(kept)
+            lengths.append(len(kept))
             flat += kept
         seq = np.zeros((len(windows), max_len), dtype=np.int64)
-        seq[np.arange(max_len) < lengths[:, None]] = flat
-        return seq, unknown
+        seq[np.arange(max_len) < np.array(lengths, dtype=np.int64)[:, None]] = flat
+        return seq, np.array(unknown, dtype=np.int64)
 
     def compute(self, windows: Sequence[Sequence[str]]) -> list[UserInterests]:
         """Active interests of each window (producer item ids, oldest first)."""
@@ -153,16 +162,36 @@ class UserTower:
         results: list[UserInterests] = [
             UserInterests(none, 0, n_unknown[row]) for row in range(len(windows))
         ]
-        rows = np.flatnonzero(n_known > 0)
-        for start in range(0, len(rows), self.max_batch):
-            chunk = rows[start : start + self.max_batch]
-            interests, mask = self.session.run(list(TOWER_OUTPUTS), {TOWER_INPUT: seq[chunk]})
-            mask = mask.astype(bool, copy=False)
-            # every row's active interests, row after row; each user's vectors are a slice
-            active = np.ascontiguousarray(interests[mask], dtype=np.float32)
-            ends = np.cumsum(mask.sum(axis=1)).tolist()
-            begin = 0
-            for row, known, end in zip(chunk.tolist(), n_known[chunk].tolist(), ends, strict=True):
-                results[row] = UserInterests(active[begin:end], known, n_unknown[row])
-                begin = end
+        widths = pad_widths(n_known, self.max_len)
+        for width in np.unique(widths[n_known > 0]).tolist():
+            rows = np.flatnonzero((widths == width) & (n_known > 0))
+            for start in range(0, len(rows), self.max_batch):
+                chunk = rows[start : start + self.max_batch]
+                self._run(seq[chunk, :width], chunk, n_known, n_unknown, results)
         return results
+
+    def _run(
+        self,
+        seq: np.ndarray,
+        chunk: np.ndarray,
+        n_known: np.ndarray,
+        n_unknown: list[int],
+        results: list[UserInterests],
+    ) -> None:
+        """Run the graph on ``seq`` (the rows ``chunk`` of the batch) into ``results``."""
+        interests, mask = self.session.run(list(TOWER_OUTPUTS), {TOWER_INPUT: seq})
+        mask = mask.astype(bool, copy=False)
+        # every row's active interests, row after row; each user's vectors are a slice
+        active = np.ascontiguousarray(interests[mask], dtype=np.float32)
+        ends = np.cumsum(mask.sum(axis=1)).tolist()
+        begin = 0
+        for row, known, end in zip(chunk.tolist(), n_known[chunk].tolist(), ends, strict=True):
+            results[row] = UserInterests(active[begin:end], known, n_unknown[row])
+            begin = end
+
+
+def pad_widths(lengths: np.ndarray, max_len: int) -> np.ndarray:
+    """Each row's padded width: its length rounded up to a multiple of PAD_STEP, at most
+    ``max_len`` (at least PAD_STEP, or max_len when that is smaller)."""
+    steps = np.maximum(-(-lengths // PAD_STEP), 1) * PAD_STEP
+    return np.minimum(steps, max_len)

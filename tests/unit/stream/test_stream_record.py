@@ -114,13 +114,23 @@ def test_script_calls_send_keys_then_values_in_bounded_chunks() -> None:
         calls, (records[:RECORDS_PER_CALL], records[RECORDS_PER_CALL:]), strict=True
     ):
         assert args[:numkeys] == [record_key("p:", r.user_id) for r in chunk]
-        values = args[numkeys:]
+        # then the values as one MessagePack array (32) of strings (32), record after record
+        assert len(args) == numkeys + 1
+        packed = args[numkeys]
+        assert isinstance(packed, bytes)
+        assert packed[0] == 0xDD and int.from_bytes(packed[1:5]) == numkeys * len(FIELDS)
+        values, pos = [], 5
+        while pos < len(packed):
+            assert packed[pos] == 0xDB
+            size = int.from_bytes(packed[pos + 1 : pos + 5])
+            values.append(packed[pos + 5 : pos + 5 + size])
+            pos += 5 + size
         assert len(values) == numkeys * len(FIELDS)
         for n, record in enumerate(chunk):
             own = values[n * len(FIELDS) : (n + 1) * len(FIELDS)]
             assert own == list(encode_record(record).values())
-    # the script reads seq at the ARGV position of its field
-    assert f"ARGV[base + {FIELDS.index('seq') + 1}]" in MONOTONIC_WRITE_LUA
+    # the script reads seq at the position of its field among a record's values
+    assert f"tonumber(values[base + {FIELDS.index('seq') + 1}])" in MONOTONIC_WRITE_LUA
     assert _script_calls("p:", [], by_slot=False) == ([], [])
 
 

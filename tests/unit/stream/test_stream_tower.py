@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model_export.bundle import TOWER_INPUT, TOWER_OUTPUTS
 from stream.exceptions import TowerError
-from stream.tower import CPU, CUDA, UserTower, choose_providers
+from stream.tower import CPU, CUDA, PAD_STEP, UserTower, choose_providers, pad_widths
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,28 @@ def test_result_does_not_depend_on_the_batch(tower: UserTower) -> None:
     finally:
         tower.max_batch = 1024
     assert all(np.array_equal(a.vectors, b.vectors) for a, b in zip(chunked, together, strict=True))
+
+
+def test_pad_widths_are_a_fixed_ladder_capped_at_max_len() -> None:
+    assert PAD_STEP == 8
+    lengths = np.array([0, 1, 7, 8, 9, 16, 17, 49, 50])
+    assert pad_widths(lengths, 50).tolist() == [8, 8, 8, 8, 16, 16, 24, 50, 50]
+    assert pad_widths(lengths, 12).tolist() == [8, 8, 8, 8, 12, 12, 12, 12, 12]
+    assert pad_widths(np.array([1, 3]), 3).tolist() == [3, 3]
+
+
+def test_short_padding_gives_the_max_len_result(tower: UserTower) -> None:
+    # every width of the ladder against the graph run on rows padded to max_len
+    rng = np.random.default_rng(1)
+    windows = [[f"i{j}" for j in rng.integers(0, 40, size=n)] for n in range(1, 16)]
+    results = tower.compute(windows)
+    seq, _ = tower.encode(windows)
+    assert seq.shape[1] == tower.max_len
+    interests, mask = tower.session.run(list(TOWER_OUTPUTS), {TOWER_INPUT: seq})
+    for row, result in enumerate(results):
+        want = interests[row][mask[row].astype(bool)]
+        assert result.vectors.shape == want.shape
+        assert np.abs(result.vectors - want).max() <= 1e-6
 
 
 def test_windows_without_known_items_have_no_interests(tower: UserTower) -> None:
