@@ -6,7 +6,10 @@ queries for each) loads (or builds) that index, writes users' interest records t
 Redis with the stream's record writer, and measures: bare Faiss search for the same queries the
 service runs, search + merge in-process, single-user HTTP requests (sequential, then
 concurrent), batched HTTP requests, and ANN recall@k against exact search (``IndexFlatIP``
-brute force). With ``--bundle`` it also measures ANN recall on a trained bundle, with queries
+brute force). The HTTP client is a minimal keep-alive one (``HttpConnection``, one connection per
+concurrent client, on uvloop) that still checks every response (status, user, candidate count
+and order): on a 2-core box its CPU competes with the service's, and it reports both per
+request. With ``--bundle`` it also measures ANN recall on a trained bundle, with queries
 from its user tower over real behaviour windows.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import json
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from benchmarks.catalogue import gaussian_mixture_catalogue, write_catalogue_bundle
 from mindstream.settings import Settings
@@ -388,8 +393,13 @@ def service_process(settings: Settings) -> Iterator[tuple[str, float, list[int]]
 
 
 def bench_service(settings: Settings, records: list[Any], args: argparse.Namespace) -> dict:
-    with service_process(settings) as (base, start_s, pids):
-        result = asyncio.run(_http_bench(base, [r.user_id for r in records], args, pids))
+    from recall.server import new_event_loop
+
+    with (
+        service_process(settings) as (base, start_s, pids),
+        asyncio.Runner(loop_factory=new_event_loop) as runner,
+    ):
+        result = runner.run(_http_bench(base, [r.user_id for r in records], args, pids))
     return {"start_s": round(start_s, 1), **result}
 
 
@@ -415,37 +425,96 @@ def cpu_cost(out: dict[str, Any], pids: Sequence[int], calls: int) -> Iterator[N
     out["client_cpu_ms_per_call"] = round((time.process_time() - client) * 1000 / calls, 3)
 
 
+class HttpConnection:
+    """One keep-alive HTTP/1.1 connection speaking just what the bench needs: its CPU counts
+    against the same 2 cores as the service's, so it writes pre-built request bytes and reads
+    the status line, ``Content-Length`` and the body, with none of a general client's work."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, base: str) -> HttpConnection:
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        return cls(reader, writer)
+
+    async def request(self, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
+        """Send one request (``head`` ends with the blank line) and read its response."""
+        self.writer.write(head + body)
+        header = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(header[9:12])
+        length = None
+        for line in header.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+            elif name.lower() == b"transfer-encoding":
+                raise RuntimeError(f"response without Content-Length: {header!r}")
+        if length is None:
+            raise RuntimeError(f"response without Content-Length: {header!r}")
+        return status, await self.reader.readexactly(length)
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        return await self.request(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+
+    async def post_json(self, path: str, payload: Any) -> tuple[int, bytes]:
+        body = json.dumps(payload).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        return await self.request(head.encode(), body)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+def check_candidates(body: bytes, user_id: str, n: int) -> None:
+    """A 200 candidates body must be this user's, with 1 to ``n`` candidates, best score
+    first."""
+    payload = orjson.loads(body)
+    candidates = payload["candidates"]
+    scores = [c["score"] for c in candidates]
+    ordered = scores == sorted(scores, reverse=True)
+    if payload["user_id"] != user_id or not 0 < len(candidates) <= n or not ordered:
+        raise RuntimeError(f"wrong candidates for {user_id!r}: {body[:300]!r}")
+
+
 async def _http_bench(
     base: str, user_ids: list[str], args: argparse.Namespace, pids: Sequence[int]
 ) -> dict:
-    import aiohttp
-
     users = len(user_ids)
     out: dict[str, Any] = {}
-    connector = aiohttp.TCPConnector(limit=args.concurrency + 2)
-    async with aiohttp.ClientSession(base, connector=connector) as session:
-        await _wait_healthy(session)
+    await _wait_healthy(base)
+    connections = [await HttpConnection.open(base) for _ in range(args.concurrency)]
+    paths = [f"/v1/users/{u}/candidates?n={args.n}" for u in user_ids]
 
-        async def single(i: int) -> float:
-            t0 = time.perf_counter()
-            path = f"/v1/users/{user_ids[i % users]}/candidates"
-            async with session.get(path, params={"n": str(args.n)}) as response:
-                await response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"GET {path}: {response.status} {await response.text()}")
-            return time.perf_counter() - t0
+    async def single(i: int, connection: HttpConnection = connections[0]) -> float:
+        t0 = time.perf_counter()
+        status, body = await connection.get(paths[i % users])
+        elapsed = time.perf_counter() - t0
+        if status != 200:
+            raise RuntimeError(f"GET {paths[i % users]}: {status} {body[:300]!r}")
+        check_candidates(body, user_ids[i % users], args.n)
+        return elapsed
 
-        async def batch(i: int) -> float:
-            chosen = [user_ids[(i * args.batch_users + j) % users] for j in range(args.batch_users)]
-            t0 = time.perf_counter()
-            async with session.post(
-                "/v1/candidates", json={"user_ids": chosen, "n": args.n}
-            ) as response:
-                await response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"POST /v1/candidates: {response.status}")
-            return time.perf_counter() - t0
+    async def batch(i: int) -> float:
+        chosen = [user_ids[(i * args.batch_users + j) % users] for j in range(args.batch_users)]
+        t0 = time.perf_counter()
+        status, body = await connections[0].post_json(
+            "/v1/candidates", {"user_ids": chosen, "n": args.n}
+        )
+        elapsed = time.perf_counter() - t0
+        results = orjson.loads(body)["results"] if status == 200 else None
+        if results is None or [r["user_id"] for r in results] != chosen:
+            raise RuntimeError(f"POST /v1/candidates: {status} {body[:300]!r}")
+        return elapsed
 
+    try:
         for i in range(200):
             await single(i)
         cost: dict[str, Any] = {}
@@ -462,14 +531,14 @@ async def _http_bench(
         counter = iter(range(args.requests * 2))
         concurrent: list[float] = []
 
-        async def worker() -> None:
+        async def worker(connection: HttpConnection) -> None:
             for i in counter:
-                concurrent.append(await single(i))
+                concurrent.append(await single(i, connection))
 
         cost = {}
         with cpu_cost(cost, pids, args.requests * 2):
             started = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+            await asyncio.gather(*(worker(c) for c in connections))
             total = time.perf_counter() - started
         out[f"single_concurrency_{args.concurrency}"] = {
             **percentiles_ms(concurrent),
@@ -489,17 +558,24 @@ async def _http_bench(
             "users_per_s": round(args.batch_requests * args.batch_users / total, 1),
             **cost,
         }
+    finally:
+        for connection in connections:
+            await connection.close()
     return out
 
 
-async def _wait_healthy(session: Any) -> None:
+async def _wait_healthy(base: str) -> None:
     deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
     while True:
         try:
-            async with session.get("/healthz") as response:
-                if response.status == 200:
-                    return
-        except OSError:
+            connection = await HttpConnection.open(base)
+            try:
+                status, _ = await connection.get("/healthz")
+            finally:
+                await connection.close()
+            if status == 200:
+                return
+        except (OSError, asyncio.IncompleteReadError):
             pass
         if time.monotonic() > deadline:
             raise RuntimeError("recall service not healthy in time")

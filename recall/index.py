@@ -254,19 +254,21 @@ def rerank_exact(
     """
     m, width = rows.shape
     found = rows >= 0
-    gathered = vectors.take(np.where(found, rows, 0), axis=0)  # [m, w, d]
+    # A full shortlist (the usual case) needs no masking of empty slots.
+    complete = bool(found.all())
+    gathered = vectors.take(rows if complete else np.where(found, rows, 0), axis=0)  # [m, w, d]
     scores = np.matmul(gathered, queries[:, :, None])[:, :, 0]
-    scores[~found] = -np.inf
+    if not complete:
+        scores[~found] = -np.inf
     n = min(n, width)
+    # One stable sort of the whole shortlist (a few hundred scores): cheaper here than a
+    # partition followed by a sort of its head, and equal scores keep shortlist order.
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :n]
     along = np.arange(m)[:, None]
-    # Plain fancy indexing along rows: take_along_axis cost more than the arithmetic here.
-    top = np.argpartition(scores, width - n, axis=1)[:, width - n :] if n < width else None
-    top_scores = scores if top is None else scores[along, top]
-    # Stable on the positions argpartition left: deterministic for equal scores.
-    order = np.argsort(-top_scores, axis=1, kind="stable")
-    best = order if top is None else top[along, order]
     out_scores = scores[along, best].astype(np.float32, copy=False)
     out_rows = rows[along, best]
+    if complete:
+        return out_scores, out_rows
     return out_scores, np.where(np.isneginf(out_scores), -1, out_rows)
 
 

@@ -60,21 +60,30 @@ def merge_candidates(
         )
     if n <= 0 or rows.size == 0:
         return []
-    k, width = rows.shape
     found = (rows >= 0) & active[:, None]
     flat_rows = rows[found]
     flat_scores = scores[found]
-    flat_interest = np.broadcast_to(np.arange(k)[:, None], (k, width))[found]
-    # Stable sort on the negated score: equal scores keep row-major (interest, rank) order.
+    # Row-major positions of the found entries: their interest is the row of ``rows``.
+    flat_interest = np.nonzero(found)[0]
+    # Stable sort on the negated score: equal scores keep row-major (interest, rank) order, so
+    # the first time an item comes up in this order is its best score (earliest interest).
     order = np.argsort(-flat_scores, kind="stable")
-    _, first = np.unique(flat_rows[order], return_index=True)
-    best = order[np.sort(first)]
+    # Plain Python over the few hundred entries, stopping at ``n``: cheaper than numpy's
+    # unique-and-sort for arrays this small.
     merged: list[Candidate] = []
-    for i in best:
-        row = int(flat_rows[i])
+    seen: set[int] = set()
+    for row, score, interest in zip(
+        flat_rows[order].tolist(),
+        flat_scores[order].tolist(),
+        flat_interest[order].tolist(),
+        strict=True,
+    ):
+        if row in seen:
+            continue
+        seen.add(row)
         if row in exclude:
             continue
-        merged.append(Candidate(row, float(flat_scores[i]), int(flat_interest[i])))
+        merged.append(Candidate(row, score, interest))
         if len(merged) == n:
             break
     return merged

@@ -88,12 +88,11 @@ def error_response(
     )
 
 
-def candidate_json(item_index: ItemIndex, candidate: Candidate) -> dict[str, Any]:
-    return {
-        "item_id": item_index.item_ids[candidate.row],
-        "score": candidate.score,
-        "interest": candidate.interest,
-    }
+def candidates_list(item_index: ItemIndex, candidates: list[Candidate]) -> list[dict[str, Any]]:
+    """The ``candidates`` array of a response (one comprehension: a function call per candidate
+    cost more than building its dict)."""
+    ids = item_index.item_ids
+    return [{"item_id": ids[c.row], "score": c.score, "interest": c.interest} for c in candidates]
 
 
 class RecallService:
@@ -240,7 +239,7 @@ class RecallService:
             "event_ts": record.event_ts,
             "updated_ms": record.updated_ms,
             "seq": record.seq,
-            "candidates": [candidate_json(item_index, c) for c in candidates],
+            "candidates": candidates_list(item_index, candidates),
         }
 
     # --- handlers ------------------------------------------------------------------------
