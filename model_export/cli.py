@@ -25,8 +25,8 @@ def register(sub: Any) -> None:
         "train",
         help="train a user tower (default ComiRec-SA, K = 4), evaluate it and export a bundle",
         description="Train a user tower on a data set (the synthetic generator when --data is "
-        "omitted), early-stopped on validation HitRate@50; save a checkpoint, evaluate on "
-        "the test part and export a bundle.",
+        "omitted), early-stopped on validation Recall@50 (= HitRate@50 on leave-last-out); "
+        "save a checkpoint, evaluate on the test part and export a bundle.",
     )
     _data_options(train)
     model = train.add_argument_group("model")
@@ -325,7 +325,7 @@ def _train(args: argparse.Namespace, settings: Any) -> int:
     print(
         f"trained {result.epochs} epochs ({result.steps} steps, "
         f"{result.samples_per_second:.0f} samples/s, {result.seconds:.1f} s); best validation "
-        f"HitRate@50 {result.best_score:.4f} at epoch {result.best_epoch}"
+        f"{outcome.validation['metric']} {result.best_score:.4f} at epoch {result.best_epoch}"
     )
     print(f"checkpoint: {outcome.checkpoint}")
     if outcome.bundle is not None:

@@ -8,7 +8,10 @@ and, for routing towers, how many behaviours each capsule owns and how far routi
 its initial logits; the training curves (train loss, validation HitRate@50) from the
 checkpoint. Checkpoints given the same name are seeds of one model: each is reported, and
 the paired bootstrap over users (``--bootstrap-against``) compares each user's hit averaged over
-a model's seeds. The pure parts are free functions over numpy arrays.
+a model's seeds, on HitRate and on Recall (several targets per user on the ComiRec protocol).
+A checkpoint is only evaluated on the split it was trained with (protocol and split seed), so
+its training users never count as test users. The pure parts are free functions over numpy
+arrays.
 
 ``python -m model_export.diagnose --data PATH --checkpoint mind=runs/a --checkpoint k1=runs/b``
 """
@@ -260,14 +263,17 @@ def diagnose_tower(
     merged = np.concatenate(parts["merged"])
     owner = np.concatenate(parts["owner"])
     active = np.concatenate(parts["active"])
-    rel, _ = relevance(merged, targets)
+    rel, n_targets = relevance(merged, targets)
     hits = np.asarray(rel.any(axis=1), dtype=bool)
+    recall = rel.sum(axis=1) / np.maximum(n_targets, 1)
     oracle = oracle_single_interest(np.concatenate(parts["per_interest"]), targets)
     k = tower.config.n_interests
     out: dict[str, Any] = {
         "_hits": hits,  # per user, for the paired bootstrap; not written to JSON
+        "_recall": recall,  # the same for Recall@N
         "users": len(histories),
         f"hit_rate@{n}": float(hits.mean()),
+        f"recall@{n}": float(recall.mean()),
         f"oracle_single_interest_hit_rate@{n}": float(oracle.mean()),
         "mean_active_interests": float(active.mean()),
         "by_length": dict(zip(labels, hit_rate_by_bucket(hits, buckets, len(labels)), strict=True)),
@@ -322,8 +328,8 @@ def mean_hits_by_name(named_hits: Sequence[tuple[str, np.ndarray]]) -> dict[str,
 def paired_bootstrap(
     hits: np.ndarray, baseline: np.ndarray, *, samples: int = 10_000, seed: int = 0
 ) -> dict[str, float]:
-    """Paired bootstrap over users of the HitRate difference ``hits - baseline`` ([U] each, the
-    same users; a hit is a bool, or its mean over seeds): the observed difference, a 95%
+    """Paired bootstrap over users of the difference ``hits - baseline`` ([U] each, the same
+    users; a per-user hit (bool) or recall, or its mean over seeds): the observed difference, a 95%
     interval, and the one-sided p-value (share of resamples where the difference is <= 0)."""
     a = np.asarray(hits, dtype=np.float64)
     b = np.asarray(baseline, dtype=np.float64)
@@ -355,7 +361,8 @@ def to_text(report: dict[str, Any], n: int = 50) -> str:
     lines = []
     for name, r in report["models"].items():
         lines.append(
-            f"{name}: HR@{n} {r[f'hit_rate@{n}']:.4f}  oracle single interest "
+            f"{name}: HR@{n} {r[f'hit_rate@{n}']:.4f}  Recall@{n} {r[f'recall@{n}']:.4f}  "
+            f"oracle single interest "
             f"{r[f'oracle_single_interest_hit_rate@{n}']:.4f}  K' {r['mean_active_interests']:.2f}"
         )
         lines.append(
@@ -401,15 +408,21 @@ def to_text(report: dict[str, Any], n: int = 50) -> str:
                 )
             )
     for name, m in report.get("mean_over_checkpoints", {}).items():
-        hit_rate = m[f"hit_rate@{n}"]
-        lines.append(f"{name} over {m['checkpoints']} checkpoint(s): HR@{n} {hit_rate:.4f}")
-        if "paired_bootstrap" in m:
-            boot = m["paired_bootstrap"]
-            lines.append(
-                f"  vs {report['bootstrap_against']}: {boot['difference']:+.4f} "
-                f"({boot['relative']:+.1%}), 95% CI [{boot['ci95_low']:+.4f}, "
-                f"{boot['ci95_high']:+.4f}], one-sided p {boot['p_value']:.4f}"
-            )
+        lines.append(
+            f"{name} over {m['checkpoints']} checkpoint(s): HR@{n} {m[f'hit_rate@{n}']:.4f}  "
+            f"Recall@{n} {m[f'recall@{n}']:.4f}"
+        )
+        for metric, key in (
+            (f"HR@{n}", "paired_bootstrap"),
+            (f"Recall@{n}", f"paired_bootstrap_recall@{n}"),
+        ):
+            if key in m:
+                boot = m[key]
+                lines.append(
+                    f"  {metric} vs {report['bootstrap_against']}: {boot['difference']:+.4f} "
+                    f"({boot['relative']:+.1%}), 95% CI [{boot['ci95_low']:+.4f}, "
+                    f"{boot['ci95_high']:+.4f}], one-sided p {boot['p_value']:.4f}"
+                )
     return "\n".join(lines)
 
 
@@ -427,12 +440,14 @@ def _pad_to(x: np.ndarray, width: int) -> np.ndarray:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from model_export.checkpoint import load_checkpoint
+    from model_export.data.splits import LEAVE_LAST_OUT, PROTOCOLS
     from model_export.workflow import DataSpec, load_data, make_split
 
     parser = argparse.ArgumentParser(prog="python -m model_export.diagnose", description=__doc__)
     parser.add_argument("--data", required=True, help="the data set the checkpoints learned")
     parser.add_argument("--format", default="auto")
-    parser.add_argument("--protocol", default="leave_last_out")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=LEAVE_LAST_OUT)
+    parser.add_argument("--split-seed", type=int, default=0, help="ComiRec user-shuffle seed")
     parser.add_argument("--checkpoint", action="append", required=True, help="NAME=PATH")
     parser.add_argument("--n", type=int, default=50)
     parser.add_argument("--part", choices=("test", "valid"), default="test")
@@ -465,7 +480,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--lambdas: the diversity factor λ must be in [0, 1]; got {outside}")
     if args.bootstrap_against is not None and args.bootstrap_against not in dict(pairs):
         parser.error(f"--bootstrap-against {args.bootstrap_against}: no such --checkpoint")
-    spec = DataSpec(path=str(Path(args.data).resolve()), format=args.format, protocol=args.protocol)
+    spec = DataSpec(
+        path=str(Path(args.data).resolve()),
+        format=args.format,
+        protocol=args.protocol,
+        split_seed=args.split_seed,
+    )
     data, _ = load_data(spec)
     parts = make_split(data, spec)
     eval_set = parts.test if args.part == "test" else parts.valid
@@ -486,6 +506,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         restored = load_checkpoint(path)
         if list(restored.item_ids) != list(data.item_ids):
             parser.error(f"{path} was not trained on {args.data}")
+        trained_on = restored.info.get("data", {})
+        if "protocol" in trained_on and (
+            trained_on["protocol"] != spec.protocol
+            or (spec.protocol != LEAVE_LAST_OUT and trained_on.get("split_seed") != spec.split_seed)
+        ):
+            parser.error(
+                f"{path} was trained on the {trained_on['protocol']} split (split seed "
+                f"{trained_on.get('split_seed')}); diagnose it with --protocol "
+                f"{trained_on['protocol']} --split-seed {trained_on.get('split_seed')}: on "
+                "another split its training users would be scored as test users"
+            )
         result = diagnose_tower(
             restored.tower,
             eval_set.histories,
@@ -496,24 +527,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         result["curves"] = training_curves(restored.info)
         report["models"][label] = result
-    hits = mean_hits_by_name(
-        [
-            (name, report["models"][label].pop("_hits"))
-            for (name, _), label in zip(pairs, labels, strict=True)
-        ]
-    )
+    per_user = {
+        key: mean_hits_by_name(
+            [
+                (name, report["models"][label].pop(f"_{key}"))
+                for (name, _), label in zip(pairs, labels, strict=True)
+            ]
+        )
+        for key in ("hits", "recall")
+    }
     report["mean_over_checkpoints"] = {
-        name: {"checkpoints": counts[name], f"hit_rate@{args.n}": float(h.mean())}
-        for name, h in hits.items()
+        name: {
+            "checkpoints": counts[name],
+            f"hit_rate@{args.n}": float(per_user["hits"][name].mean()),
+            f"recall@{args.n}": float(per_user["recall"][name].mean()),
+        }
+        for name in per_user["hits"]
     }
     if args.bootstrap_against is not None:
-        base = hits[args.bootstrap_against]
         report["bootstrap_against"] = args.bootstrap_against
-        for name, h in hits.items():
-            if name != args.bootstrap_against:
-                report["mean_over_checkpoints"][name]["paired_bootstrap"] = paired_bootstrap(
-                    h, base
-                )
+        for name, entry in report["mean_over_checkpoints"].items():
+            if name == args.bootstrap_against:
+                continue
+            # HitRate as "paired_bootstrap"; Recall@N (the ComiRec protocol's metric) beside it.
+            entry["paired_bootstrap"] = paired_bootstrap(
+                per_user["hits"][name], per_user["hits"][args.bootstrap_against]
+            )
+            entry[f"paired_bootstrap_recall@{args.n}"] = paired_bootstrap(
+                per_user["recall"][name], per_user["recall"][args.bootstrap_against]
+            )
     print(to_text(report, args.n))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

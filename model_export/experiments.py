@@ -7,8 +7,9 @@ in ``<out>/trials/`` (not ``runs/``, which git ignores), so a run can be resumed
 with ``--shard i/n``. ``... summarize --out results/beauty`` aggregates them into
 ``summary.json`` and prints a Markdown table; ``by-length`` and ``routing`` analyse
 checkpoints. ``... seeds --trials results/long_histories/trials`` groups the result files of
-``mindstream train --results`` (named ``<data>-<model>[-seed<N>].json``) by data set and model
-and prints mean ± std over the seeds, the time to the best validation epoch and samples/s.
+``mindstream train --results`` (named ``<data>-<model>[-<protocol>][-seed<N>].json``) by data
+set, split protocol (read from the file, never mixed) and model and prints mean ± std over the
+seeds, the time to the best validation epoch and samples/s.
 """
 
 from __future__ import annotations
@@ -204,18 +205,31 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-SEED_METRICS = ("hit_rate@50", "hit_rate@20", "ndcg@50", "ndcg@20")
+SEED_METRICS = (
+    "recall@50",
+    "recall@20",
+    "hit_rate@50",
+    "hit_rate@20",
+    "ndcg@50",
+    "ndcg@20",
+)
 TIME_TARGET_S = 600.0  # training to the best validation epoch, --threads 1
+# The split protocol names a result file may end with (before ``-seed<N>``).
+PROTOCOL_SUFFIXES = {"comirec": "comirec", "leave-last-out": "leave_last_out"}
+DEFAULT_VALID_METRIC = "hit_rate@50"  # what a result that records no selection metric chose on
 
 
 def seed_group(filename: str) -> tuple[str, str]:
     """``(data, model)`` of a ``mindstream train --results`` file name
-    ``<data>-<model>[-seed<N>].json``; ``<data>`` is ``lastfm`` or ``ml-latest-small`` style
-    (the model part never contains the data set's name)."""
+    ``<data>-<model>[-<protocol>][-seed<N>].json``; ``<data>`` is ``lastfm`` or
+    ``ml-latest-small`` style (the model part never contains the data set's name); a
+    protocol suffix (``-comirec``, ``-leave-last-out``) is not part of the model."""
     stem = filename.removesuffix(".json")
     head, sep, seed = stem.rpartition("-seed")
     if sep and seed.isdigit():
         stem = head
+    for suffix in PROTOCOL_SUFFIXES:
+        stem = stem.removesuffix("-" + suffix)
     for data in ("ml-latest-small", "amazon-beauty", "lastfm", "taobao"):
         if stem.startswith(data + "-"):
             return data, stem[len(data) + 1 :]
@@ -223,26 +237,51 @@ def seed_group(filename: str) -> tuple[str, str]:
     return data, model
 
 
+def run_protocol(filename: str, run: dict[str, Any]) -> str:
+    """The split protocol a result ran under (from the result itself); a file name that
+    names another protocol is refused, so a misnamed file cannot join the wrong group."""
+    protocol = str(run.get("protocol", "leave_last_out"))
+    stem = filename.removesuffix(".json")
+    head, sep, seed = stem.rpartition("-seed")
+    if sep and seed.isdigit():
+        stem = head
+    for suffix, named in PROTOCOL_SUFFIXES.items():
+        if stem.endswith("-" + suffix) and named != protocol:
+            raise ValueError(f"{filename} is named {named} but ran protocol {protocol}")
+    return protocol
+
+
 def seed_summary(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Mean ± std over seeds per (data, model) of ``(file name, train --results JSON)`` pairs:
-    validation and test metrics, interest cosine, K', best epoch, seconds to the end of the
-    best validation epoch (and whether every seed met :data:`TIME_TARGET_S`), samples/s."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    """Mean ± std over seeds per (data, protocol, model) of ``(file name, train --results
+    JSON)`` pairs: the validation score the run chose its epoch on, test metrics, interest
+    cosine, K', best epoch, seconds to the end of the best validation epoch (and whether every
+    seed met :data:`TIME_TARGET_S`), samples/s. Runs of different protocols never share a
+    row, nor runs that chose on different validation metrics."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for filename, run in runs:
-        groups.setdefault(seed_group(filename), []).append(run)
+        data, model = seed_group(filename)
+        groups.setdefault((data, run_protocol(filename, run), model), []).append(run)
     rows = []
-    for (data, model), members in sorted(groups.items()):
+    for (data, protocol, model), members in sorted(groups.items()):
         tests = [_tower_result(m) for m in members]
         to_best = [
             m["train"]["history"][m["train"]["best_epoch"] - 1]["elapsed_s"] for m in members
         ]
+        chosen_on = {m.get("validation", {}).get("metric", DEFAULT_VALID_METRIC) for m in members}
+        if len(chosen_on) != 1:
+            raise ValueError(
+                f"{data} {protocol} {model}: seeds chose on different validation metrics "
+                f"{sorted(chosen_on)}"
+            )
         row: dict[str, Any] = {
             "data": data,
+            "protocol": protocol,
             "model": model,
             "kind": members[0]["model"]["kind"],
             "k": members[0]["model"]["k"],
             "seeds": sorted(m["model"]["seed"] for m in members),
-            "valid_hit_rate@50": _stats([m["train"]["best_score"] for m in members]),
+            "valid_metric": chosen_on.pop(),
+            "valid_score": _stats([m["train"]["best_score"] for m in members]),
             "best_epoch": _stats([m["train"]["best_epoch"] for m in members]),
             "seconds_to_best_epoch": _stats(to_best),
             "within_time_target": all(t <= TIME_TARGET_S for t in to_best),
@@ -265,22 +304,35 @@ def _tower_result(run: dict[str, Any]) -> dict[str, Any]:
     return dict(towers[0])
 
 
+VALID_LABELS = {"hit_rate@50": "HR@50", "recall@50": "Recall@50"}
+
+
 def seed_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    lines = [
-        "| data | model | n | valid HR@50 | test HR@50 | test HR@20 | test NDCG@50 | "
-        "test NDCG@20 | interest cos | K' | best epoch | s to best epoch | samples/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['data']} | {r['model']} | {len(r['seeds'])} | {_fmt(r['valid_hit_rate@50'])} | "
-            f"{_fmt(r['hit_rate@50'])} | {_fmt(r['hit_rate@20'])} | {_fmt(r['ndcg@50'])} | "
-            f"{_fmt(r['ndcg@20'])} | {_fmt(r['interest_cosine'], 2)} | "
-            f"{_fmt(r['mean_active_interests'], 2)} | {_fmt(r['best_epoch'], 1)} | "
-            f"{_fmt(r['seconds_to_best_epoch'], 0)}{'' if r['within_time_target'] else ' (> 600)'} "
-            f"| {_fmt(r['samples_per_second'], 0)} |"
-        )
-    return "\n".join(lines)
+    """One table per protocol (their metrics differ: several targets per user on ComiRec)."""
+    out: list[str] = []
+    for protocol in sorted({r["protocol"] for r in rows}):
+        out += [
+            f"protocol: {protocol}",
+            "",
+            "| data | model | n | valid (metric) | test Recall@50 | test Recall@20 | "
+            "test HR@50 | test HR@20 | test NDCG@50 | test NDCG@20 | interest cos | K' | "
+            "best epoch | s to best epoch | samples/s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in (r for r in rows if r["protocol"] == protocol):
+            label = VALID_LABELS.get(r["valid_metric"], r["valid_metric"])
+            out.append(
+                f"| {r['data']} | {r['model']} | {len(r['seeds'])} | "
+                f"{_fmt(r['valid_score'])} ({label}) | {_fmt(r['recall@50'])} | "
+                f"{_fmt(r['recall@20'])} | {_fmt(r['hit_rate@50'])} | {_fmt(r['hit_rate@20'])} | "
+                f"{_fmt(r['ndcg@50'])} | {_fmt(r['ndcg@20'])} | {_fmt(r['interest_cosine'], 2)} | "
+                f"{_fmt(r['mean_active_interests'], 2)} | {_fmt(r['best_epoch'], 1)} | "
+                f"{_fmt(r['seconds_to_best_epoch'], 0)}"
+                f"{'' if r['within_time_target'] else ' (> 600)'} "
+                f"| {_fmt(r['samples_per_second'], 0)} |"
+            )
+        out.append("")
+    return "\n".join(out).rstrip("\n")
 
 
 LENGTH_BUCKETS = ((1, 3), (4, 7), (8, 15), (16, 10**9))  # K' = 1, 2, 3, 4 with K = 4

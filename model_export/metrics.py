@@ -20,7 +20,8 @@ def relevance(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which retrieved items are targets.
 
-    ``retrieved`` is int64 ``[U, M]`` of model indices in rank order (``NONE`` = empty slot);
+    ``retrieved`` is int64 ``[U, M]`` of model indices in rank order (``NONE``, or a negative
+    id such as the retrieval's ``NO_ID``, = empty slot);
     ``targets[u]`` the target model indices of user ``u``. Returns ``rel`` bool ``[U, M]`` and
     the number of distinct targets per user ``[U]``.
     """
@@ -42,8 +43,10 @@ def relevance(
     keys = np.arange(users, dtype=np.int64)[:, None] * stride + retrieved
     # target_keys is sorted (np.unique), so a binary search beats np.isin's full sort here.
     at = np.minimum(np.searchsorted(target_keys, keys), max(len(target_keys) - 1, 0))
+    # An empty slot's key would alias another user's item (a negative id reaches back into
+    # the previous user's range), so it is masked out rather than looked up.
     rel = (target_keys[at] == keys if len(target_keys) else np.zeros(keys.shape, bool)) & (
-        retrieved != NONE
+        retrieved > NONE
     )
     return rel, n_targets
 

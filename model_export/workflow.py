@@ -33,7 +33,11 @@ logger = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic"
 DATA_FORMATS = ("auto", "movielens", "amazon", "taobao", SYNTHETIC)
-VALID_METRIC = "hit_rate@50"
+# Early stopping and model choice use Recall@50 on validation. With one target per user
+# (leave-last-out) it is HitRate@50; with several (ComiRec) it is the metric ComiRec's
+# reference code selects on and the one its results are compared by, finer than HitRate,
+# which saturates when a user has many targets.
+VALID_METRIC = "recall@50"
 
 
 @dataclass
@@ -173,6 +177,7 @@ class TrainOutcome:
     truth: PlantedTruth | None
     split: Split
     result: Any  # TrainResult
+    validation: dict[str, Any]  # the selection metric's name and every validation metric by epoch
     test: EvaluationReport
     checkpoint: Path | None
     bundle: Path | None
@@ -186,6 +191,7 @@ class TrainOutcome:
             "protocol": self.split.protocol,
             "model": self.tower.config.to_json(),
             "train": self.result.to_json(),
+            "validation": self.validation,
             "test": test,
             "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
             "bundle": None if self.bundle is None else str(self.bundle),
@@ -202,9 +208,9 @@ def train_job(
     valid_users: int = 0,
     ns: Sequence[int] = DEFAULT_NS,
 ) -> TrainOutcome:
-    """Train one tower on ``spec``'s training part, early-stopped on validation HitRate@50,
-    then evaluate it on the test part, save a checkpoint in ``run_dir`` and export a bundle
-    under ``bundle_root`` (either skipped when None)."""
+    """Train one tower on ``spec``'s training part, early-stopped on validation
+    :data:`VALID_METRIC`, then evaluate it on the test part, save a checkpoint in ``run_dir``
+    and export a bundle under ``bundle_root`` (either skipped when None)."""
     from model_export.checkpoint import save_checkpoint
     from model_export.export import export_bundle
     from model_export.model import build_tower, config_for
@@ -218,11 +224,13 @@ def train_job(
     tower = build_tower(config, data.item_features)
     name = model_name(config)
     valid = subsample(parts.valid, valid_users, spec.split_seed)
+    valid_by_epoch: list[dict[str, float]] = []
 
     def validate(current: Any) -> float:
         evaluation = evaluate_model(
-            tower_retrieval_model(current, name), valid, ns=(50,), curve_max_n=50
+            tower_retrieval_model(current, name), valid, ns=(20, 50), curve_max_n=50
         )
+        valid_by_epoch.append(dict(evaluation.metrics))
         if evaluation.interest_cosine is not None:
             logger.info(
                 "valid interest_cosine=%.3f mean_active=%.2f",
@@ -234,11 +242,18 @@ def train_job(
     result = train(tower, parts.train.sequences, train_config, validate=validate)
     report = evaluate_split(parts, [tower_retrieval_model(tower, name)], part="test", ns=ns)
     logger.info("test\n%s", report.to_text())
+    validation = {
+        "metric": VALID_METRIC,
+        "users": len(valid),
+        "by_epoch": valid_by_epoch,
+        "best": valid_by_epoch[result.best_epoch - 1] if result.best_epoch else {},
+    }
     info = {
         "data": spec.to_json(),
         "data_name": data.name,
         "train": dataclasses.asdict(train_config),
         "result": result.to_json(),
+        "validation": validation,
         "test": _metrics_of(report, name),
     }
     checkpoint = None
@@ -251,7 +266,7 @@ def train_job(
         )
     elif bundle_root is not None:
         logger.warning("no bundle: a tower with user-profile features cannot be served")
-    return TrainOutcome(tower, data, truth, parts, result, report, checkpoint, bundle)
+    return TrainOutcome(tower, data, truth, parts, result, validation, report, checkpoint, bundle)
 
 
 def evaluate_job(
@@ -318,11 +333,13 @@ def evaluate_job(
 def bundle_metrics(info: dict[str, Any]) -> dict[str, Any]:
     """The manifest's ``metrics`` for a checkpoint's training info (data, protocol, scores)."""
     best = info.get("result", {}).get("best_score")
+    # A checkpoint that records no selection metric was chosen on HitRate@50.
+    metric = info.get("validation", {}).get("metric", "hit_rate@50")
     return {
         "data": info.get("data_name"),
         "protocol": info.get("data", {}).get("protocol"),
         "data_spec": info.get("data", {}),
-        "valid_" + VALID_METRIC: None if best is None or math.isnan(best) else best,
+        "valid_" + metric: None if best is None or math.isnan(best) else best,
         "test": info.get("test", {}),
     }
 

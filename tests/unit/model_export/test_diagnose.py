@@ -116,11 +116,31 @@ def test_command_on_a_tiny_trained_tower(tmp_path, capsys):
     assert set(full["models"]) == {"m", "seeds/1", "seeds/2"}
     seeds = full["mean_over_checkpoints"]["seeds"]
     assert seeds["checkpoints"] == 2 and seeds["paired_bootstrap"]["difference"] == 0.0
+    assert seeds["paired_bootstrap_recall@50"]["difference"] == 0.0
     report = full["models"]["m"]
+    # One target per user (leave-last-out): recall is the hit rate.
+    assert report["recall@50"] == report["hit_rate@50"] == seeds["recall@50"]
     assert report["oracle_single_interest_hit_rate@50"] >= report["hit_rate@50"]
     assert sum(b["users"] for b in report["by_length"].values()) == report["users"] == 40
     assert len(report["curves"]) == 2 and report["curves"][0]["train_loss"] > 0
     assert "routing" in report and "oracle single interest" in capsys.readouterr().out
+
+    # A checkpoint trained on the ComiRec user split is refused on another split, where its
+    # training users would be scored as test users.
+    info = {"result": result.to_json(), "data": {"protocol": "comirec", "split_seed": 0}}
+    save_checkpoint(tmp_path / "comirec", tower, interactions.item_ids, info)
+    argv = ["--data", str(data), "--format", "amazon", "--checkpoint", f"c={tmp_path / 'comirec'}"]
+    with pytest.raises(SystemExit) as exit_info:
+        diagnose.main(argv)
+    assert exit_info.value.code == 2
+    assert "trained on the comirec split" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        diagnose.main([*argv, "--protocol", "comirec", "--split-seed", "1"])
+    assert "--split-seed 0" in capsys.readouterr().err
+    assert diagnose.main([*argv, "--protocol", "comirec", "--json", str(out)]) == 0
+    comirec = json.loads(out.read_text())["models"]["c"]
+    # Several targets per user: a user with a hit need not have all targets found.
+    assert comirec["recall@50"] <= comirec["hit_rate@50"]
 
 
 def test_aggregation_sweep_trades_hits_for_category_spread():

@@ -59,3 +59,13 @@ def test_pad_slot_is_never_a_hit_and_bad_inputs_raise() -> None:
         ranking_metrics(*relevance(np.array([[1]]), [np.array([], dtype=np.int64)]), [1])
     with pytest.raises(ValueError, match="does not match"):
         relevance(np.array([[1]]), [])
+
+
+def test_a_negative_empty_slot_never_matches_another_users_target() -> None:
+    # The retrieval's NO_ID (-1) pads lists shorter than N (a corpus smaller than N). Keyed as
+    # user * stride + item (stride 5), user 1's -1 would land on user 0's item 4, a target.
+    retrieved = np.array([[4, 1, -1], [2, -1, -1]])
+    rel, n_targets = relevance(retrieved, [np.array([4]), np.array([2, 3])])
+    assert rel.tolist() == [[True, False, False], [True, False, False]]
+    m = ranking_metrics(rel, n_targets, [3])
+    assert m["recall@3"] == pytest.approx((1 + 0.5) / 2)

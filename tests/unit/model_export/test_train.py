@@ -266,6 +266,10 @@ def test_cli_train_evaluate_export(tmp_path, capsys):
     assert (summary["model"]["kind"], summary["model"]["k"]) == ("comirec_sa", 4)
     assert summary["model"]["head_hidden"] == -1
     assert load_checkpoint(run).info["train"]["interest_scoring"] == "max"
+    # One target per user: the selection metric, Recall@50, is HitRate@50.
+    best = summary["validation"]["best"]
+    assert summary["validation"]["metric"] == "recall@50"
+    assert best["recall@50"] == best["hit_rate@50"] == summary["train"]["best_score"]
     name = summary["model"]["kind"]
     assert 0.0 <= summary["test"][name]["metrics"]["hit_rate@50"] <= 1.0
     bundle = load_bundle(bundles / "current")
@@ -302,6 +306,49 @@ def test_cli_train_evaluate_export(tmp_path, capsys):
     torch_metrics = torch_result["models"][name]["metrics"]
     for key, value in torch_metrics.items():
         assert onnx_metrics[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_comirec_protocol_chooses_the_epoch_on_validation_recall(tmp_path, capsys):
+    """Several targets per user: early stopping and the bundle's validation score follow
+    Recall@50 (ComiRec's selection metric), not HitRate@50; every epoch's metrics are kept."""
+    from mindstream.app.cli import main
+    from model_export.bundle import load_bundle
+
+    code = main(
+        [
+            "train",
+            "--protocol=comirec",
+            "--synthetic-users=300",
+            "--synthetic-items=80",
+            "--synthetic-clusters=8",
+            "--dim=8",
+            "--max-len=20",
+            "--epochs=3",
+            "--batch-size=128",
+            "--negatives=30",
+            f"--run-dir={tmp_path / 'run'}",
+            f"--bundles={tmp_path / 'bundles'}",
+            f"--results={tmp_path / 'summary.json'}",
+        ]
+    )
+    assert code == 0
+    assert "best validation recall@50" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    validation, trained = summary["validation"], summary["train"]
+    assert summary["protocol"] == "comirec" and validation["metric"] == "recall@50"
+    assert validation["users"] == 30  # the 10% validation users of the 8:1:1 user split
+    by_epoch = validation["by_epoch"]
+    assert len(by_epoch) == trained["epochs"] == 3
+    assert [h["valid"] for h in trained["history"]] == [m["recall@50"] for m in by_epoch]
+    recalls = [m["recall@50"] for m in by_epoch]
+    assert trained["best_score"] == max(recalls)
+    assert trained["best_epoch"] == recalls.index(max(recalls)) + 1
+    assert validation["best"] == by_epoch[trained["best_epoch"] - 1]
+    # Several targets per user: recall is below the hit rate, so the two metrics differ.
+    assert all(m["recall@50"] < m["hit_rate@50"] for m in by_epoch)
+    metrics = load_bundle(tmp_path / "bundles" / "current").manifest["metrics"]
+    assert metrics["valid_recall@50"] == trained["best_score"]
+    assert "valid_hit_rate@50" not in metrics
 
 
 def test_bench_commands_report_throughput_and_machine(tmp_path, capsys):
