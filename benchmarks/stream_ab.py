@@ -29,18 +29,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cpu import ServiceCpu, per_event
-from benchmarks.harness import WorkerProcess, publish_batches
+from benchmarks.harness import publish_batches
 from benchmarks.stream_bench import (
-    _cpu,
-    _events_in,
-    _mean_stage_ms,
     clicks,
+    drain_worker,
     services,
     sustained,
 )
 from infra.ports import free_port
-from mindstream.errors import MindstreamError
 from mindstream.settings import Settings
 from mindstream.topics import ensure_topics
 
@@ -75,33 +71,6 @@ def _use_tree(tree: Path) -> None:
     # python -m puts the working directory first on sys.path, before PYTHONPATH
     os.environ["PYTHONPATH"] = str(tree)
     os.chdir(tree)
-
-
-def drain(settings: Settings, n: int, log: Path, cpu: ServiceCpu) -> dict[str, Any]:
-    """A worker drains the ``n``-event backlog from ready to caught up."""
-    with WorkerProcess(settings, log) as worker:
-        worker.start()
-        worker.wait_ready(timeout_s=180)
-        started = time.time()
-        cpu_at_ready = _cpu(worker.metrics())
-        services_at_ready = cpu.read()
-        while True:
-            metrics = worker.metrics()
-            if _events_in(metrics) >= n:
-                break
-            if not worker.running:
-                raise MindstreamError(f"worker exited:\n{worker.log_tail()}")
-            time.sleep(0.25)
-        services_at_end = cpu.read()
-        elapsed = metrics["mindstream_stream_last_batch_timestamp_seconds"] - started
-        worker.terminate()
-    return {
-        "events_per_s": round(n / elapsed),
-        "worker_cpu_ms_per_event": round(1000 * (_cpu(metrics) - cpu_at_ready) / n, 4),
-        "mean_batch_events": round(n / max(metrics["mindstream_stream_batch_events_count"], 1)),
-        **per_event(services_at_ready, services_at_end, n),
-        "mean_ms_per_batch": _mean_stage_ms(metrics),
-    }
 
 
 def run(args: argparse.Namespace, base: Settings) -> list[dict[str, Any]]:
@@ -144,7 +113,11 @@ def run(args: argparse.Namespace, base: Settings) -> list[dict[str, Any]]:
                 run_settings = _own(s, tag, f"{name}-d{r}", work)
                 load = os.getloadavg()
                 _use_tree(tree)
-                record(label, drain(run_settings, args.events, work / f"{label}.log", cpu), load)
+                record(
+                    label,
+                    drain_worker(run_settings, args.events, work, cpu, log_name=f"{label}.log"),
+                    load,
+                )
             for r, name, tree in alternate(trees, args.rate_rounds):
                 label = f"{name} {args.rate}/s {r}"
                 run_settings = dataclasses.replace(

@@ -352,12 +352,18 @@ def _events_in(metrics: dict[str, float]) -> float:
 
 
 def drain_worker(
-    settings: Settings, n: int, work: Path, cpu: ServiceCpu | None = None
+    settings: Settings,
+    n: int,
+    work: Path,
+    cpu: ServiceCpu | None = None,
+    *,
+    log_name: str = "worker-drain.log",
 ) -> dict[str, Any]:
     """The real worker draining a backlog of ``n`` events: its capacity, and the CPU per event
-    of the worker and of the services in ``cpu`` (broker: the fetches and the changelog)."""
+    of the worker and of the services in ``cpu`` (broker: the fetches and the changelog). The
+    worker logs to ``work / log_name``."""
     cpu = cpu or ServiceCpu({})
-    with WorkerProcess(settings, work / "worker-drain.log") as worker:
+    with WorkerProcess(settings, work / log_name) as worker:
         worker.start()
         worker.wait_ready(timeout_s=180)
         started = time.time()
@@ -384,7 +390,7 @@ def drain_worker(
         "tower_s": round(metrics["mindstream_stream_tower_seconds_sum"], 2),
         "redis_s": round(metrics["mindstream_stream_redis_write_seconds_sum"], 2),
         "worker_cpu_s": round(_cpu(metrics), 1),
-        "worker_cpu_ms_per_event": round(1000 * (_cpu(metrics) - cpu_at_ready) / n, 3),
+        "worker_cpu_ms_per_event": round(1000 * (_cpu(metrics) - cpu_at_ready) / n, 4),
         **per_event(services_at_ready, services_at_end, n),
         "redis_records_per_s_per_core": _records_per_core(
             users, services_at_ready.get("redis"), services_at_end.get("redis")

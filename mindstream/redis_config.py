@@ -243,6 +243,20 @@ def check_redis(settings: Settings, *, timeout_s: float = 5.0) -> None:
     logger.info("redis reachable url=%s user=%s cluster=%s", where, user, settings.redis_cluster)
 
 
+# The write by node (stream/record.py) uses script flags, which Redis 7.0 introduced.
+CLUSTER_MIN_VERSION = (7, 0)
+
+
+def cluster_version_supported(version: str) -> bool:
+    """Whether a Redis Cluster of server version ``version`` ("7.0.15") serves the worker's
+    writes; an unparsable version is let through (the first write then tells)."""
+    try:
+        parsed = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return True
+    return len(parsed) < 2 or parsed >= CLUSTER_MIN_VERSION
+
+
 def _check_cluster_mode(client: redis.Redis, settings: Settings, where: str) -> None:
     try:
         enabled = bool(int(client.info("cluster").get("cluster_enabled", 0)))
@@ -265,6 +279,14 @@ def _check_cluster_mode(client: redis.Redis, settings: Settings, where: str) -> 
         )
     if not enabled:
         return
+    version = str(client.info("server").get("redis_version", ""))
+    if not cluster_version_supported(version):
+        raise RedisConfigError(
+            f"the Redis Cluster of {where} (MINDSTREAM_REDIS_CLUSTER=true) runs Redis {version}: "
+            f"cluster mode needs Redis {'.'.join(map(str, CLUSTER_MIN_VERSION))} or later (the "
+            "worker writes each master's share of a batch with a script flagged "
+            "allow-cross-slot-keys); upgrade the cluster or use a single Redis"
+        )
     raw = client.execute_command("CLUSTER", "INFO")
     text = raw.decode() if isinstance(raw, bytes) else str(raw)
     info = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)

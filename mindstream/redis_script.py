@@ -4,11 +4,11 @@ the one place that sends ``EVALSHA`` and answers NOSCRIPT.
 Scripts are sent as ``EVALSHA`` (the script body crosses the network once, not with every
 call) through ``execute_command``: redis-py's cluster pipeline refuses its ``evalsha()`` method
 but routes the plain command by its keys (the keys of one call must share a hash slot; the
-caller groups them). A server that restarted, flushed its script cache or a replica that took
-over without the script answers NOSCRIPT; every script here is idempotent, so
-:meth:`LuaScript.execute` and :meth:`LuaScript.execute_async` then load the script (on every
-master of a cluster) and send the whole pipeline again, once. Every other error is raised as
-the client raised it.
+caller groups them), or to the node a call names (``target_nodes``). A server that restarted,
+flushed its script cache or a replica that took over without the script answers NOSCRIPT;
+every script here is idempotent, so :meth:`LuaScript.execute` and
+:meth:`LuaScript.execute_async` then load the script (on every master of a cluster) and send
+the whole pipeline again, once. Every other error is raised as the client raised it.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ class LuaScript:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324  # Redis's script id
 
-    def queue(self, pipe: Any, numkeys: int, *args: Any) -> None:
-        """Add one call (``numkeys`` keys first, then the arguments) to ``pipe``."""
-        pipe.execute_command("EVALSHA", self.sha, numkeys, *args)
+    def queue(self, pipe: Any, numkeys: int, *args: Any, **options: Any) -> None:
+        """Add one call (``numkeys`` keys first, then the arguments) to ``pipe``; ``options`` go
+        to ``execute_command`` (a cluster pipeline's ``target_nodes``)."""
+        pipe.execute_command("EVALSHA", self.sha, numkeys, *args, **options)
 
     def execute(self, client: redis.Redis, fill: Callable[[Any], None]) -> list[Any]:
         """The replies of a pipeline that ``fill`` queues its calls (and any other commands)

@@ -155,7 +155,8 @@ class Settings:
         "MINDSTREAM_REDIS_CLUSTER",
         False,
         "`REDIS_URL` is a node of a Redis Cluster: every process uses a cluster client (the "
-        "worker writes each batch per hash slot). Checked against the server at start.",
+        "worker writes each batch with one script call per master; Redis 7.0 or later). "
+        "Checked against the server at start.",
     )
 
     # --- Model bundle ------------------------------------------------------------------------

@@ -37,20 +37,30 @@ same input recomputed (after a crash, or with a new bundle) rewrites the record.
 deletes the hash before setting it, so no field of an older layout survives.
 A batch goes in one round trip, each script call checking and setting up to
 ``RECORDS_PER_CALL`` records in order, exactly as one call per record would (a user twice in a
-batch: the later record is checked against the earlier one). A script may only name keys of
-one slot in a Redis Cluster, so with a cluster client the records are grouped by hash slot
-(the user's hash tag) first, each group written by its own calls; the cluster client pipelines
-the calls per node and follows MOVED/ASK.
+batch: the later record is checked against the earlier one).
+
+In a Redis Cluster a script call may only name (in ``KEYS``) keys of one hash slot, and every
+user is a slot of its own, so naming the keys would cost one call per user. The asyncio write
+(:func:`write_records_async`, the worker's) therefore groups a batch by the master that serves
+each key's slot, from the client's slot map, and sends each master calls of up to
+``RECORDS_PER_CALL`` records whose keys travel as arguments: the script is flagged
+``allow-cross-slot-keys`` (Redis 7.0 or later), and the server itself still refuses any key it
+does not serve ("non local key", also for a key of a slot being migrated away). Such a refusal,
+a master that is down or a stale slot map falls back, for that batch, to calls that name their
+keys, grouped by slot, which the cluster client routes and follows through MOVED, ASK and
+failover; writes are monotonic and idempotent, so records a refused call wrote before the
+refusal are simply written again. The synchronous :func:`write_records` always writes per slot.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import struct
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -58,10 +68,13 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
+import redis.exceptions
 from redis.crc import key_slot
 
 from mindstream.redis_script import LuaScript
 from stream.exceptions import RecordError, RecordRefused, StoreUnavailable
+
+logger = logging.getLogger(__name__)
 
 FIELDS = (
     "v",
@@ -85,14 +98,22 @@ FIELDS = (
 # most of the write's client CPU (BENCHMARKS.md), and passes a long one on without copying it.
 _N_FIELDS = len(FIELDS)
 _HSET_ARGS = ", ".join(f"'{name}', values[base + {n + 1}]" for n, name in enumerate(FIELDS))
-MONOTONIC_WRITE_LUA = f"""
+
+
+def _monotonic_write_lua(*, keys_in_argv: bool) -> str:
+    """The monotonic write; ``keys_in_argv``: the keys follow the values as ARGV[2..] instead of
+    being named in KEYS, and the script may touch keys of several slots of its node."""
+    head = "#!lua flags=allow-cross-slot-keys\n" if keys_in_argv else ""
+    keys = "{unpack(ARGV, 2)}" if keys_in_argv else "KEYS"
+    return f"""{head}
 local values = cmsgpack.unpack(ARGV[1])
-if #values ~= #KEYS * {_N_FIELDS} then
+local keys = {keys}
+if #values ~= #keys * {_N_FIELDS} then
   return redis.error_reply('mindstream monotonic write: ' .. #values .. ' values for '
-    .. #KEYS .. ' keys')
+    .. #keys .. ' keys')
 end
 local written = {{}}
-for i, key in ipairs(KEYS) do
+for i, key in ipairs(keys) do
   local base = (i - 1) * {_N_FIELDS}
   local current = redis.call('HGET', key, 'seq')
   if current and tonumber(current) > tonumber(values[base + {FIELDS.index("seq") + 1}]) then
@@ -105,7 +126,12 @@ for i, key in ipairs(KEYS) do
 end
 return written
 """
+
+
+MONOTONIC_WRITE_LUA = _monotonic_write_lua(keys_in_argv=False)
 MONOTONIC_WRITE = LuaScript(MONOTONIC_WRITE_LUA)
+# The cluster write by node: the same steps, the keys as arguments (see the module docstring).
+MONOTONIC_WRITE_BY_NODE = LuaScript(_monotonic_write_lua(keys_in_argv=True))
 _MSGPACK_HEADER = struct.Struct(">BI")
 _MSGPACK_ARRAY32 = 0xDD
 _MSGPACK_STR32 = 0xDB
@@ -214,42 +240,51 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+class ScriptCall(NamedTuple):
+    """One call of the monotonic write: where it goes (the group its keys share), its record
+    keys in order, and every one of their records' values as one MessagePack array."""
+
+    group: Hashable
+    keys: list[str]
+    values: bytes
+
+
 def _script_calls(
-    prefix: str, records: Sequence[InterestRecord], *, by_slot: bool
-) -> tuple[list[tuple[int, list[bytes | str]]], list[int]]:
-    """(numkeys, the keys then every record's values) of each script call for ``records``, and
-    the position in ``records`` of each record in call order. ``by_slot``: no call names keys
-    of two hash slots (a record keeps its order among the records of its slot)."""
+    prefix: str,
+    records: Sequence[InterestRecord],
+    *,
+    group_of: Callable[[bytes], Hashable] | None = None,
+) -> tuple[list[ScriptCall], list[int]]:
+    """The script calls that write ``records``, and the position in ``records`` of each record in
+    call order. ``group_of`` (a key's hash slot, or the node serving it): no call mixes keys of
+    two groups, and a record keeps its order among the records of its group."""
     keys = [record_key(prefix, record.user_id) for record in records]
-    if by_slot:
-        groups: dict[int, list[int]] = {}
-        for n, key in enumerate(keys):
-            groups.setdefault(key_slot(key.encode()), []).append(n)
-        chunks = [
-            group[start : start + RECORDS_PER_CALL]
-            for group in groups.values()
-            for start in range(0, len(group), RECORDS_PER_CALL)
-        ]
+    groups: dict[Hashable, list[int]] = {}
+    if group_of is None:
+        groups[None] = list(range(len(records)))
     else:
-        positions = range(len(records))
-        chunks = [
-            list(positions[start : start + RECORDS_PER_CALL])
-            for start in range(0, len(records), RECORDS_PER_CALL)
-        ]
-    calls: list[tuple[int, list[bytes | str]]] = []
+        for n, key in enumerate(keys):
+            groups.setdefault(group_of(key.encode()), []).append(n)
+    calls: list[ScriptCall] = []
     order: list[int] = []
-    for chunk in chunks:
-        # MessagePack: an array 32 of str 32 values (fixed 5-byte headers, any length)
-        packed = [_MSGPACK_HEADER.pack(_MSGPACK_ARRAY32, len(chunk) * _N_FIELDS)]
-        for n in chunk:
-            for value in encode_record(records[n]).values():
-                packed.append(_MSGPACK_HEADER.pack(_MSGPACK_STR32, len(value)))
-                packed.append(value)
-        args: list[bytes | str] = [keys[n] for n in chunk]
-        args.append(b"".join(packed))
-        calls.append((len(chunk), args))
-        order += chunk
+    for group, members in groups.items():
+        for start in range(0, len(members), RECORDS_PER_CALL):
+            chunk = members[start : start + RECORDS_PER_CALL]
+            # MessagePack: an array 32 of str 32 values (fixed 5-byte headers, any length)
+            packed = [_MSGPACK_HEADER.pack(_MSGPACK_ARRAY32, len(chunk) * _N_FIELDS)]
+            for n in chunk:
+                for value in encode_record(records[n]).values():
+                    packed.append(_MSGPACK_HEADER.pack(_MSGPACK_STR32, len(value)))
+                    packed.append(value)
+            calls.append(ScriptCall(group, [keys[n] for n in chunk], b"".join(packed)))
+            order += chunk
     return calls, order
+
+
+def _queue_by_keys(pipe: Any, calls: Sequence[ScriptCall]) -> None:
+    """Queue ``calls`` naming their keys (KEYS): the client routes each by its keys' slot."""
+    for call in calls:
+        MONOTONIC_WRITE.queue(pipe, len(call.keys), *call.keys, call.values)
 
 
 def _written(replies: Sequence[Any], order: Sequence[int]) -> list[bool]:
@@ -269,16 +304,35 @@ def _is_cluster(client: object) -> bool:
 def write_records(
     client: redis.Redis, prefix: str, records: Sequence[InterestRecord]
 ) -> list[bool]:
-    """Write a batch in one round trip with the monotonic check; True where a record was written."""
+    """Write a batch in one round trip with the monotonic check; True where a record was written.
+    A cluster client writes per hash slot."""
     if not records:
         return []
-    calls, order = _script_calls(prefix, records, by_slot=_is_cluster(client))
+    calls, order = _script_calls(
+        prefix, records, group_of=key_slot if _is_cluster(client) else None
+    )
+    return _written(
+        MONOTONIC_WRITE.execute(client, lambda pipe: _queue_by_keys(pipe, calls)), order
+    )
 
-    def fill(pipe: Any) -> None:
-        for numkeys, args in calls:
-            MONOTONIC_WRITE.queue(pipe, numkeys, *args)
 
-    return _written(MONOTONIC_WRITE.execute(client, fill), order)
+# Errors of a write by node that mean the slot map was stale or a master is unreachable: the
+# batch is written again per slot, through the cluster client's own redirection handling.
+_REROUTE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.RedisClusterException,
+)
+_NOT_SERVED_HERE = ("non local key", "cluster is down")
+
+
+def _reroutes(exc: BaseException) -> bool:
+    """Whether a write by node that raised ``exc`` is written again per slot."""
+    return isinstance(exc, _REROUTE) or (
+        isinstance(exc, redis.exceptions.ResponseError)
+        and any(text in str(exc) for text in _NOT_SERVED_HERE)
+    )
 
 
 async def write_records_async(
@@ -289,7 +343,8 @@ async def write_records_async(
     wait_replicas: int = 0,
     wait_timeout_ms: int = 1000,
 ) -> list[bool]:
-    """:func:`write_records` for an asyncio client.
+    """:func:`write_records` for an asyncio client; a cluster client writes by node (the module
+    docstring says how, and when it falls back to writing per slot).
 
     ``wait_replicas`` > 0: the pipeline ends, on every node written (one for a single Redis),
     with ``WAIT wait_replicas wait_timeout_ms`` on the same connection, so the call returns only
@@ -299,39 +354,98 @@ async def write_records_async(
     """
     if not records:
         return []
-    cluster = _is_cluster(client)
-    calls, order = _script_calls(prefix, records, by_slot=cluster)
-    waits = 0  # WAIT commands at the end of the pipeline last sent
+    if not _is_cluster(client):
+        calls, order = _script_calls(prefix, records)
+        waits = 1 if wait_replicas > 0 else 0
+
+        def fill(pipe: Any) -> None:
+            _queue_by_keys(pipe, calls)
+            if waits:
+                pipe.execute_command("WAIT", wait_replicas, wait_timeout_ms)
+
+        replies = await MONOTONIC_WRITE.execute_async(client, fill)
+        return _written(_replicas_acked(replies, waits, wait_replicas, wait_timeout_ms), order)
+    cluster: Any = client
+    try:
+        return await _write_by_node(cluster, prefix, records, wait_replicas, wait_timeout_ms)
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
+        if not _reroutes(exc):
+            raise
+        logger.info(
+            "redis cluster write by node was refused or cut off (%s); writing the batch of %d "
+            "records per slot, following the cluster's redirections",
+            exc,
+            len(records),
+        )
+    return await _write_by_slot(cluster, prefix, records, wait_replicas, wait_timeout_ms)
+
+
+async def _write_by_node(
+    client: Any, prefix: str, records: Sequence[InterestRecord], wait_replicas: int, timeout: int
+) -> list[bool]:
+    """One pipeline, each master's calls carrying its keys as arguments (``target_nodes``)."""
+    await client.initialize()  # the slot map (a no-op once loaded)
+    nodes: dict[str, Any] = {}
+
+    def node_of(key: bytes) -> str:
+        node = client.nodes_manager.get_node_from_slot(key_slot(key))
+        nodes[node.name] = node
+        return str(node.name)
+
+    calls, order = _script_calls(prefix, records, group_of=node_of)
+
+    def fill(pipe: Any) -> None:
+        for call in calls:
+            MONOTONIC_WRITE_BY_NODE.queue(
+                pipe, 0, call.values, *call.keys, target_nodes=nodes[str(call.group)]
+            )
+        if wait_replicas > 0:
+            for node in nodes.values():
+                pipe.execute_command("WAIT", wait_replicas, timeout, target_nodes=node)
+
+    replies = await MONOTONIC_WRITE_BY_NODE.execute_async(client, fill)
+    waits = len(nodes) if wait_replicas > 0 else 0
+    return _written(_replicas_acked(replies, waits, wait_replicas, timeout), order)
+
+
+async def _write_by_slot(
+    client: Any, prefix: str, records: Sequence[InterestRecord], wait_replicas: int, timeout: int
+) -> list[bool]:
+    """One pipeline of calls that name their keys, one slot each; then WAIT on each node."""
+    calls, order = _script_calls(prefix, records, group_of=key_slot)
+    waits = 0
 
     async def fill(pipe: Any) -> None:
         nonlocal waits
-        for numkeys, args in calls:
-            MONOTONIC_WRITE.queue(pipe, numkeys, *args)
+        _queue_by_keys(pipe, calls)
         waits = 0
         if wait_replicas <= 0:
             return
-        if cluster:
-            await client.initialize()  # the slot map (a no-op once loaded)
-            # the node of each call's slot, once (ClusterNode compares by name)
-            nodes = {
-                node.name: node
-                for node in (client.get_node_from_key(args[0]) for _, args in calls)  # type: ignore[attr-defined]
-            }
-            for node in nodes.values():
-                pipe.execute_command("WAIT", wait_replicas, wait_timeout_ms, target_nodes=node)
-            waits = len(nodes)
-        else:
-            pipe.execute_command("WAIT", wait_replicas, wait_timeout_ms)
-            waits = 1
+        await client.initialize()  # the slot map (a no-op once loaded)
+        # the node of each call's slot, once (ClusterNode compares by name)
+        nodes = {
+            node.name: node for node in (client.get_node_from_key(call.keys[0]) for call in calls)
+        }
+        for node in nodes.values():
+            pipe.execute_command("WAIT", wait_replicas, timeout, target_nodes=node)
+        waits = len(nodes)
 
     replies = await MONOTONIC_WRITE.execute_async(client, fill)
-    acked = replies[len(replies) - waits :]
+    return _written(_replicas_acked(replies, waits, wait_replicas, timeout), order)
+
+
+def _replicas_acked(
+    replies: Sequence[Any], waits: int, wait_replicas: int, timeout: int
+) -> Sequence[Any]:
+    """The script replies of a pipeline that ended with ``waits`` WAIT commands, once every
+    WAIT saw ``wait_replicas`` replicas; :class:`ReplicasBehind` otherwise."""
+    acked = replies[len(replies) - waits :] if waits else []
     if any(int(n) < wait_replicas for n in acked):
         raise ReplicasBehind(
-            f"WAIT {wait_replicas} {wait_timeout_ms}: only {sorted(int(n) for n in acked)} "
+            f"WAIT {wait_replicas} {timeout}: only {sorted(int(n) for n in acked)} "
             "replicas acknowledged the batch (MINDSTREAM_REDIS_WAIT_REPLICAS)"
         )
-    return _written(replies[: len(replies) - waits], order)
+    return replies[: len(replies) - waits]
 
 
 def read_interests(client: redis.Redis, prefix: str, user_id: str) -> InterestRecord | None:

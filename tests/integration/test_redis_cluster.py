@@ -4,7 +4,9 @@ Each test starts its own cluster (``redis_cluster`` fixture, ``infra.redis_clust
 ``python -m stream worker`` with ``MINDSTREAM_REDIS_CLUSTER=true`` and ``REDIS_URL`` at one
 node. Checked: every user's record equals the batch recompute and ``seq`` is exact (the
 ``streamcheck`` helpers), the records are spread over every master, recall and ``mindstream
-stream show`` read them through a cluster client; a master SIGKILLed mid-stream is replaced by
+stream show`` read them through a cluster client; a batch is written with one script call per
+master, and a slot migrating or moved behind the client's back makes the write fall back to
+calls per slot that follow ASK and MOVED; a master SIGKILLed mid-stream is replaced by
 its replica and the worker (waiting for one replica per batch) carries on without a restart and
 without losing an event; 2,000 slots resharded mid-stream (MOVED/ASK) lose nothing; and
 misconfiguration (cluster mode on the wrong kind of server, uncovered slots, a node refusing
@@ -407,3 +409,88 @@ def test_slots_resharded_mid_stream_are_followed(
     slots = _node(target).execute_command("CLUSTER", "SLOTS")
     served = sum(int(r[1]) - int(r[0]) + 1 for r in slots if int(r[2][1]) == target.port)
     assert served >= 16384 // MASTERS + 2000 - 1, served
+
+
+def _evalsha_calls(nodes: list[ServiceRecord]) -> int:
+    """EVALSHA calls the nodes ran since their statistics were last reset."""
+    total = 0
+    for record in nodes:
+        stats = _node(record).info("commandstats")
+        total += int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+    return total
+
+
+def test_a_batch_is_written_by_node_and_a_moving_slot_falls_back_to_per_slot_writes(
+    redis_cluster: list[ServiceRecord], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker's write sends each master one call for its share of a batch (not one per
+    user); a key whose slot is being migrated, or has moved since the client read the slot
+    map, is refused by the old master ("non local key"), and the batch is then written per
+    slot, following ASK and MOVED, with nothing lost and older input still kept out."""
+    settings = _cluster_settings(Settings(), redis_cluster)
+    masters = redis_cluster[:MASTERS]
+    users = [f"node{n}" for n in range(300)]
+    moving = users[0]
+    slot = redis.crc.key_slot(moving.encode())  # the hash tag: the slot of the bare user id
+
+    def owner_of(slot: int) -> ServiceRecord:
+        for record in masters:
+            for first, last, *_ in _node(record).execute_command("CLUSTER", "SLOTS"):
+                if int(first) <= slot <= int(last):
+                    return next(r for r in masters if r.port == int(_[0][1]))
+        raise AssertionError(f"slot {slot} is not served")
+
+    def node_id(record: ServiceRecord) -> str:
+        raw = _node(record).execute_command("CLUSTER", "MYID")
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    async def scenario() -> None:
+        client = async_redis_client(settings)
+        try:
+
+            async def write(seq: int) -> list[bool]:
+                records = [_user_record(u, seq) for u in users]
+                return await write_records_async(client, "s:", records)
+
+            assert await write(1) == [True] * len(users)  # loads the script on each master
+            for record in masters:
+                _node(record).config_resetstat()
+            assert await write(1) == [True] * len(users)  # the same input again: rewritten
+            # 300 users over 3 masters: one call per master, not one per user (slot)
+            assert _evalsha_calls(masters) == MASTERS
+            assert "per slot" not in caplog.text
+
+            # the slot of one user starts moving to another master, its key already there
+            source = owner_of(slot)
+            target = next(r for r in masters if r is not source)
+            key = f"s:u:{{{moving}}}"
+            _node(target).execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", node_id(source))
+            _node(source).execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", node_id(target))
+            _node(source).execute_command("MIGRATE", target.host, target.port, key, 0, 5000)
+            assert await write(2) == [True] * len(users)
+            assert "non local key" in caplog.text and "per slot" in caplog.text
+            # the importing master answers for the slot only after ASKING, on one connection
+            asking = _node(target).pipeline(transaction=False)
+            asking.execute_command("ASKING").hget(key, "seq")
+            assert asking.execute()[1] == b"2"
+            with pytest.raises(redis.exceptions.AskError):  # the source no longer holds it
+                _node(source).exists(key)
+
+            # the move completes; the client's slot map still names the old master
+            caplog.clear()
+            for record in masters:
+                _node(record).execute_command("CLUSTER", "SETSLOT", slot, "NODE", node_id(target))
+            assert await write(3) == [True] * len(users)
+            assert "per slot" in caplog.text
+            assert _node(target).hget(key, "seq") == b"3"
+            # older input is still kept out, and the next batch is written by node again
+            caplog.clear()
+            assert await write(2) == [False] * len(users)
+            assert "per slot" not in caplog.text
+        finally:
+            await client.aclose()
+
+    with caplog.at_level("INFO", logger="stream.record"):
+        asyncio.run(scenario())
+    got = read_many(redis_client(settings), "s:", users)
+    assert [r.seq if r else None for r in got] == [3] * len(users)

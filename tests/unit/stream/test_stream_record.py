@@ -5,17 +5,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+from collections.abc import Callable, Hashable
 
 import numpy as np
 import pytest
+import redis.exceptions
 from redis.crc import key_slot
 
 from stream.exceptions import RecordError
 from stream.record import (
     FIELDS,
+    MONOTONIC_WRITE_BY_NODE,
     MONOTONIC_WRITE_LUA,
     RECORDS_PER_CALL,
     InterestRecord,
+    _reroutes,
     _script_calls,
     _written,
     decode_record,
@@ -107,51 +111,88 @@ def test_script_calls_send_keys_then_values_in_bounded_chunks() -> None:
     records = [
         dataclasses.replace(_record(seq=n), user_id=f"u{n}") for n in range(RECORDS_PER_CALL + 2)
     ]
-    calls, order = _script_calls("p:", records, by_slot=False)
+    calls, order = _script_calls("p:", records)
     assert order == list(range(len(records)))
-    assert [numkeys for numkeys, _ in calls] == [RECORDS_PER_CALL, 2]
-    for (numkeys, args), chunk in zip(
+    assert [len(call.keys) for call in calls] == [RECORDS_PER_CALL, 2]
+    for call, chunk in zip(
         calls, (records[:RECORDS_PER_CALL], records[RECORDS_PER_CALL:]), strict=True
     ):
-        assert args[:numkeys] == [record_key("p:", r.user_id) for r in chunk]
-        # then the values as one MessagePack array (32) of strings (32), record after record
-        assert len(args) == numkeys + 1
-        packed = args[numkeys]
-        assert isinstance(packed, bytes)
-        assert packed[0] == 0xDD and int.from_bytes(packed[1:5]) == numkeys * len(FIELDS)
+        assert call.keys == [record_key("p:", r.user_id) for r in chunk]
+        # the values as one MessagePack array (32) of strings (32), record after record
+        packed = call.values
+        assert packed[0] == 0xDD and int.from_bytes(packed[1:5]) == len(chunk) * len(FIELDS)
         values, pos = [], 5
         while pos < len(packed):
             assert packed[pos] == 0xDB
             size = int.from_bytes(packed[pos + 1 : pos + 5])
             values.append(packed[pos + 5 : pos + 5 + size])
             pos += 5 + size
-        assert len(values) == numkeys * len(FIELDS)
+        assert len(values) == len(chunk) * len(FIELDS)
         for n, record in enumerate(chunk):
             own = values[n * len(FIELDS) : (n + 1) * len(FIELDS)]
             assert own == list(encode_record(record).values())
-    # the script reads seq at the position of its field among a record's values
-    assert f"tonumber(values[base + {FIELDS.index('seq') + 1}])" in MONOTONIC_WRITE_LUA
-    assert _script_calls("p:", [], by_slot=False) == ([], [])
+    # both scripts read seq at the position of its field among a record's values
+    for source in (MONOTONIC_WRITE_LUA, MONOTONIC_WRITE_BY_NODE.source):
+        assert f"tonumber(values[base + {FIELDS.index('seq') + 1}])" in source
+    assert _script_calls("p:", []) == ([], [])
 
 
-def test_script_calls_by_slot_never_mix_slots_and_keep_each_users_order() -> None:
+def test_the_write_by_node_takes_its_keys_from_the_arguments_across_slots() -> None:
+    # Redis parses the flag only on the first line; the keys follow the values in ARGV
+    assert MONOTONIC_WRITE_BY_NODE.source.startswith("#!lua flags=allow-cross-slot-keys\n")
+    assert "local keys = {unpack(ARGV, 2)}" in MONOTONIC_WRITE_BY_NODE.source
+    assert "local keys = KEYS" in MONOTONIC_WRITE_LUA and "#!lua" not in MONOTONIC_WRITE_LUA
+    # apart from where the keys come from, the two scripts are the same steps
+    body = MONOTONIC_WRITE_BY_NODE.source.split("\n", 1)[1]
+    assert body.replace("{unpack(ARGV, 2)}", "KEYS") == MONOTONIC_WRITE_LUA
+
+
+@pytest.mark.parametrize(
+    "group_of",
+    [key_slot, lambda key: ("node-a", "node-b", "node-c")[key_slot(key) % 3]],
+    ids=["by-slot", "by-node"],
+)
+def test_script_calls_never_mix_groups_and_keep_each_users_order(
+    group_of: Callable[[bytes], Hashable],
+) -> None:
     users = [f"u{n % 40}" for n in range(700)]  # each user several times
     records = [dataclasses.replace(_record(seq=n), user_id=user) for n, user in enumerate(users)]
-    calls, order = _script_calls("p:", records, by_slot=True)
+    calls, order = _script_calls("p:", records, group_of=group_of)
     assert sorted(order) == list(range(len(records)))
     position = 0
-    for numkeys, args in calls:
-        keys = args[:numkeys]
-        assert len({key_slot(str(key).encode()) for key in keys}) == 1
-        assert numkeys <= RECORDS_PER_CALL
-        for n, key in zip(order[position : position + numkeys], keys, strict=True):
+    for call in calls:
+        assert {group_of(key.encode()) for key in call.keys} == {call.group}
+        assert len(call.keys) <= RECORDS_PER_CALL
+        for n, key in zip(order[position : position + len(call.keys)], call.keys, strict=True):
             assert key == record_key("p:", records[n].user_id)
-        position += numkeys
+        position += len(call.keys)
     for user in set(users):  # a user's records keep their batch order
         mine = [n for n in order if records[n].user_id == user]
         assert mine == sorted(mine)
     # the hash tag puts a user's key in the slot of the bare user id
     assert key_slot(record_key("p:", "u7").encode()) == key_slot(b"u7")
+
+
+def test_only_a_stale_route_or_an_unreachable_master_is_written_again_per_slot() -> None:
+    error = redis.exceptions
+    rerouted = [
+        error.ConnectionError("Connection refused"),
+        error.TimeoutError("Timeout reading from socket"),
+        error.ClusterDownError("CLUSTERDOWN The cluster is down"),
+        error.SlotNotCoveredError("slot 7 is not covered"),
+        error.ResponseError(
+            "Command # 2 (EVALSHA ...) of pipeline caused error: Script attempted to access a "
+            "non local key in a cluster node script: 3ef3, on @user_script:2."
+        ),
+        error.ResponseError("Script attempted to execute a command while the cluster is down"),
+    ]
+    kept = [
+        error.NoPermissionError("NOPERM this user has no permissions to run 'evalsha'"),
+        error.NoScriptError("NOSCRIPT No matching script"),
+        error.ResponseError("OOM command not allowed when used memory > 'maxmemory'"),
+    ]
+    assert all(_reroutes(exc) for exc in rerouted)
+    assert not any(_reroutes(exc) for exc in kept)
 
 
 def test_a_short_script_answer_is_an_error() -> None:
