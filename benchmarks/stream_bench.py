@@ -12,7 +12,7 @@ run, each with a redis-server of its own), or on the environment's services (``-
 3. drain it with a Faust agent that only counts: Faust's own per-event ceiling;
 4. drain it with the real worker (``python -m stream worker``): capacity in events/s and users
    recomputed/s; with ``--redis-cluster``, drain it once more with a worker of its own writing
-   to a local Redis Cluster (3 masters, 3 replicas), for the cost of per-slot writes;
+   to a local Redis Cluster (3 masters, 3 replicas), for the cost of the cluster write;
 5. for each rate of ``--rate``, offer it for ``--duration`` s to a fresh worker (multi-record
    batches every ``--tick-ms``) and read the end-to-end freshness (Redis write time minus the
    Kafka record timestamp) p50/p95/p99 from its ``/metrics`` histogram, the events/s it

@@ -118,6 +118,12 @@ _NAMED_ERRORS: dict[type[Exception], str] = {
 _PIPELINE_PREFIX = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: ", re.S)
 
 
+def error_text(exc: BaseException) -> str:
+    """The error as the server or the client said it, without the command redis-py prefixes
+    to an error of a pipelined command (its arguments may be long or binary)."""
+    return _PIPELINE_PREFIX.sub("", str(exc))
+
+
 def unrecoverable_reason(exc: BaseException, *, cluster: bool = False) -> str | None:
     """The name of an error that retrying the same request cannot fix, or None when a retry
     may succeed (nothing listening, a timeout, a failover in progress).
@@ -156,7 +162,7 @@ def unrecoverable_reason(exc: BaseException, *, cluster: bool = False) -> str | 
     for kind, name in _NAMED_ERRORS.items():
         if isinstance(exc, kind):
             return name
-    text = _PIPELINE_PREFIX.sub("", str(exc))
+    text = error_text(exc)
     code = getattr(exc, "status_code", None) or text.split(" ", 1)[0]
     if code in _TRANSIENT_CODES:
         return None

@@ -71,6 +71,7 @@ import redis.cluster
 import redis.exceptions
 from redis.crc import key_slot
 
+from mindstream.redis_config import error_text
 from mindstream.redis_script import LuaScript
 from stream.exceptions import RecordError, RecordRefused, StoreUnavailable
 
@@ -331,7 +332,7 @@ def _reroutes(exc: BaseException) -> bool:
     """Whether a write by node that raised ``exc`` is written again per slot."""
     return isinstance(exc, _REROUTE) or (
         isinstance(exc, redis.exceptions.ResponseError)
-        and any(text in str(exc) for text in _NOT_SERVED_HERE)
+        and any(text in error_text(exc) for text in _NOT_SERVED_HERE)
     )
 
 
@@ -374,7 +375,7 @@ async def write_records_async(
         logger.info(
             "redis cluster write by node was refused or cut off (%s); writing the batch of %d "
             "records per slot, following the cluster's redirections",
-            exc,
+            f"{type(exc).__name__}: {error_text(exc)[:200]}",
             len(records),
         )
     return await _write_by_slot(cluster, prefix, records, wait_replicas, wait_timeout_ms)

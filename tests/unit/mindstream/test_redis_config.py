@@ -1,10 +1,11 @@
-"""Which Redis versions cluster mode accepts (``mindstream.redis_config``)."""
+"""mindstream.redis_config: the Redis versions cluster mode accepts; how a pipelined error reads."""
 
 from __future__ import annotations
 
 import pytest
+import redis.exceptions
 
-from mindstream.redis_config import CLUSTER_MIN_VERSION, cluster_version_supported
+from mindstream.redis_config import CLUSTER_MIN_VERSION, cluster_version_supported, error_text
 
 
 @pytest.mark.parametrize(
@@ -23,3 +24,14 @@ from mindstream.redis_config import CLUSTER_MIN_VERSION, cluster_version_support
 def test_cluster_mode_needs_script_flags(version: str, supported: bool) -> None:
     assert CLUSTER_MIN_VERSION == (7, 0)
     assert cluster_version_supported(version) is supported
+
+
+def test_error_text_drops_the_pipelined_command_and_its_binary_arguments() -> None:
+    exc = redis.exceptions.ResponseError(
+        "Command # 2 (EVALSHA beeb 0 \x00\xdd\x01binary\n...) of pipeline caused error: "
+        "('Script attempted to access a non local key in a cluster node script: beeb',)"
+    )
+    text = error_text(exc)
+    assert text.startswith("('Script attempted to access a non local key")
+    assert "EVALSHA" not in text and "binary" not in text
+    assert error_text(redis.exceptions.ResponseError("NOPERM no")) == "NOPERM no"
