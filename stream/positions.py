@@ -98,6 +98,15 @@ async def rewind_to_committed(
     return where each now starts."""
     tps = sorted((tp for tp in assigned if tp.topic in sources), key=lambda tp: tuple(tp))
     if not tps:
+        # More workers in the group than partitions: this one reads nothing until a rebalance
+        # (another worker leaving) gives it a partition. Said at every rebalance that leaves it
+        # so, because from outside it looks healthy and idle.
+        logger.warning(
+            "this worker was assigned no partition of %s: it stands by until a rebalance gives "
+            "it one (more workers than MINDSTREAM_TOPIC_PARTITIONS=%d partitions?)",
+            ", ".join(sorted(sources)),
+            settings.topic_partitions,
+        )
         return {}
     committed = await asyncio.get_running_loop().run_in_executor(
         None, committed_offsets, settings, [(tp.topic, tp.partition) for tp in tps]

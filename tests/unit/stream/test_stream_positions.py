@@ -67,6 +67,22 @@ def test_rewind_covers_zero_missing_and_deleted_commits(monkeypatch: pytest.Monk
     }
 
 
+def test_a_worker_given_no_source_partition_says_it_stands_by(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    consumer = Consumer()
+    assigned = [TP("app-windows-changelog", 0)]  # a standby copy only
+    with caplog.at_level("WARNING", logger="stream.positions"):
+        started = asyncio.run(
+            positions.rewind_to_committed(
+                consumer, Settings(topic_partitions=4), assigned, {"clicks", "rekey"}
+            )
+        )
+    assert started == {} and consumer.seeks == {}
+    assert "assigned no partition of clicks, rekey" in caplog.text
+    assert "MINDSTREAM_TOPIC_PARTITIONS=4" in caplog.text
+
+
 def test_first_readable_offset() -> None:
     assert positions.first_readable(None, None) == 0
     assert positions.first_readable(None, 7) == 7
