@@ -14,6 +14,22 @@ each, one connection per primary, and reads and writes through the cluster clien
 the cluster's primaries every ``TOPOLOGY_CHECK_S`` and whenever a node's subscription is lost;
 a changed set of primaries (a failover, a node added) means setting the flags and subscribing
 again on every primary, then a full refresh, since notifications may have been missed meanwhile.
+
+Candidates hash, key ``<prefix>c:{<user_id>}`` (same hash tag, so same Cluster slot, as the
+record), every value a byte string:
+
+==============  =====================================================================
+field           value
+==============  =====================================================================
+``model``       bundle version of the record's vectors and of the index searched
+``seq``         the record's ``seq`` the candidates were computed from (monotonic guard)
+``n``           candidates asked for, ASCII decimal
+``exclude_seen`` ``1`` when the window's items were left out, else ``0``
+``updated_ms``  when the candidates were written, epoch milliseconds
+``candidates``  UTF-8 JSON array of ``{"item_id", "score", "interest"}``, best first
+==============  =====================================================================
+
+Writes are monotonic like the record's: candidates from an older ``seq`` never replace newer ones.
 """
 
 from __future__ import annotations
