@@ -27,6 +27,7 @@ from mindstream.settings import Settings
 from model_export.bundle import load_bundle
 from recall.exceptions import RecallError
 from recall.precompute import (
+    TOPOLOGY_CHECK_S,
     Precomputer,
     candidates_key,
     merged_event_flags,
@@ -191,11 +192,13 @@ async def test_cluster_precompute_listens_on_every_primary_and_follows_a_failove
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """On a 3-master cluster whose nodes start without keyspace notifications: precompute sets
-    them on every primary, catches up, stores the candidates of users on every master as their
-    records are written; after a master is SIGKILLed and its replica promoted it sets them on
-    the promoted replica, resubscribes on the new primaries and keeps everyone's candidates
-    fresh.
-    A user without CONFIG rights gets an error naming the node and the flags to set."""
+    them on every primary, catches up, and stores the candidates of users on every master as
+    their records are written. A graceful failover (the old master's connection stays open) is
+    seen by the periodic re-read of the primaries; a SIGKILLed master by its lost subscription.
+    Either way precompute sets the flags on the promoted replica, resubscribes on the new
+    primaries, catches up, and then follows the promoted node's notifications. A user without
+    CONFIG rights gets an error naming the node and the flags to set; cluster mode against a
+    setting that says otherwise is refused at start."""
     caplog.set_level(logging.INFO, logger="recall.precompute")
     first = redis_cluster[0]
     settings = dataclasses.replace(
@@ -219,6 +222,9 @@ async def test_cluster_precompute_listens_on_every_primary_and_follows_a_failove
 
     def stored_in_cluster(user_id: str) -> dict[str, str] | None:
         return stored(sync, settings.redis_prefix, user_id)
+
+    def logged(text: str) -> int:
+        return sum(text in r.getMessage() for r in caplog.records)
 
     # Users on every master: 30 hash tags spread over the three slot ranges.
     users = {f"cu{i}": rng.standard_normal((1 + i % 3, DIM)) for i in range(30)}
@@ -250,6 +256,30 @@ async def test_cluster_precompute_listens_on_every_primary_and_follows_a_failove
                 expected(bundle.item_embeddings, vectors, 10)
             )
 
+        # A graceful failover keeps the old master's connection open but moves its slots: the
+        # periodic re-read of the primaries sees it, and precompute resubscribes.
+        promoted0 = nodes[MASTERS]
+        promoted0.execute_command("CLUSTER FAILOVER")
+        while promoted0.info("replication")["role"] != "master":
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(wait_cluster_ok, redis_cluster, timeout_s=60)
+        await wait_for(lambda: logged("primaries changed"), timeout=3 * TOPOLOGY_CHECK_S)
+        # Written once the new subscriptions and their catch-up are done: only a notification
+        # from the promoted node can refresh these users now.
+        await wait_for(lambda: logged("precompute full refresh") == 2)
+        moved = {u: rng.standard_normal((1, DIM)) for u in users if on_master[u] == 0}
+        write_records(
+            sync, redis_prefix, [record(u, v, bundle.version, seq=3) for u, v in moved.items()]
+        )
+        for user_id, vectors in moved.items():
+            got = await wait_for(
+                lambda u=user_id: (s := stored_in_cluster(u)) and s["seq"] == "3" and s,
+                timeout=20,
+            )
+            assert [(c["item_id"], c["interest"]) for c in json.loads(got["candidates"])] == (
+                expected(bundle.item_embeddings, vectors, 10)
+            )
+
         victim, replica = redis_cluster[1], nodes[1 + MASTERS]
         os.kill(victim.process.pid, signal.SIGKILL)
         killed_at = time.monotonic()
@@ -259,6 +289,7 @@ async def test_cluster_precompute_listens_on_every_primary_and_follows_a_failove
         await asyncio.to_thread(
             wait_cluster_ok, [r for r in redis_cluster if r is not victim], timeout_s=60
         )
+        await wait_for(lambda: logged("precompute full refresh") == 3, timeout=30)
         sync.close()
         sync = sync_redis_client(settings)
         newer = {u: rng.standard_normal((2, DIM)) for u in users}
