@@ -168,6 +168,10 @@ class ItemIndex:
                 f"has {bundle.n_items} items of dim {bundle.dim}"
             )
         self.index = index
+        # Read once: each read of a SWIG attribute costs microseconds, and a request asks for
+        # these several times (a loaded index is never added to).
+        self._n_items = int(index.ntotal)
+        self._dim = int(index.d)
         self.spec = spec
         self.version = bundle.version
         self.bundle_path = bundle.path
@@ -202,11 +206,11 @@ class ItemIndex:
 
     @property
     def dim(self) -> int:
-        return int(self.index.d)
+        return self._dim
 
     @property
     def n_items(self) -> int:
-        return int(self.index.ntotal)
+        return self._n_items
 
     def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` items per query: (scores float32 [m, n], rows int64 [m, n]); rows are -1
@@ -227,8 +231,8 @@ class ItemIndex:
 
     def rows_of(self, item_ids: Iterable[str]) -> set[int]:
         """Bundle rows of the given producer item ids; ids unknown to this bundle are skipped."""
-        lookup = self._model_index
-        return {lookup[i] - 1 for i in item_ids if i in lookup}
+        found = map(self._model_index.get, item_ids)
+        return {row - 1 for row in found if row is not None}
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -5,7 +5,15 @@ with ``K`` and ``h``) tell this process which records changed. Changed users are
 a short deadline, their records read in one pipeline, searched in one Faiss call per bundle
 version, and their candidates written in one pipeline, so a ranking stage can read them
 without calling the recall service. Notifications are fire-and-forget: ``refresh_all`` (run at
-start with ``--full``) catches up with whatever changed while this process was down.
+start with ``--full``, and after every lost subscription) catches up with whatever changed
+while nothing listened.
+
+A server emits notifications only for its own keys, so in a Redis Cluster
+(``MINDSTREAM_REDIS_CLUSTER``) this process sets the flags on every primary and subscribes on
+each, one connection per primary, and reads and writes through the cluster client. It re-reads
+the cluster's primaries every ``TOPOLOGY_CHECK_S`` and whenever a node's subscription is lost;
+a changed set of primaries (a failover, a node added) means setting the flags and subscribing
+again on every primary, then a full refresh, since notifications may have been missed meanwhile.
 
 Candidates hash, key ``<prefix>c:{<user_id>}`` (same hash tag, so same Cluster slot, as the
 record), every value a byte string:
@@ -37,11 +45,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from mindstream.redis_config import async_redis_client
+from mindstream.redis_config import (
+    REDIS_ERRORS,
+    async_redis_client,
+    check_redis,
+    is_cluster,
+    unrecoverable_reason,
+)
 from mindstream.redis_script import LuaScript
 from mindstream.settings import Settings
 from recall.candidates import Query, recall_many
@@ -57,6 +73,8 @@ BATCH_MAX_USERS = 1000
 BATCH_DEADLINE_S = 0.05
 STATS_EVERY_S = 30.0
 SCAN_COUNT = 1000
+# How often a cluster's primaries are re-read (a lost node connection also triggers it).
+TOPOLOGY_CHECK_S = 5.0
 # K = keyspace events, h = hash commands; the worker's write script runs DEL then HSET.
 NEEDED_EVENT_FLAGS = "Kh"
 
@@ -103,6 +121,45 @@ def merged_event_flags(current: str) -> str:
     return flags
 
 
+def primaries_change(subscribed: Sequence[str], current: Sequence[str]) -> str | None:
+    """A log line naming how the cluster's primaries changed since they were subscribed
+    (``host:port`` names), or None when they are the same."""
+    before, after = set(subscribed), set(current)
+    if before == after:
+        return None
+    return (
+        f"redis cluster primaries changed: gone={sorted(before - after)} "
+        f"new={sorted(after - before)}"
+    )
+
+
+def notified_user(message: Any, channel_head: str, prefix: str) -> str | None:
+    """The user whose record a keyspace notification message reports written (an ``hset``
+    event on ``<channel_head><prefix>u:{<user_id>}``), or None for any other message."""
+    if message is None or message.get("type") != "pmessage":
+        return None
+    data = message["data"]
+    if (data.decode() if isinstance(data, bytes) else data) != "hset":
+        return None
+    channel = message["channel"]
+    channel = channel.decode() if isinstance(channel, bytes) else str(channel)
+    if not channel.startswith(channel_head):
+        return None
+    return user_of_record_key(prefix, channel[len(channel_head) :])
+
+
+@dataclass(frozen=True)
+class NodeClient:
+    """A plain client of one Redis server: the server itself, or one node of a cluster."""
+
+    name: str  # host:port
+    client: redis.asyncio.Redis
+
+
+class TopologyChanged(Exception):
+    """The cluster's primaries are not the ones subscribed to (handled by resubscribing)."""
+
+
 @dataclass
 class PrecomputeStats:
     users: int = 0
@@ -143,6 +200,7 @@ class Precomputer:
         self.n = n or settings.recall_default_n
         self.exclude_seen = exclude_seen
         self.total = PrecomputeStats()
+        self._listening = False
 
     async def refresh(self, user_ids: Sequence[str]) -> PrecomputeStats:
         """Recompute and store the candidates of ``user_ids``."""
@@ -246,36 +304,85 @@ class Precomputer:
         )
         return total
 
-    async def enable_notifications(self) -> None:
-        """Turn on the keyspace notifications precompute listens to, keeping existing flags."""
+    @property
+    def cluster(self) -> bool:
+        return is_cluster(self.client)
+
+    async def node_clients(self) -> list[NodeClient]:
+        """A client for each server to configure and listen to: the one server, or the
+        cluster's primaries as the cluster client sees them after re-reading the topology.
+        Each has the credentials and TLS of ``self.client`` and no retries: a lost subscription
+        must be noticed (and caught up on), not silently reconnected."""
+        no_retry = {"retry": Retry(NoBackoff(), 0)}
+        if not self.cluster:
+            pool: Any = self.client.connection_pool
+            kwargs = {**pool.connection_kwargs, **no_retry}
+            name = f"{kwargs.get('host', kwargs.get('path', 'redis'))}:{kwargs.get('port', '')}"
+            return [NodeClient(name, _node_client(pool.connection_class, kwargs))]
+        cluster: Any = self.client
+        await cluster.initialize()
+        # Re-read the slot map now: the client only refreshes it when a command is redirected.
+        await cluster.nodes_manager.initialize()
+        return [
+            NodeClient(
+                node.name,
+                _node_client(node.connection_class, {**node.connection_kwargs, **no_retry}),
+            )
+            for node in sorted(cluster.get_primaries(), key=lambda n: n.name)
+        ]
+
+    async def enable_notifications(self, nodes: Sequence[NodeClient]) -> None:
+        """Turn on the keyspace notifications precompute listens to on ``nodes``, keeping
+        existing flags. (A cluster replica gets them when it is promoted: precompute then
+        resubscribes, which sets them first and refreshes every user after.)"""
+        for node in nodes:
+            await self._enable_on(node.name, node.client)
+
+    async def _enable_on(self, name: str, node: redis.asyncio.Redis) -> None:
         try:
-            current = (await self.client.config_get("notify-keyspace-events")).get(
+            current = (await node.config_get("notify-keyspace-events")).get(
                 "notify-keyspace-events", ""
             )
             current = current.decode() if isinstance(current, bytes) else str(current)
             wanted = merged_event_flags(current)
             if wanted != current:
-                await self.client.config_set("notify-keyspace-events", wanted)
-                logger.info("redis notify-keyspace-events %r -> %r", current, wanted)
+                await node.config_set("notify-keyspace-events", wanted)
+                logger.info("redis notify-keyspace-events node=%s %r -> %r", name, current, wanted)
         except ResponseError as exc:
+            where = "every node of the cluster" if self.cluster else "the Redis configuration"
             raise RecallError(
-                "precompute needs Redis keyspace notifications and cannot turn them on "
-                f"({exc}); set `notify-keyspace-events Kh` (or add K and h to the existing "
-                "flags) in the Redis configuration"
+                f"precompute needs Redis keyspace notifications and cannot turn them on at "
+                f"{name} ({exc}); set `notify-keyspace-events Kh` (or add K and h to the "
+                f"existing flags) in {where}"
             ) from exc
 
     async def run(
         self, stop: asyncio.Event, *, full: bool = False, ready: asyncio.Event | None = None
     ) -> None:
         """Listen for record updates and refresh their users until ``stop`` is set. When Redis
-        goes away, wait and resubscribe, then refresh everyone (notifications were lost)."""
+        (or a cluster node) goes away, wait and resubscribe, then refresh everyone
+        (notifications were lost); when a cluster's primaries change, resubscribe at once.
+        Errors that retrying cannot fix raise :class:`RecallError`."""
         catch_up = full
         backoff = 0.5
         while not stop.is_set():
+            if self._listening:
+                backoff = 0.5  # the last attempt got as far as listening: start over
+            self._listening = False
             try:
                 await self._listen(stop, catch_up=catch_up, ready=ready)
                 return
-            except REDIS_DOWN as exc:
+            except TopologyChanged as exc:
+                logger.warning("%s; resubscribing on every primary, then refreshing all", exc)
+                catch_up = True
+                continue
+            except (*REDIS_DOWN, *REDIS_ERRORS) as exc:
+                reason = unrecoverable_reason(exc, cluster=self.cluster)
+                if reason is not None:
+                    raise RecallError(
+                        f"precompute cannot use Redis ({reason}): {exc}; check REDIS_URL and "
+                        "MINDSTREAM_REDIS_CLUSTER"
+                    ) from exc
                 logger.warning("precompute lost Redis (%s); retrying in %.1fs", exc, backoff)
                 catch_up = True
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -285,30 +392,90 @@ class Precomputer:
     async def _listen(
         self, stop: asyncio.Event, *, catch_up: bool, ready: asyncio.Event | None
     ) -> None:
-        await self.enable_notifications()
-        db = self.client.connection_pool.connection_kwargs.get("db", 0)
+        nodes = await self.node_clients()
+        # A cluster has database 0 only.
+        db = 0 if self.cluster else self.client.connection_pool.connection_kwargs.get("db", 0)
         channel_head = f"__keyspace@{db}__:"
         pattern = glob_escape(f"{channel_head}{self.settings.redis_prefix}u:{{") + "*}"
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        names = [node.name for node in nodes]
+        found: asyncio.Queue[str | BaseException] = asyncio.Queue()
+        pubsubs: list[Any] = []
+        readers: list[asyncio.Task[None]] = []
         try:
+            await self.enable_notifications(nodes)
             # Subscribe first, then catch up: an update in between is seen at least once.
-            await pubsub.psubscribe(pattern)
-            logger.info("precompute listening pattern=%s n=%d", pattern, self.n)
+            for node in nodes:
+                pubsub = node.client.pubsub(ignore_subscribe_messages=True)
+                pubsubs.append(pubsub)
+                await pubsub.psubscribe(pattern)
+                readers.append(
+                    asyncio.create_task(
+                        self._read(node.name, pubsub, channel_head, found),
+                        name=f"precompute-notifications-{node.name}",
+                    )
+                )
+            logger.info(
+                "precompute listening pattern=%s nodes=%s n=%d", pattern, ",".join(names), self.n
+            )
+            self._listening = True
             if catch_up:
                 await self.refresh_all()
             if ready is not None:
                 ready.set()
-            last_stats = time.monotonic()
+            last_stats = last_topology = time.monotonic()
             while not stop.is_set():
-                dirty = await self._collect(pubsub, channel_head, stop)
+                dirty = await self._collect(found, stop)
                 if dirty:
                     await self.refresh(sorted(dirty))
                 if time.monotonic() - last_stats >= STATS_EVERY_S:
                     last_stats = time.monotonic()
                     self.log_totals()
+                if self.cluster and time.monotonic() - last_topology >= TOPOLOGY_CHECK_S:
+                    last_topology = time.monotonic()
+                    await self._check_primaries(names)
         finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[attr-defined]  # stubs predate redis 5
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+            for pubsub in pubsubs:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            for node in nodes:
+                with contextlib.suppress(Exception):
+                    await node.client.aclose()  # type: ignore[attr-defined]  # stubs predate redis 5
+
+    async def _check_primaries(self, subscribed: list[str]) -> None:
+        """Raise TopologyChanged when the cluster's primaries are not ``subscribed``."""
+        cluster: Any = self.client
+        await cluster.nodes_manager.initialize()
+        change = primaries_change(subscribed, [n.name for n in cluster.get_primaries()])
+        if change is not None:
+            raise TopologyChanged(change)
+
+    async def _read(
+        self,
+        name: str,
+        pubsub: Any,
+        channel_head: str,
+        found: asyncio.Queue[str | BaseException],
+    ) -> None:
+        """Put the users one node reports written on ``found``; on an error, put the error
+        there (the collector raises it) and stop."""
+        prefix = self.settings.redis_prefix
+        try:
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                user_id = notified_user(message, channel_head, prefix)
+                if user_id is not None:
+                    found.put_nowait(user_id)
+        except Exception as exc:
+            logger.warning(
+                "precompute lost the subscription node=%s error=%s: %s",
+                name,
+                type(exc).__name__,
+                exc,
+            )
+            found.put_nowait(exc)
 
     def log_totals(self) -> None:
         t = self.total
@@ -324,31 +491,35 @@ class Precomputer:
             t.batches,
         )
 
-    async def _collect(self, pubsub: Any, channel_head: str, stop: asyncio.Event) -> set[str]:
+    async def _collect(
+        self, found: asyncio.Queue[str | BaseException], stop: asyncio.Event
+    ) -> set[str]:
         """Users whose record was written, gathered until the batch is full or the deadline
-        after the first one passes."""
+        after the first one passes; a node's lost subscription is raised here."""
         dirty: set[str] = set()
         deadline: float | None = None
-        prefix = self.settings.redis_prefix
         while len(dirty) < BATCH_MAX_USERS and not stop.is_set():
             timeout = 0.5 if deadline is None else max(0.0, deadline - time.monotonic())
             if deadline is not None and timeout == 0.0:
                 break
-            message = await pubsub.get_message(timeout=timeout)
-            if message is None or message.get("type") != "pmessage":
+            try:
+                item = await asyncio.wait_for(found.get(), timeout=timeout)
+            except TimeoutError:
+                if deadline is None:
+                    # Idle: give the caller its periodic work (stats, topology check).
+                    break
                 continue
-            data = message["data"]
-            if (data.decode() if isinstance(data, bytes) else data) != "hset":
-                continue
-            channel = message["channel"]
-            channel = channel.decode() if isinstance(channel, bytes) else str(channel)
-            user_id = user_of_record_key(prefix, channel[len(channel_head) :])
-            if user_id is None:
-                continue
-            dirty.add(user_id)
+            if isinstance(item, BaseException):
+                raise item
+            dirty.add(item)
             if deadline is None:
                 deadline = time.monotonic() + BATCH_DEADLINE_S
         return dirty
+
+
+def _node_client(connection_class: Any, kwargs: dict[str, Any]) -> redis.asyncio.Redis:
+    pool = redis.asyncio.ConnectionPool(connection_class=connection_class, **kwargs)
+    return redis.asyncio.Redis(connection_pool=pool)
 
 
 async def precompute_forever(
@@ -359,14 +530,12 @@ async def precompute_forever(
 
     from recall.registry import BundleWatcher
 
-    if settings.redis_cluster:
-        # Keyspace notifications are per node in a cluster: listening needs a subscription on
-        # every master, which this process does not make.
-        raise RecallError(
-            "recall precompute listens to the keyspace notifications of one Redis server and "
-            "does not follow a Redis Cluster (MINDSTREAM_REDIS_CLUSTER=true); read candidates "
-            "through the recall service instead, or run precompute against a single Redis"
-        )
+    try:
+        # Credentials, TLS and cluster mode against MINDSTREAM_REDIS_CLUSTER (and, for a
+        # cluster, full slot coverage): refused with a message naming the setting.
+        await asyncio.to_thread(check_redis, settings)
+    except REDIS_DOWN as exc:
+        logger.warning("redis not reachable yet (%s); precompute retries until it is", exc)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

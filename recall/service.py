@@ -41,8 +41,9 @@ from recall.exceptions import (
 from recall.index import ItemIndex
 from recall.merge import Candidate
 from recall.metrics import RecallMetrics
+from recall.reads import CoalescedReads
 from recall.registry import BundleWatcher, IndexRegistry
-from stream.exceptions import RecordError
+from stream.exceptions import RecordError, RecordRefused
 from stream.record import InterestRecord, read_each_async, read_interests_async, record_json
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ FALSE_WORDS = {"0", "false", "no", "off"}
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A read of one user's record: the record, None (no record), or why it cannot be served.
+RecordOutcome = InterestRecord | RecordError | None
 
 
 def _dumps(payload: Any) -> str:
@@ -112,6 +115,8 @@ class RecallService:
         self._openapi = openapi_document(settings.recall_max_n)
         # Labelled metric children looked up once: labels() costs a lock and a dict per call.
         self._users_ok = self.metrics.users.labels("ok")
+        # Single-user reads that requests reach in the same loop round share one pipeline.
+        self._reads: CoalescedReads[RecordOutcome] = CoalescedReads(self._read_one, self._read_each)
         self._children: dict[tuple[str, ...], Any] = {}
         registry.on_swap(self._on_swap)
         if registry.current is not None:
@@ -146,21 +151,34 @@ class RecallService:
     async def read_record(self, user_id: str) -> InterestRecord:
         started = time.perf_counter()
         try:
-            record = await read_interests_async(self._client(), self.settings.redis_prefix, user_id)
+            outcome = await self._reads.read(user_id)
         except REDIS_DOWN as exc:
             self.metrics.redis_errors.inc()
             raise StoreUnavailable(f"Redis did not answer: {exc}") from exc
-        except ResponseError as exc:
-            raise RecordError(f"Redis refused to read the record of {user_id!r}: {exc}") from exc
         finally:
             self.metrics.redis_seconds.observe(time.perf_counter() - started)
-        if record is None:
+        if isinstance(outcome, RecordError):
+            raise outcome
+        if outcome is None:
             self.metrics.users.labels("not_found").inc()
             raise UserNotFound(
                 f"no interest record for user {user_id!r}: the stream worker writes one after "
                 "the user's first click on an item the model knows"
             )
-        return record
+        return outcome
+
+    async def _read_one(self, user_id: str) -> RecordOutcome:
+        """One user's record as a plain HGETALL; an error reply or a record that does not
+        decode is returned (as :func:`read_each_async` returns it), a lost connection raises."""
+        try:
+            return await read_interests_async(self._client(), self.settings.redis_prefix, user_id)
+        except ResponseError as exc:
+            return RecordRefused(f"Redis refused to read the record of {user_id!r}: {exc}")
+        except RecordError as exc:
+            return exc
+
+    async def _read_each(self, user_ids: Sequence[str]) -> list[RecordOutcome]:
+        return await read_each_async(self._client(), self.settings.redis_prefix, user_ids)
 
     async def read_records(
         self, user_ids: Sequence[str]

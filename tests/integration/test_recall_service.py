@@ -461,3 +461,33 @@ async def test_redis_outage_is_503_and_the_service_recovers(
         assert (await client.get("/healthz")).status == 200
         text = await (await client.get("/metrics")).text()
         assert "recall_redis_errors_total 3.0" in text
+
+
+async def test_single_user_reads_alone_and_concurrent_answer_each_user(
+    client, recall_settings, redis_client, first_bundle
+):
+    """A GET reads its user alone or, with others in flight, in one pipeline with theirs: either
+    way a missing record is a 404 and an unreadable one (bad layout, a key of another type) a
+    500 for that user only."""
+    prefix = recall_settings.redis_prefix
+    rng = np.random.default_rng(11)
+    write_records(
+        redis_client,
+        prefix,
+        [make_record("ok", rng.standard_normal((2, DIM)), first_bundle.version)],
+    )
+    redis_client.hset(f"{prefix}u:{{broken}}", mapping={"k": "1"})
+    redis_client.set(f"{prefix}u:{{string}}", "not a hash")
+    expected = {"ok": 200, "nobody": 404, "broken": 500, "string": 500}
+    for user_id, status in expected.items():  # one at a time: each read alone
+        response = await client.get(f"/v1/users/{user_id}/candidates")
+        assert response.status == status, (user_id, await response.text())
+    users = list(expected) * 4
+    responses = await asyncio.gather(*(client.get(f"/v1/users/{u}/candidates") for u in users))
+    assert [r.status for r in responses] == [expected[u] for u in users]
+    for user_id, response in zip(users, responses, strict=True):
+        body = await response.json()
+        if response.status == 200:
+            assert body["user_id"] == user_id
+        elif response.status == 500:
+            assert body["error"] == "bad_record" and user_id in body["detail"], body

@@ -1,19 +1,39 @@
-"""Precompute refuses a Redis Cluster at start, naming the setting, instead of failing later."""
+"""The pure parts of precompute's cluster listening: which user a keyspace notification names,
+and when the cluster's primaries differ from the ones subscribed to."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
+from recall.precompute import notified_user, primaries_change
 
-import pytest
-
-from mindstream.settings import Settings
-from recall.exceptions import RecallError
-from recall.precompute import precompute_forever
+HEAD = "__keyspace@0__:"
 
 
-def test_precompute_refuses_cluster_mode_naming_the_setting() -> None:
-    registry: Any = None  # never reached
-    settings = Settings(redis_cluster=True)
-    with pytest.raises(RecallError, match="MINDSTREAM_REDIS_CLUSTER=true"):
-        asyncio.run(precompute_forever(settings, registry, full=False, n=None, exclude_seen=True))
+def message(channel: bytes | str, data: bytes | str, kind: str = "pmessage") -> dict:
+    return {"type": kind, "pattern": None, "channel": channel, "data": data}
+
+
+def test_an_hset_on_a_record_key_names_its_user() -> None:
+    assert notified_user(message(b"__keyspace@0__:mind:u:{a{b}}", b"hset"), HEAD, "mind:") == "a{b}"
+    assert notified_user(message("__keyspace@0__:mind:u:{u1}", "hset"), HEAD, "mind:") == "u1"
+
+
+def test_other_messages_name_no_user() -> None:
+    record = b"__keyspace@0__:mind:u:{u1}"
+    assert notified_user(None, HEAD, "mind:") is None
+    assert notified_user(message(record, b"del"), HEAD, "mind:") is None
+    assert notified_user(message(record, b"hset", kind="psubscribe"), HEAD, "mind:") is None
+    assert notified_user(message(b"__keyspace@0__:mind:c:{u1}", b"hset"), HEAD, "mind:") is None
+    assert notified_user(message(b"__keyspace@1__:mind:u:{u1}", b"hset"), HEAD, "mind:") is None
+    assert notified_user(message(record, b"hset"), HEAD, "other:") is None
+
+
+def test_primaries_change_names_the_nodes_gone_and_new() -> None:
+    subscribed = ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"]
+    assert primaries_change(subscribed, list(reversed(subscribed))) is None
+    change = primaries_change(subscribed, ["127.0.0.1:7000", "127.0.0.1:7004", "127.0.0.1:7002"])
+    assert change == (
+        "redis cluster primaries changed: gone=['127.0.0.1:7001'] new=['127.0.0.1:7004']"
+    )
+    assert primaries_change(subscribed, [*subscribed, "127.0.0.1:7006"]) == (
+        "redis cluster primaries changed: gone=[] new=['127.0.0.1:7006']"
+    )
