@@ -226,6 +226,20 @@ async def test_cluster_precompute_listens_on_every_primary_and_follows_a_failove
     def logged(text: str) -> int:
         return sum(text in r.getMessage() for r in caplog.records)
 
+    async def write_and_expect(vectors: dict[str, np.ndarray], seq: int, timeout: float) -> None:
+        """Write these users' records at ``seq``; each one's candidates follow."""
+        write_records(
+            sync, redis_prefix, [record(u, v, bundle.version, seq=seq) for u, v in vectors.items()]
+        )
+        for user_id, user_vectors in vectors.items():
+            got = await wait_for(
+                lambda u=user_id: (s := stored_in_cluster(u)) and s["seq"] == str(seq) and s,
+                timeout=timeout,
+            )
+            assert [(c["item_id"], c["interest"]) for c in json.loads(got["candidates"])] == (
+                expected(bundle.item_embeddings, user_vectors, 10)
+            )
+
     # Users on every master: 30 hash tags spread over the three slot ranges.
     users = {f"cu{i}": rng.standard_normal((1 + i % 3, DIM)) for i in range(30)}
     on_master = {u: _master_of(record_key(redis_prefix, u)) for u in users}
@@ -268,17 +282,7 @@ async def test_cluster_precompute_listens_on_every_primary_and_follows_a_failove
         # from the promoted node can refresh these users now.
         await wait_for(lambda: logged("precompute full refresh") == 2)
         moved = {u: rng.standard_normal((1, DIM)) for u in users if on_master[u] == 0}
-        write_records(
-            sync, redis_prefix, [record(u, v, bundle.version, seq=3) for u, v in moved.items()]
-        )
-        for user_id, vectors in moved.items():
-            got = await wait_for(
-                lambda u=user_id: (s := stored_in_cluster(u)) and s["seq"] == "3" and s,
-                timeout=20,
-            )
-            assert [(c["item_id"], c["interest"]) for c in json.loads(got["candidates"])] == (
-                expected(bundle.item_embeddings, vectors, 10)
-            )
+        await write_and_expect(moved, seq=3, timeout=20)
 
         victim, replica = redis_cluster[1], nodes[1 + MASTERS]
         os.kill(victim.process.pid, signal.SIGKILL)
@@ -293,17 +297,7 @@ async def test_cluster_precompute_listens_on_every_primary_and_follows_a_failove
         sync.close()
         sync = sync_redis_client(settings)
         newer = {u: rng.standard_normal((2, DIM)) for u in users}
-        write_records(
-            sync, redis_prefix, [record(u, v, bundle.version, seq=5) for u, v in newer.items()]
-        )
-        for user_id, vectors in newer.items():
-            got = await wait_for(
-                lambda u=user_id: (s := stored_in_cluster(u)) and s["seq"] == "5" and s,
-                timeout=30,
-            )
-            assert [(c["item_id"], c["interest"]) for c in json.loads(got["candidates"])] == (
-                expected(bundle.item_embeddings, vectors, 10)
-            )
+        await write_and_expect(newer, seq=5, timeout=30)
         messages = [r.getMessage() for r in caplog.records]
         assert any(f"node={victim.host}:{victim.port}" in m for m in messages), messages
         listening = [m for m in messages if m.startswith("precompute listening")]
