@@ -110,6 +110,12 @@ def register(sub: Any) -> None:
         "attention maps (Lin et al. 2017), the same on the unit interests of MIND and "
         "ComiRec-DR; 0 = none (default)",
     )
+    fit.add_argument(
+        "--diversity-cosine",
+        action="store_true",
+        help="comirec_sa: penalise the squared cosines between the attention maps instead "
+        "(only overlap between heads costs, not a head's spread); needs --diversity-penalty",
+    )
     fit.add_argument("--no-logq", action="store_true", help="no logQ correction of the logits")
     fit.add_argument(
         "--positions-per-user",
@@ -244,6 +250,11 @@ def _check_model_flags(args: argparse.Namespace) -> None:
             f"--diversity-penalty pushes several interests apart; --kind {args.kind} with "
             f"--k {args.k} has one interest"
         )
+    if args.diversity_cosine and not (args.diversity_penalty > 0 and args.kind == "comirec_sa"):
+        raise ModelExportError(
+            "--diversity-cosine needs --kind comirec_sa (attention maps) and --diversity-penalty "
+            f"> 0; got --kind {args.kind}, --diversity-penalty {args.diversity_penalty:g}"
+        )
     if args.kind == "comirec_dr" and args.routing_init_std != 1.0:
         raise ModelExportError(
             "--routing-init-std applies to --kind mind; comirec_dr starts from zero logits"
@@ -313,6 +324,7 @@ def _train(args: argparse.Namespace, settings: Any) -> int:
         temperature=args.temperature,
         interest_scoring=args.interest_scoring,
         diversity_penalty=args.diversity_penalty,
+        diversity_cosine=args.diversity_cosine,
         logq=not args.no_logq,
         positions_per_user=args.positions_per_user,
         patience=args.patience,

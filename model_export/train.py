@@ -5,8 +5,9 @@ previous <= max_len items (right-padded), the label is item t. MIND scores the l
 one user vector made by label-aware attention over the interests; YouTube-DNN has one vector.
 The loss is a sampled softmax over the label and negatives shared by the batch (see
 :mod:`model_export.sampler`), or a full softmax over the catalogue with ``negatives=0``.
-An optional interest-diversity penalty (``diversity_penalty``) is added to that loss; the
-logged training loss includes it.
+An optional interest-diversity penalty (``diversity_penalty``, :func:`orthogonality_penalty`
+on the attention maps or the unit interests) is added to that loss; the logged training loss
+includes it.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ class TrainConfig:
     # attention maps A, or MIND's and ComiRec-DR's unit interests, pushed towards orthonormal
     # rows (see :func:`orthogonality_penalty`). Training only; the tower is unchanged.
     diversity_penalty: float = 0.0
+    # ComiRec-SA only: penalise the attention maps scaled to unit length (their squared pairwise
+    # cosines: only overlap between heads costs, a head may stay spread) instead of Lin et
+    # al.'s raw maps, whose diagonal also pushes every head onto a single behaviour.
+    diversity_cosine: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.epochs < 0 or self.negatives < 0:
@@ -71,6 +76,8 @@ class TrainConfig:
             raise ModelExportError(
                 f"diversity_penalty must be a finite number >= 0; got {self.diversity_penalty}"
             )
+        if self.diversity_cosine and not self.diversity_penalty > 0:
+            raise ModelExportError("diversity_cosine needs a diversity_penalty > 0")
 
 
 @dataclass
@@ -231,24 +238,29 @@ def orthogonality_penalty(rows: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
 
 
 def diversity_rows(
-    tower: UserTower, interests: torch.Tensor, attention: torch.Tensor | None
+    interests: torch.Tensor, attention: torch.Tensor | None, *, cosine: bool = False
 ) -> torch.Tensor:
-    """What :func:`orthogonality_penalty` regularises for ``tower``'s kind: ComiRec-SA's
-    attention maps [B, K, L] (the penalty of the paper that introduced them), else the unit
-    interest vectors [B, K, d] (MIND, ComiRec-DR: routing has no attention matrix to
-    constrain, so the interests themselves are pushed apart)."""
-    check_diversity_penalty(tower.config.kind, tower.config.n_interests)
+    """What :func:`orthogonality_penalty` regularises: ComiRec-SA's attention maps [B, K, L]
+    (the penalty of the paper that introduced them; scaled to unit length when ``cosine``),
+    else the unit interest vectors [B, K, d] (MIND, ComiRec-DR: routing has no attention
+    matrix to constrain, so the interests themselves are pushed apart)."""
     if attention is not None:
-        return attention
+        return unit(attention) if cosine else attention
     return unit(interests)
 
 
-def check_diversity_penalty(kind: str, interests: int) -> None:
-    """A diversity penalty needs several interests to push apart; refuse it otherwise."""
+def check_diversity_penalty(kind: str, interests: int, *, cosine: bool = False) -> None:
+    """A diversity penalty needs several interests to push apart, and its cosine form
+    attention maps; refuse it otherwise."""
     if kind == "youtube_dnn" or interests < 2:
         raise ModelExportError(
             f"a diversity penalty needs a multi-interest kind with K >= 2; got kind {kind!r} "
             f"with K = {interests}"
+        )
+    if cosine and kind != "comirec_sa":
+        raise ModelExportError(
+            f"the cosine form of the diversity penalty is for comirec_sa's attention maps; "
+            f"kind {kind!r} is penalised on its unit interests already"
         )
 
 
@@ -303,7 +315,9 @@ def train(
     rng = np.random.default_rng(config.seed)
     n_items = tower.config.n_items
     if config.diversity_penalty > 0:
-        check_diversity_penalty(tower.config.kind, tower.config.n_interests)
+        check_diversity_penalty(
+            tower.config.kind, tower.config.n_interests, cosine=config.diversity_cosine
+        )
     positions = TrainingPositions(sequences, tower.config.max_len)
     if len(positions) == 0:
         raise ModelExportError("no training examples: every sequence is shorter than 2 items")
@@ -376,7 +390,7 @@ def train(
                     log_q=log_q,
                 )
             if config.diversity_penalty > 0:
-                rows = diversity_rows(tower, interests, attention)
+                rows = diversity_rows(interests, attention, cosine=config.diversity_cosine)
                 loss = loss + config.diversity_penalty * orthogonality_penalty(rows, mask)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

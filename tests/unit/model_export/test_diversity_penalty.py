@@ -15,6 +15,7 @@ from model_export.model import MindConfig, build_tower, unit
 from model_export.train import (
     TrainConfig,
     TrainingPositions,
+    diversity_rows,
     max_scoring_loss,
     orthogonality_penalty,
     train,
@@ -58,6 +59,23 @@ def test_on_unit_interests_it_is_the_sum_of_squared_pairwise_cosines():
     assert orthogonality_penalty(interests, mask).item() == pytest.approx(1.0)
 
 
+def test_the_cosine_form_charges_overlap_between_heads_not_their_spread():
+    attention = torch.tensor(
+        [[[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]], [[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]]]
+    )
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    rows = diversity_rows(torch.zeros(2, 2, 4), attention, cosine=True)
+    # User 1: disjoint heads, one of them spread over two behaviours: 0 (Lin's form: 0.25).
+    assert orthogonality_penalty(rows[:1], mask[:1]).item() == pytest.approx(0.0)
+    # User 2: the same head twice: cosine 1 at (0, 1) and (1, 0).
+    assert orthogonality_penalty(rows[1:], mask[1:]).item() == pytest.approx(2.0)
+    # Without attention maps (MIND, ComiRec-DR) the rows are the unit interests.
+    interests = torch.tensor([[[3.0, 4.0], [0.0, 2.0]]])
+    torch.testing.assert_close(
+        diversity_rows(interests, None), torch.tensor([[[0.6, 0.8], [0.0, 1.0]]])
+    )
+
+
 @pytest.mark.parametrize("kind", ["mind", "comirec_dr", "comirec_sa", "youtube_dnn"])
 def test_extract_is_forward_plus_the_attention_maps(kind):
     t = tower(kind=kind).eval()
@@ -71,7 +89,9 @@ def test_extract_is_forward_plus_the_attention_maps(kind):
         assert attention is None
 
 
-def first_step_loss(kind: str, c: float, sequences: list[np.ndarray]) -> float:
+def first_step_loss(
+    kind: str, c: float, sequences: list[np.ndarray], *, cosine: bool = False
+) -> float:
     """The recorded loss of one full-softmax step over every training position at once."""
     config = TrainConfig(
         epochs=1,
@@ -81,13 +101,17 @@ def first_step_loss(kind: str, c: float, sequences: list[np.ndarray]) -> float:
         lr=0.01,
         interest_scoring="max",
         diversity_penalty=c,
+        diversity_cosine=cosine,
     )
     result = train(tower(kind=kind), sequences, config)
     return float(result.history[0]["train_loss"])
 
 
-@pytest.mark.parametrize("kind", ["comirec_sa", "mind", "comirec_dr"])
-def test_the_penalty_enters_the_loss_with_weight_c_and_not_at_all_at_zero(kind):
+@pytest.mark.parametrize(
+    ("kind", "cosine"),
+    [("comirec_sa", False), ("comirec_sa", True), ("mind", False), ("comirec_dr", False)],
+)
+def test_the_penalty_enters_the_loss_with_weight_c_and_not_at_all_at_zero(kind, cosine):
     rng = np.random.default_rng(1)
     sequences = [rng.integers(1, 41, size=rng.integers(3, 15)) for _ in range(30)]
     # The same batch (every position; the loss is a batch mean, so order does not matter)
@@ -108,17 +132,29 @@ def test_the_penalty_enters_the_loss_with_weight_c_and_not_at_all_at_zero(kind):
             temperature=1.0,
             log_q=None,
         ).item()
-        rows = attention if attention is not None else unit(interests)
+        rows = diversity_rows(interests, attention, cosine=cosine)
         penalty = orthogonality_penalty(rows, mask).item()
     assert penalty > 0.01  # the check below can tell C = 0 from C = 1
     assert first_step_loss(kind, 0.0, sequences) == pytest.approx(plain, abs=2e-5)
-    assert first_step_loss(kind, 1.0, sequences) == pytest.approx(plain + penalty, abs=2e-5)
+    with_penalty = first_step_loss(kind, 1.0, sequences, cosine=cosine)
+    assert with_penalty == pytest.approx(plain + penalty, abs=2e-5)
 
 
 @pytest.mark.parametrize("c", [-0.1, math.nan, math.inf])
 def test_a_bad_weight_is_refused(c):
     with pytest.raises(ModelExportError, match="diversity_penalty"):
         TrainConfig(diversity_penalty=c)
+
+
+def test_the_cosine_form_without_a_penalty_is_refused():
+    with pytest.raises(ModelExportError, match="diversity_cosine needs"):
+        TrainConfig(diversity_cosine=True)
+
+
+def test_the_cosine_form_on_a_routing_tower_is_refused_before_training():
+    config = TrainConfig(diversity_penalty=0.5, diversity_cosine=True)
+    with pytest.raises(ModelExportError, match="cosine form"):
+        train(tower(kind="mind"), [np.array([1, 2, 3, 4])], config)
 
 
 @pytest.mark.parametrize("overrides", [{"kind": "youtube_dnn"}, {"kind": "comirec_sa", "k": 1}])
@@ -136,6 +172,8 @@ def test_a_single_interest_tower_refuses_the_penalty_before_training(overrides):
         (["--diversity-penalty=inf"], "--diversity-penalty must be a finite number >= 0"),
         (["--kind=youtube_dnn", "--diversity-penalty=0.1"], "has one interest"),
         (["--k=1", "--diversity-penalty=0.1"], "has one interest"),
+        (["--diversity-cosine"], "--diversity-cosine needs"),
+        (["--kind=mind", "--diversity-penalty=1", "--diversity-cosine"], "--diversity-cosine"),
     ],
 )
 def test_cli_refuses_bad_penalties_before_training(flags, message, tmp_path, capsys):
