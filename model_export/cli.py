@@ -102,6 +102,20 @@ def register(sub: Any) -> None:
         help="score label and negatives by label-aware attention (the MIND paper) or by the "
         f"best interest, as the serving merge does (default {defaults.INTEREST_SCORING})",
     )
+    fit.add_argument(
+        "--diversity-penalty",
+        type=float,
+        default=0.0,
+        help="weight C of an interest-diversity penalty: ||A A^T - I||_F^2 on ComiRec-SA's "
+        "attention maps (Lin et al. 2017), the same on the unit interests of MIND and "
+        "ComiRec-DR; 0 = none (default)",
+    )
+    fit.add_argument(
+        "--diversity-cosine",
+        action="store_true",
+        help="comirec_sa: penalise the squared cosines between the attention maps instead "
+        "(only overlap between heads costs, not a head's spread); needs --diversity-penalty",
+    )
     fit.add_argument("--no-logq", action="store_true", help="no logQ correction of the logits")
     fit.add_argument(
         "--positions-per-user",
@@ -222,6 +236,7 @@ def _check_model_flags(args: argparse.Namespace) -> None:
         ("--weight-decay", args.weight_decay),
         ("--routing-cosine-scale", args.routing_cosine_scale),
         ("--routing-init-std", args.routing_init_std),
+        ("--diversity-penalty", args.diversity_penalty),
     ):
         if not number >= 0 or math.isinf(number):
             raise ModelExportError(f"{flag} must be a finite number >= 0; got {number}")
@@ -229,6 +244,16 @@ def _check_model_flags(args: argparse.Namespace) -> None:
         raise ModelExportError(
             f"--p {args.p:g} is the exponent of label-aware attention; it needs "
             f"--interest-scoring label_aware (the default scoring is {defaults.INTEREST_SCORING})"
+        )
+    if args.diversity_penalty > 0 and (args.kind == "youtube_dnn" or args.k < 2):
+        raise ModelExportError(
+            f"--diversity-penalty pushes several interests apart; --kind {args.kind} with "
+            f"--k {args.k} has one interest"
+        )
+    if args.diversity_cosine and not (args.diversity_penalty > 0 and args.kind == "comirec_sa"):
+        raise ModelExportError(
+            "--diversity-cosine needs --kind comirec_sa (attention maps) and --diversity-penalty "
+            f"> 0; got --kind {args.kind}, --diversity-penalty {args.diversity_penalty:g}"
         )
     if args.kind == "comirec_dr" and args.routing_init_std != 1.0:
         raise ModelExportError(
@@ -298,6 +323,8 @@ def _train(args: argparse.Namespace, settings: Any) -> int:
         negatives=args.negatives,
         temperature=args.temperature,
         interest_scoring=args.interest_scoring,
+        diversity_penalty=args.diversity_penalty,
+        diversity_cosine=args.diversity_cosine,
         logq=not args.no_logq,
         positions_per_user=args.positions_per_user,
         patience=args.patience,

@@ -369,9 +369,11 @@ class SelfAttentiveExtractor(nn.Module):
 
     def forward(
         self, behaviours: torch.Tensor, seq_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        interests = torch.matmul(self.attention(behaviours, seq_mask), behaviours)
-        return interests, active_interest_mask(seq_mask, self.config)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (interests [B, K, d], interest mask [B, K] bool, attention [B, K, L])."""
+        attention = self.attention(behaviours, seq_mask)
+        interests = torch.matmul(attention, behaviours)
+        return interests, active_interest_mask(seq_mask, self.config), attention
 
 
 class InterestHead(nn.Module):
@@ -454,19 +456,28 @@ class UserTower(nn.Module):
     def forward(
         self, item_seq: torch.Tensor, profile: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        interests, mask, _ = self.extract(item_seq, profile)
+        return interests, mask
+
+    def extract(
+        self, item_seq: torch.Tensor, profile: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`forward` plus ComiRec-SA's attention maps [B, K, L] (None for the other
+        kinds), which training regularises; the exported graph is :meth:`forward`'s."""
         seq_mask = item_seq > 0
         behaviours = self.items(item_seq)
+        attention: torch.Tensor | None = None
         if self.routing is not None:
             capsules, capsule_mask = self.routing(item_seq, behaviours, seq_mask)
         elif self.attention is not None:
-            capsules, capsule_mask = self.attention(behaviours, seq_mask)
+            capsules, capsule_mask, attention = self.attention(behaviours, seq_mask)
         else:
             weights = seq_mask.to(behaviours.dtype).unsqueeze(-1)
             n = weights.sum(1).clamp(min=1.0)
             capsules = ((behaviours * weights).sum(1) / n).unsqueeze(1)
             capsule_mask = torch.ones_like(seq_mask[:, :1])
         if self.head is None:
-            return capsules, capsule_mask
+            return capsules, capsule_mask, attention
         x = capsules
         if self.profile is not None:
             if profile is None:
@@ -476,7 +487,7 @@ class UserTower(nn.Module):
         interests = self.head(x)
         # Inactive capsules are zero vectors; keep them exactly zero after the biased head.
         interests = interests * capsule_mask.unsqueeze(-1).to(interests.dtype)
-        return interests, capsule_mask
+        return interests, capsule_mask, attention
 
     def user_vector(
         self, interests: torch.Tensor, mask: torch.Tensor, label_vectors: torch.Tensor

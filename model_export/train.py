@@ -5,6 +5,9 @@ previous <= max_len items (right-padded), the label is item t. MIND scores the l
 one user vector made by label-aware attention over the interests; YouTube-DNN has one vector.
 The loss is a sampled softmax over the label and negatives shared by the batch (see
 :mod:`model_export.sampler`), or a full softmax over the catalogue with ``negatives=0``.
+An optional interest-diversity penalty (``diversity_penalty``, :func:`orthogonality_penalty`
+on the attention maps or the unit interests) is added to that loss; the logged training loss
+includes it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from model_export.exceptions import ModelExportError
-from model_export.model import MASKED_LOGIT, UserTower
+from model_export.model import MASKED_LOGIT, UserTower, unit
 from model_export.sampler import PopularityNegativeSampler, item_counts
 
 logger = logging.getLogger(__name__)
@@ -51,6 +54,14 @@ class TrainConfig:
     # from label-aware attention (the paper); "max" = each item's best score over the active
     # interests, the score the serving merge ranks by.
     interest_scoring: str = "label_aware"
+    # Weight C of the interest-diversity penalty added to the loss (0 = none): ComiRec-SA's
+    # attention maps A, or MIND's and ComiRec-DR's unit interests, pushed towards orthonormal
+    # rows (see :func:`orthogonality_penalty`). Training only; the tower is unchanged.
+    diversity_penalty: float = 0.0
+    # ComiRec-SA only: penalise the attention maps scaled to unit length (their squared pairwise
+    # cosines: only overlap between heads costs, a head may stay spread) instead of Lin et
+    # al.'s raw maps, whose diagonal also pushes every head onto a single behaviour.
+    diversity_cosine: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.epochs < 0 or self.negatives < 0:
@@ -61,6 +72,12 @@ class TrainConfig:
             raise ModelExportError(
                 f"interest_scoring {self.interest_scoring!r}: expected one of {INTEREST_SCORING}"
             )
+        if not self.diversity_penalty >= 0 or math.isinf(self.diversity_penalty):
+            raise ModelExportError(
+                f"diversity_penalty must be a finite number >= 0; got {self.diversity_penalty}"
+            )
+        if self.diversity_cosine and not self.diversity_penalty > 0:
+            raise ModelExportError("diversity_cosine needs a diversity_penalty > 0")
 
 
 @dataclass
@@ -203,6 +220,50 @@ def max_scoring_loss(
     return F.cross_entropy(logits, torch.zeros_like(labels))
 
 
+def orthogonality_penalty(rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``||M (R R^T - I)||_F^2`` per user, averaged over the batch: the penalty of Lin et al.,
+    "A Structured Self-attentive Sentence Embedding" (ICLR 2017), on ``rows`` [B, K, n] with
+    only the active rows (``mask`` [B, K]) taking part, so an inactive interest of a short
+    history is never pushed anywhere.
+
+    On attention maps (rows summing to 1) it is 0 only when each active head attends to one
+    behaviour of its own; on unit-norm interest vectors the diagonal is exactly 0 and it is the
+    sum of squared pairwise cosines.
+    """
+    gram = torch.matmul(rows, rows.transpose(1, 2))  # [B, K, K]
+    eye = torch.eye(rows.shape[1], dtype=rows.dtype)
+    pairs = mask.unsqueeze(2) & mask.unsqueeze(1)
+    off = torch.where(pairs, gram - eye, torch.zeros_like(gram))
+    return off.pow(2).sum(dim=(1, 2)).mean()
+
+
+def diversity_rows(
+    interests: torch.Tensor, attention: torch.Tensor | None, *, cosine: bool = False
+) -> torch.Tensor:
+    """What :func:`orthogonality_penalty` regularises: ComiRec-SA's attention maps [B, K, L]
+    (the penalty of the paper that introduced them; scaled to unit length when ``cosine``),
+    else the unit interest vectors [B, K, d] (MIND, ComiRec-DR: routing has no attention
+    matrix to constrain, so the interests themselves are pushed apart)."""
+    if attention is not None:
+        return unit(attention) if cosine else attention
+    return unit(interests)
+
+
+def check_diversity_penalty(kind: str, interests: int, *, cosine: bool = False) -> None:
+    """A diversity penalty needs several interests to push apart, and its cosine form
+    attention maps; refuse it otherwise."""
+    if kind == "youtube_dnn" or interests < 2:
+        raise ModelExportError(
+            f"a diversity penalty needs a multi-interest kind with K >= 2; got kind {kind!r} "
+            f"with K = {interests}"
+        )
+    if cosine and kind != "comirec_sa":
+        raise ModelExportError(
+            f"the cosine form of the diversity penalty is for comirec_sa's attention maps; "
+            f"kind {kind!r} is penalised on its unit interests already"
+        )
+
+
 def full_softmax_loss(
     user: torch.Tensor, labels: torch.Tensor, all_items: torch.Tensor, *, temperature: float
 ) -> torch.Tensor:
@@ -253,6 +314,10 @@ def train(
     seed_everything(config.seed, config.threads)
     rng = np.random.default_rng(config.seed)
     n_items = tower.config.n_items
+    if config.diversity_penalty > 0:
+        check_diversity_penalty(
+            tower.config.kind, tower.config.n_interests, cosine=config.diversity_cosine
+        )
     positions = TrainingPositions(sequences, tower.config.max_len)
     if len(positions) == 0:
         raise ModelExportError("no training examples: every sequence is shorter than 2 items")
@@ -285,7 +350,7 @@ def train(
             histories, labels_np = positions.batch(order[lo : lo + config.batch_size])
             seq = torch.from_numpy(histories)
             labels = torch.from_numpy(labels_np)
-            interests, mask = tower(seq)
+            interests, mask, attention = tower.extract(seq)
             if config.interest_scoring == "max":
                 negatives_t = None if sampler is None else torch.from_numpy(sampler.sample())
                 if negatives_t is None:
@@ -324,6 +389,9 @@ def train(
                     temperature=config.temperature,
                     log_q=log_q,
                 )
+            if config.diversity_penalty > 0:
+                rows = diversity_rows(interests, attention, cosine=config.diversity_cosine)
+                loss = loss + config.diversity_penalty * orthogonality_penalty(rows, mask)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -181,6 +181,7 @@ class TrainOutcome:
     test: EvaluationReport
     checkpoint: Path | None
     bundle: Path | None
+    train_config: dict[str, Any] = field(default_factory=dict)  # TrainConfig's fields
 
     def summary(self) -> dict[str, Any]:
         test = {m.name: m.to_dict() for m in self.test.models}
@@ -191,6 +192,7 @@ class TrainOutcome:
             "protocol": self.split.protocol,
             "model": self.tower.config.to_json(),
             "train": self.result.to_json(),
+            "train_config": self.train_config,
             "validation": self.validation,
             "test": test,
             "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
@@ -266,7 +268,18 @@ def train_job(
         )
     elif bundle_root is not None:
         logger.warning("no bundle: a tower with user-profile features cannot be served")
-    return TrainOutcome(tower, data, truth, parts, result, validation, report, checkpoint, bundle)
+    return TrainOutcome(
+        tower,
+        data,
+        truth,
+        parts,
+        result,
+        validation,
+        report,
+        checkpoint,
+        bundle,
+        dataclasses.asdict(train_config),
+    )
 
 
 def evaluate_job(
