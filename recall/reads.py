@@ -23,7 +23,9 @@ class CoalescedReads(Generic[Outcome]):
 
     ``read_one(key)`` reads one key, ``read_many(keys)`` several in one round trip, aligned
     with ``keys``; an exception either raises (a connection error) reaches every read of that
-    round.
+    round. A round of several reads runs as a task of its own, so a request whose handler is
+    cancelled (its client gone, the server stopping) does not take the other requests' reads
+    of its round with it.
     """
 
     def __init__(
@@ -35,6 +37,8 @@ class CoalescedReads(Generic[Outcome]):
         self._read_many = read_many
         # Reads waiting for the current round's leader: (key, future of its outcome).
         self._waiting: list[tuple[str, asyncio.Future[Outcome]]] | None = None
+        # Rounds in flight (the loop keeps only weak references to tasks).
+        self._rounds: set[asyncio.Task[Outcome]] = set()
 
     async def read(self, key: str) -> Outcome:
         if self._waiting is not None:
@@ -44,13 +48,34 @@ class CoalescedReads(Generic[Outcome]):
         waiting: list[tuple[str, asyncio.Future[Outcome]]] = []
         self._waiting = waiting
         try:
-            try:
-                # One loop round: the other requests that are ready run up to their read.
-                await asyncio.sleep(0)
-            finally:
-                self._waiting = None
-            if not waiting:
-                return await self._read_one(key)
+            # One loop round: the other requests that are ready run up to their read.
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            self._waiting = None
+            if waiting:
+                self._start_round(key, waiting)  # the others still get their outcomes
+            raise
+        self._waiting = None
+        if not waiting:
+            return await self._read_one(key)
+        return await asyncio.shield(self._start_round(key, waiting))
+
+    def _start_round(
+        self, key: str, waiting: list[tuple[str, asyncio.Future[Outcome]]]
+    ) -> asyncio.Task[Outcome]:
+        task = asyncio.ensure_future(self._round(key, waiting))
+        self._rounds.add(task)
+        task.add_done_callback(self._round_done)
+        return task
+
+    def _round_done(self, task: asyncio.Task[Outcome]) -> None:
+        self._rounds.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved here too: the leader may have stopped waiting
+
+    async def _round(self, key: str, waiting: list[tuple[str, asyncio.Future[Outcome]]]) -> Outcome:
+        """Read ``key`` and every waiting key in one call; settle each waiting future."""
+        try:
             outcomes = await self._read_many([key, *(k for k, _ in waiting)])
         except BaseException as exc:
             for _, future in waiting:

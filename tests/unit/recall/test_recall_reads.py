@@ -1,5 +1,6 @@
 """Coalesced reads: reads asked for in one loop round go out together, each gets its own
-outcome, a lone read goes out alone, and a failure or cancellation reaches every read."""
+outcome, a lone read goes out alone, a failure reaches every read of its round, and a leader
+whose handler is cancelled does not cancel the others' reads."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ async def test_a_failure_reaches_every_read_of_the_round() -> None:
     assert store.calls == [("a", "b", "c")]
 
 
-async def test_a_cancelled_leader_cancels_the_reads_waiting_on_it() -> None:
+async def test_a_leader_cancelled_in_flight_leaves_the_other_reads_their_outcomes() -> None:
     store = Store()
     store.release.clear()
     coalesced = reads(store)
@@ -88,9 +89,39 @@ async def test_a_cancelled_leader_cancels_the_reads_waiting_on_it() -> None:
     while not store.calls:
         await asyncio.sleep(0)
     leader.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await follower
-    assert leader.cancelled()
-    # The next round is not blocked by the cancelled one.
+    await asyncio.sleep(0)
+    assert leader.cancelled() and not follower.done()
     store.release.set()
+    assert await follower == "value-b"
+    assert store.calls == [("a", "b")]
+    # The next round is not blocked by the cancelled one.
     assert await coalesced.read("c") == "value-c"
+
+
+async def test_a_leader_cancelled_before_sending_still_sends_the_round() -> None:
+    store = Store()
+    coalesced = reads(store)
+    leader = asyncio.ensure_future(coalesced.read("a"))
+    follower = asyncio.ensure_future(coalesced.read("b"))
+    await asyncio.sleep(0)  # the leader is in its one-round wait, the follower has joined
+    assert not store.calls
+    leader.cancel()
+    assert await follower == "value-b"
+    assert leader.cancelled()
+    assert store.calls == [("a", "b")]
+
+
+async def test_a_failed_round_whose_leader_is_gone_is_not_left_unretrieved() -> None:
+    store = Store(ConnectionError("redis went away"))
+    store.release.clear()
+    coalesced = reads(store)
+    leader = asyncio.ensure_future(coalesced.read("a"))
+    follower = asyncio.ensure_future(coalesced.read("b"))
+    while not store.calls:
+        await asyncio.sleep(0)
+    leader.cancel()
+    store.release.set()
+    with pytest.raises(ConnectionError):
+        await follower
+    await asyncio.sleep(0)
+    assert not coalesced._rounds  # the round's task ended and was let go
