@@ -66,12 +66,10 @@ import numpy as np
 import orjson
 import redis
 import redis.asyncio
-import redis.asyncio.cluster
-import redis.cluster
 import redis.exceptions
 from redis.crc import key_slot
 
-from mindstream.redis_config import error_text
+from mindstream.redis_config import error_text, is_cluster
 from mindstream.redis_script import LuaScript
 from stream.exceptions import RecordError, RecordRefused, StoreUnavailable
 
@@ -298,10 +296,6 @@ def _written(replies: Sequence[Any], order: Sequence[int]) -> list[bool]:
     return written
 
 
-def _is_cluster(client: object) -> bool:
-    return isinstance(client, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster)
-
-
 def write_records(
     client: redis.Redis, prefix: str, records: Sequence[InterestRecord]
 ) -> list[bool]:
@@ -309,9 +303,7 @@ def write_records(
     A cluster client writes per hash slot."""
     if not records:
         return []
-    calls, order = _script_calls(
-        prefix, records, group_of=key_slot if _is_cluster(client) else None
-    )
+    calls, order = _script_calls(prefix, records, group_of=key_slot if is_cluster(client) else None)
     return _written(
         MONOTONIC_WRITE.execute(client, lambda pipe: _queue_by_keys(pipe, calls)), order
     )
@@ -355,7 +347,7 @@ async def write_records_async(
     """
     if not records:
         return []
-    if not _is_cluster(client):
+    if not is_cluster(client):
         calls, order = _script_calls(prefix, records)
         waits = 1 if wait_replicas > 0 else 0
 

@@ -40,6 +40,19 @@ def reads(store: Store) -> CoalescedReads[str]:
     return CoalescedReads(store.one, store.many)
 
 
+async def round_in_flight(
+    store: Store,
+) -> tuple[CoalescedReads[str], asyncio.Task[str], asyncio.Task[str]]:
+    """Reads of "a" (the leader) and "b" sent as one round that the store holds unanswered."""
+    store.release.clear()
+    coalesced = reads(store)
+    leader = asyncio.ensure_future(coalesced.read("a"))
+    follower = asyncio.ensure_future(coalesced.read("b"))
+    while not store.calls:
+        await asyncio.sleep(0)
+    return coalesced, leader, follower
+
+
 async def test_reads_of_one_round_share_one_call_and_keep_their_own_outcome() -> None:
     store = Store()
     coalesced = reads(store)
@@ -82,12 +95,7 @@ async def test_a_failure_reaches_every_read_of_the_round() -> None:
 
 async def test_a_leader_cancelled_in_flight_leaves_the_other_reads_their_outcomes() -> None:
     store = Store()
-    store.release.clear()
-    coalesced = reads(store)
-    leader = asyncio.ensure_future(coalesced.read("a"))
-    follower = asyncio.ensure_future(coalesced.read("b"))
-    while not store.calls:
-        await asyncio.sleep(0)
+    coalesced, leader, follower = await round_in_flight(store)
     leader.cancel()
     await asyncio.sleep(0)
     assert leader.cancelled() and not follower.done()
@@ -113,12 +121,7 @@ async def test_a_leader_cancelled_before_sending_still_sends_the_round() -> None
 
 async def test_a_failed_round_whose_leader_is_gone_is_not_left_unretrieved() -> None:
     store = Store(ConnectionError("redis went away"))
-    store.release.clear()
-    coalesced = reads(store)
-    leader = asyncio.ensure_future(coalesced.read("a"))
-    follower = asyncio.ensure_future(coalesced.read("b"))
-    while not store.calls:
-        await asyncio.sleep(0)
+    coalesced, leader, follower = await round_in_flight(store)
     leader.cancel()
     store.release.set()
     with pytest.raises(ConnectionError):
