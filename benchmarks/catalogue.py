@@ -91,9 +91,11 @@ def write_catalogue_bundle(
     item_ids: Sequence[str] | None = None,
     make_current: bool = True,
     metrics: dict[str, object] | None = None,
+    item_categories: Sequence[str] | None = None,
 ) -> Path:
-    """Write a catalogue-only bundle (item embeddings and ids, a placeholder tower) with the
-    real bundle writer; item ids default to ``i0``, ``i1``..."""
+    """Write a catalogue-only bundle (item embeddings and ids, a placeholder tower, and the
+    items' category labels when given) with the real bundle writer; item ids default to
+    ``i0``, ``i1``..."""
     n, dim = embeddings.shape
     return write_bundle(
         out_root,
@@ -103,4 +105,5 @@ def write_catalogue_bundle(
         model={"kind": "mind", "dim": dim, "k": k, "max_len": 50, "routing_iterations": 3},
         metrics={"note": "synthetic catalogue, placeholder tower", **(metrics or {})},
         make_current=make_current,
+        item_categories=item_categories,
     )

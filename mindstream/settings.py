@@ -348,6 +348,13 @@ class Settings:
     recall_max_n: int = _setting(
         "MINDSTREAM_RECALL_MAX_N", 1000, "Largest `n` a candidates request may ask for."
     )
+    recall_diversity: float = _setting(
+        "MINDSTREAM_RECALL_DIVERSITY",
+        0.0,
+        "Default λ in [0, 1] of the diversity-aware merge (ComiRec's controllable aggregation): "
+        "0 = best score first; above 0 each pick costs a candidate λ per item of its category "
+        "already picked. Above 0 the bundle must carry item categories.",
+    )
     recall_batch_max_users: int = _setting(
         "MINDSTREAM_RECALL_BATCH_MAX_USERS", 1000, "Most users in one batch candidates request."
     )
@@ -457,6 +464,10 @@ class Settings:
             if getattr(self, name) < 1:
                 env = self.__dataclass_fields__[name].metadata["env"]
                 raise ConfigError(f"{env}={getattr(self, name)}: expected a number >= 1")
+        if not self.recall_diversity <= 1.0:
+            raise ConfigError(
+                f"MINDSTREAM_RECALL_DIVERSITY={self.recall_diversity}: expected a number in [0, 1]"
+            )
 
     def _validate_kafka_security(self) -> None:
         protocol = self.kafka_security_protocol

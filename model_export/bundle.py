@@ -8,6 +8,11 @@ A bundle is a directory named after its version::
                          outputs interests float32 [batch, k, dim], interest_mask bool [batch, k]
     item_embeddings.npy  float32 [n_items, dim]; row i-1 is model index i
     item_ids             UTF-8, one producer item id per line, same order as the embeddings
+    item_categories      optional: UTF-8, one category label per line in item_ids' order (an
+                         empty line = no category); equal labels are one category to the
+                         recall service's diversity-aware merge
+
+A bundle without ``item_categories`` is complete; the manifest lists the file when it is there.
 
 The version is a hash of the whole manifest except two fields: ``version`` itself, and
 ``created_at``, which says when this copy was written and must be free to differ between two
@@ -49,7 +54,9 @@ MANIFEST = "manifest.json"
 TOWER = "user_tower.onnx"
 EMBEDDINGS = "item_embeddings.npy"
 ITEM_IDS = "item_ids"
+ITEM_CATEGORIES = "item_categories"
 CONTENT_FILES = (TOWER, EMBEDDINGS, ITEM_IDS)
+OPTIONAL_FILES = (ITEM_CATEGORIES,)
 # The tower graph's input and outputs, by name (shapes in the module docstring): the export
 # writes them, the serving runner and the offline runner check and feed them.
 TOWER_INPUT = "item_seq"
@@ -68,6 +75,8 @@ class Bundle:
     manifest: dict[str, Any]
     item_ids: list[str]
     item_embeddings: np.ndarray
+    # One label per item ("" = none), or None when the bundle carries no categories.
+    item_categories: list[str] | None = None
 
     @property
     def version(self) -> str:
@@ -133,8 +142,11 @@ def write_bundle(
     model: Mapping[str, Any],
     metrics: Mapping[str, Any] | None = None,
     make_current: bool = True,
+    item_categories: Sequence[str] | None = None,
 ) -> Path:
     """Write a bundle under ``out_root/<version>`` atomically and return its path.
+
+    ``item_categories`` (one label per item, "" for none) is written when given.
 
     Files go to a temporary folder next to the target, are fsynced, and the folder is renamed
     into place, so a reader never sees a half-written bundle. With ``make_current`` the
@@ -154,6 +166,9 @@ def write_bundle(
         raise BundleError(f"item ids must be non-empty single lines; got {bad_ids[:3]!r}")
     if len(set(item_ids)) != len(item_ids):
         raise BundleError("item ids must be unique")
+    if item_categories is not None:
+        check_item_categories(item_categories, len(item_ids))
+    written = CONTENT_FILES if item_categories is None else (*CONTENT_FILES, ITEM_CATEGORIES)
 
     out_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out_root))
@@ -162,9 +177,11 @@ def write_bundle(
         with (tmp / EMBEDDINGS).open("wb") as fh:
             np.save(fh, embeddings, allow_pickle=False)
         (tmp / ITEM_IDS).write_text("".join(f"{i}\n" for i in item_ids), encoding="utf-8")
+        if item_categories is not None:
+            write_category_lines(tmp / ITEM_CATEGORIES, item_categories)
         files = {
             name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
-            for name in CONTENT_FILES
+            for name in written
         }
         manifest: dict[str, Any] = {
             "format": FORMAT,
@@ -177,7 +194,7 @@ def write_bundle(
         manifest["version"] = version
         manifest["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        for name in (*CONTENT_FILES, MANIFEST):
+        for name in (*written, MANIFEST):
             fsync_file(tmp / name)
         target = out_root / version
         if target.exists():
@@ -195,6 +212,34 @@ def write_bundle(
     if make_current:
         point_current(out_root, target)
     return target
+
+
+def check_item_categories(item_categories: Sequence[str], n_items: int) -> None:
+    """Refuse category labels that do not fit the bundle: one single-line label per item."""
+    if len(item_categories) != n_items:
+        raise BundleError(f"{len(item_categories)} item categories for {n_items} items")
+    bad = [c for c in item_categories if not isinstance(c, str) or "\n" in c or "\r" in c]
+    if bad:
+        raise BundleError(f"item categories must be single-line strings; got {bad[:3]!r}")
+
+
+def write_category_lines(path: Path, item_categories: Sequence[str]) -> None:
+    path.write_text("".join(f"{c}\n" for c in item_categories), encoding="utf-8")
+
+
+def read_category_lines(path: Path, n_items: int) -> list[str]:
+    """The labels of an ``item_categories`` file, one per item (BundleError if they are not)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{path}: not UTF-8 ({exc})") from exc
+    # Lines by "\n" alone (an empty label is an empty line); the last newline ends a line.
+    labels = text.split("\n")
+    if labels[-1] == "":
+        labels.pop()
+    if len(labels) != n_items:
+        raise BundleError(f"{path}: {len(labels)} lines, expected one per item ({n_items})")
+    return labels
 
 
 def point_current(out_root: Path, target: Path) -> None:
@@ -271,24 +316,19 @@ def verify_bundle(path: Path) -> dict[str, Any]:
     path = Path(path)
     manifest = read_manifest(path)
     files = manifest["files"]
+    if not isinstance(files, Mapping):
+        raise BundleError(f"{path}: the manifest's files is not an object")
     for name in CONTENT_FILES:
         if name not in files:
             raise BundleError(f"{path}: manifest lists no {name}")
-        file_path = path / name
-        if not file_path.is_file():
-            raise BundleError(f"{path}: {name} is missing")
-        size = file_path.stat().st_size
-        if size != files[name]["bytes"]:
-            raise BundleError(
-                f"{path}: {name} has {size} bytes, manifest says {files[name]['bytes']} "
-                "(truncated or replaced; re-export the bundle)"
-            )
-        digest = sha256_file(file_path)
-        if digest != files[name]["sha256"]:
-            raise BundleError(
-                f"{path}: {name} sha256 {digest[:12]}… does not match the manifest's "
-                f"{files[name]['sha256'][:12]}… (tampered or corrupt; re-export the bundle)"
-            )
+    unknown = sorted(set(files) - set(CONTENT_FILES) - set(OPTIONAL_FILES))
+    if unknown:
+        raise BundleError(
+            f"{path}: manifest lists unknown files {unknown} (written by a newer mindstream? "
+            "re-export the bundle with this one)"
+        )
+    for name in files:
+        _verify_file(path, name, files[name])
     expected = content_version(manifest)
     if manifest["version"] != expected:
         raise BundleError(
@@ -302,6 +342,30 @@ def verify_bundle(path: Path) -> dict[str, Any]:
             "or re-export)"
         )
     return manifest
+
+
+def _verify_file(path: Path, name: str, listed: Any) -> None:
+    if (
+        not isinstance(listed, Mapping)
+        or not isinstance(listed.get("bytes"), int)
+        or not isinstance(listed.get("sha256"), str)
+    ):
+        raise BundleError(f"{path}: the manifest's entry for {name} lacks its bytes and sha256")
+    file_path = path / name
+    if not file_path.is_file():
+        raise BundleError(f"{path}: {name} is missing")
+    size = file_path.stat().st_size
+    if size != listed["bytes"]:
+        raise BundleError(
+            f"{path}: {name} has {size} bytes, manifest says {listed['bytes']} "
+            "(truncated or replaced; re-export the bundle)"
+        )
+    digest = sha256_file(file_path)
+    if digest != listed["sha256"]:
+        raise BundleError(
+            f"{path}: {name} sha256 {digest[:12]}… does not match the manifest's "
+            f"{listed['sha256'][:12]}… (tampered or corrupt; re-export the bundle)"
+        )
 
 
 def load_bundle(path: Path | str) -> Bundle:
@@ -324,8 +388,17 @@ def load_bundle(path: Path | str) -> Bundle:
         )
     if len(item_ids) != n_items:
         raise BundleError(f"{resolved}: {ITEM_IDS} has {len(item_ids)} lines, expected {n_items}")
+    item_categories = None
+    if ITEM_CATEGORIES in manifest["files"]:
+        item_categories = read_category_lines(resolved / ITEM_CATEGORIES, n_items)
     logger.info("bundle loaded version=%s path=%s items=%d", manifest["version"], resolved, n_items)
-    return Bundle(path=resolved, manifest=manifest, item_ids=item_ids, item_embeddings=embeddings)
+    return Bundle(
+        path=resolved,
+        manifest=manifest,
+        item_ids=item_ids,
+        item_embeddings=embeddings,
+        item_categories=item_categories,
+    )
 
 
 def fsync_file(path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Training checkpoints: a folder with the weights, the configs and the item ids.
+"""Training checkpoints: a folder with the weights, the configs, the item ids and, when the
+data had them, the items' category labels (``item_categories``, as in a bundle).
 
 ``weights.pt`` is a plain state_dict read back with ``torch.load(weights_only=True)``, so a
 checkpoint from elsewhere cannot run code on load; everything else is JSON or text.
@@ -19,6 +20,12 @@ from typing import Any
 
 import torch
 
+from model_export.bundle import (
+    ITEM_CATEGORIES,
+    check_item_categories,
+    read_category_lines,
+    write_category_lines,
+)
 from model_export.exceptions import ModelExportError
 from model_export.model import MindConfig, UserTower, build_tower
 
@@ -37,6 +44,7 @@ class Checkpoint:
     tower: UserTower
     item_ids: list[str]
     info: dict[str, Any]  # training config, data set, metrics: whatever the trainer stored
+    item_categories: list[str] | None = None  # one label per item ("" = none), when known
 
     @property
     def config(self) -> MindConfig:
@@ -44,13 +52,21 @@ class Checkpoint:
 
 
 def save_checkpoint(
-    path: Path, tower: UserTower, item_ids: Sequence[str], info: Mapping[str, Any] | None = None
+    path: Path,
+    tower: UserTower,
+    item_ids: Sequence[str],
+    info: Mapping[str, Any] | None = None,
+    *,
+    item_categories: Sequence[str] | None = None,
 ) -> Path:
-    """Write ``tower`` to the folder ``path`` (replaced atomically if it exists)."""
+    """Write ``tower`` to the folder ``path`` (replaced atomically if it exists), with the
+    items' category labels when given (a bundle exported from it carries them)."""
     if len(item_ids) != tower.config.n_items:
         raise ModelExportError(
             f"{len(item_ids)} item ids for a model of {tower.config.n_items} items"
         )
+    if item_categories is not None:
+        check_item_categories(item_categories, len(item_ids))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
@@ -64,6 +80,8 @@ def save_checkpoint(
         }
         (tmp / CONFIG).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
         (tmp / ITEM_IDS).write_text("".join(f"{i}\n" for i in item_ids), encoding="utf-8")
+        if item_categories is not None:
+            write_category_lines(tmp / ITEM_CATEGORIES, item_categories)
         os.chmod(tmp, 0o755)  # noqa: S103
         if path.exists():
             old = path.with_name(f".{path.name}-old-{os.getpid()}")
@@ -111,4 +129,12 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
     item_ids = (path / ITEM_IDS).read_text(encoding="utf-8").splitlines()
     if len(item_ids) != config.n_items:
         raise ModelExportError(f"{path}: {len(item_ids)} item ids, config says {config.n_items}")
-    return Checkpoint(tower=tower, item_ids=item_ids, info=dict(payload.get("info", {})))
+    item_categories = None
+    if (path / ITEM_CATEGORIES).is_file():
+        item_categories = read_category_lines(path / ITEM_CATEGORIES, len(item_ids))
+    return Checkpoint(
+        tower=tower,
+        item_ids=item_ids,
+        info=dict(payload.get("info", {})),
+        item_categories=item_categories,
+    )

@@ -396,6 +396,7 @@ def _export(args: argparse.Namespace, settings: Any) -> int:
         _bundle_root(args.out, settings),
         metrics=bundle_metrics(restored.info),
         make_current=not args.no_current,
+        item_categories=restored.item_categories,
     )
     print(f"bundle: {path}")
     return 0

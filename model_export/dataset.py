@@ -82,3 +82,23 @@ CATEGORY_FEATURES = ("category", "genre")
 def category_feature(data: Interactions) -> str | None:
     """The item feature that names categories in ``data`` (None when it has none)."""
     return next((f for f in CATEGORY_FEATURES if f in data.item_features), None)
+
+
+def primary_category(item_features: dict[str, np.ndarray]) -> np.ndarray | None:
+    """int64 [n_items + 1]: each model index's first value of its first side feature (the
+    primary genre, tag or category; 0 = none), or None without side features."""
+    if not item_features:
+        return None
+    table = item_features[sorted(item_features)[0]]
+    return np.asarray(table[:, 0], dtype=np.int64)
+
+
+def item_category_labels(data: Interactions) -> list[str] | None:
+    """One category label per item in ``item_ids`` order, as a bundle carries them: the
+    primary category of :func:`primary_category` as ``"<feature>:<value id>"``, ``""`` where
+    an item has none; None when the data has no item features."""
+    codes = primary_category(data.item_features)
+    if codes is None:
+        return None
+    feature = sorted(data.item_features)[0]
+    return [f"{feature}:{c}" if c > 0 else "" for c in codes[1:].tolist()]

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from model_export.dataset import primary_category
 from model_export.metrics import relevance
 from model_export.retrieval import NO_ID
 
@@ -157,15 +158,6 @@ def routing_movement(
         "mean_initial_abs_logit": float(np.abs(initial)[seq_mask].mean()),
         "mean_largest_weight": float(weights.max(-1)[seq_mask].mean()),
     }
-
-
-def primary_category(item_features: dict[str, np.ndarray]) -> np.ndarray | None:
-    """int64 [n_items + 1]: each model index's first value of its first side feature (the
-    primary genre, tag or category; 0 = none), or None without side features."""
-    if not item_features:
-        return None
-    table = item_features[sorted(item_features)[0]]
-    return np.asarray(table[:, 0], dtype=np.int64)
 
 
 def aggregation_sweep(

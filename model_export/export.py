@@ -118,8 +118,10 @@ def export_bundle(
     *,
     metrics: Mapping[str, Any] | None = None,
     make_current: bool = True,
+    item_categories: Sequence[str] | None = None,
 ) -> Path:
-    """Export ``tower`` and write a bundle under ``out_root``; returns the bundle folder."""
+    """Export ``tower`` and write a bundle under ``out_root``; returns the bundle folder (with
+    the items' category labels when ``item_categories`` is given)."""
     if len(item_ids) != tower.config.n_items:
         raise ModelExportError(
             f"{len(item_ids)} item ids for a model of {tower.config.n_items} items"
@@ -133,6 +135,7 @@ def export_bundle(
         model=bundle_model_config(tower),
         metrics=metrics,
         make_current=make_current,
+        item_categories=item_categories,
     )
     logger.info("exported bundle path=%s onnx_bytes=%d", path, len(onnx_model))
     return path

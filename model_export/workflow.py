@@ -19,7 +19,7 @@ import numpy as np
 
 from model_export.data.splits import COMIREC, LEAVE_LAST_OUT, EvalSet, Split, split
 from model_export.data.synthetic import SyntheticConfig, generate
-from model_export.dataset import Interactions, PlantedTruth
+from model_export.dataset import Interactions, PlantedTruth, item_category_labels
 from model_export.evaluate import (
     DEFAULT_NS,
     EvaluationReport,
@@ -259,12 +259,21 @@ def train_job(
         "test": _metrics_of(report, name),
     }
     checkpoint = None
+    # The primary side feature as each item's category: the recall service's diversity-aware
+    # merge reads it from the bundle.
+    categories = item_category_labels(data)
     if run_dir is not None:
-        checkpoint = save_checkpoint(Path(run_dir), tower, data.item_ids, info)
+        checkpoint = save_checkpoint(
+            Path(run_dir), tower, data.item_ids, info, item_categories=categories
+        )
     bundle = None
     if bundle_root is not None and tower.exportable:
         bundle = export_bundle(
-            tower, data.item_ids, Path(bundle_root), metrics=bundle_metrics(info)
+            tower,
+            data.item_ids,
+            Path(bundle_root),
+            metrics=bundle_metrics(info),
+            item_categories=categories,
         )
     elif bundle_root is not None:
         logger.warning("no bundle: a tower with user-profile features cannot be served")

@@ -1,5 +1,7 @@
 """Candidates for users' interest vectors from an item index: one Faiss search for all the
-interests of one or many users, then the per-user merge. No I/O beyond the index."""
+interests of one or many users, then the per-user merge (best score first, or ComiRec's
+diversity-aware aggregation of the merged pool when a query asks for it). No I/O beyond the
+index."""
 
 from __future__ import annotations
 
@@ -8,23 +10,34 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recall.exceptions import DiversityUnavailable
 from recall.index import ItemIndex
-from recall.merge import Candidate, active_interests, merge_candidates, search_width
+from recall.merge import (
+    Candidate,
+    active_interests,
+    controllable_aggregate,
+    merge_candidates,
+    search_width,
+)
 
 
 @dataclass(frozen=True)
 class Query:
-    """One user's request: interest vectors float32 [k, dim], items to leave out, how many."""
+    """One user's request: interest vectors float32 [k, dim], items to leave out, how many,
+    and the diversity λ of the merge (0 = best score first)."""
 
     vectors: np.ndarray
     n: int
     exclude_items: Sequence[str] = ()
+    diversity: float = 0.0
 
 
 def recall_many(index: ItemIndex, queries: Sequence[Query]) -> list[list[Candidate]]:
     """Candidates for each query, searching every active interest of every query at once."""
     if not queries:
         return []
+    if index.categories is None and any(q.diversity > 0 for q in queries):
+        raise DiversityUnavailable(index.version)
     excluded = [index.rows_of(q.exclude_items) for q in queries]
     actives = [active_interests(q.vectors) for q in queries]
     width = min(
@@ -44,16 +57,29 @@ def recall_many(index: ItemIndex, queries: Sequence[Query]) -> list[list[Candida
         count = int(active.sum())
         part = slice(start, start + count)
         start += count
-        merged = merge_candidates(rows[part], scores[part], np.ones(count, bool), query.n, exclude)
+        if query.diversity > 0 and index.categories is not None:
+            # The pool is every searched interest's list, de-duplicated by best score.
+            pool = merge_candidates(
+                rows[part], scores[part], np.ones(count, bool), rows[part].size, exclude
+            )
+            merged = controllable_aggregate(pool, index.categories, query.n, query.diversity)
+        else:
+            merged = merge_candidates(
+                rows[part], scores[part], np.ones(count, bool), query.n, exclude
+            )
         results.append(_renumber(merged, np.flatnonzero(active)))
     return results
 
 
 def recall_one(
-    index: ItemIndex, vectors: np.ndarray, n: int, exclude_items: Iterable[str] = ()
+    index: ItemIndex,
+    vectors: np.ndarray,
+    n: int,
+    exclude_items: Iterable[str] = (),
+    diversity: float = 0.0,
 ) -> list[Candidate]:
     """Candidates for one user's interest vectors."""
-    return recall_many(index, [Query(vectors, n, tuple(exclude_items))])[0]
+    return recall_many(index, [Query(vectors, n, tuple(exclude_items), diversity)])[0]
 
 
 def _renumber(candidates: list[Candidate], interest_of: np.ndarray) -> list[Candidate]:

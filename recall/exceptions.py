@@ -29,6 +29,18 @@ class ModelVersionUnavailable(RecallError):
         )
 
 
+class DiversityUnavailable(RecallError):
+    """A diversity-aware merge was asked of a model whose bundle carries no item categories."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        super().__init__(
+            f"bundle {version} carries no item categories, so its candidates can only be merged "
+            "by score (diversity 0): export the model from data with a category or other item "
+            "feature to serve a diversity above 0"
+        )
+
+
 class StoreUnavailable(RecallError):
     """Redis did not answer (down, unreachable or too slow)."""
 

@@ -36,6 +36,7 @@ from mindstream.progress import progress_bar
 from mindstream.settings import Settings
 from model_export.bundle import EMBEDDINGS, Bundle, fsync_file, sha256_file
 from recall.exceptions import IndexMismatchError, ItemIndexError
+from recall.merge import category_codes
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +179,10 @@ class ItemIndex:
         self.k = bundle.k
         self.item_ids = bundle.item_ids
         self._model_index = bundle.item_index
+        # Category code of each row for the diversity-aware merge (None: the bundle has none).
+        self.categories: np.ndarray | None = (
+            None if bundle.item_categories is None else category_codes(bundle.item_categories)
+        )
         self.source = source
         # OpenMP thread counts are per calling thread, so each search sets its own (0 = leave
         # Faiss's default); see MINDSTREAM_RECALL_SEARCH_THREADS.
@@ -244,6 +249,7 @@ class ItemIndex:
             "build": dict(self.spec.build),
             "search": dict(self.spec.search),
             "source": self.source,
+            "categories": self.categories is not None,
         }
 
 

@@ -6,8 +6,10 @@ controllable aggregation trades score for category diversity. Pure functions, no
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Collection, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -109,6 +111,11 @@ def controllable_aggregate(
     merge, λ = 1 orders by category spread alone (score breaks ties). ``categories[row]`` is
     the category of bundle row ``row``. Ties keep the earlier candidate, so it is
     deterministic.
+
+    The penalty is the same for every candidate of one category, so only the best remaining
+    candidate of each category can win a step, and a pick changes only its own category's
+    value: one heap entry per category makes a step O(log categories) instead of a pass over
+    the pool (a served request picks 50 of a few hundred).
     """
     if not 0.0 <= diversity <= 1.0:
         raise ValueError(f"diversity λ must be in [0, 1]; got {diversity}")
@@ -117,21 +124,51 @@ def controllable_aggregate(
         return []
     if diversity == 0.0:
         return sorted(pool, key=lambda c: -c.score)[:n]
-    cats = np.asarray(categories)
-    scores = np.array([c.score for c in pool], dtype=np.float64)
-    pool_cats = cats[np.array([c.row for c in pool], dtype=np.int64)]
-    _, cat_index = np.unique(pool_cats, return_inverse=True)
-    picked_per_cat = np.zeros(int(cat_index.max()) + 1, dtype=np.float64)
-    taken = np.zeros(len(pool), dtype=bool)
+    keep = 1.0 - diversity
+    cats = np.asarray(categories)[np.array([c.row for c in pool], dtype=np.int64)].tolist()
+    scores = [c.score for c in pool]
+    # Each category's candidates in the order the greedy step takes them: best value first
+    # (the penalty is shared), the earlier candidate first among equal values. A pool sorted
+    # by score (what the merge returns) is already in that order.
+    order: Sequence[int] = range(len(pool))
+    if any(a < b for a, b in itertools.pairwise(scores)):
+        order = sorted(order, key=lambda i: (-(keep * scores[i]), i))
+    queues: dict[Any, list[int]] = {}
+    for position in order:
+        queues.setdefault(cats[position], []).append(position)
+    heads = {cat: 0 for cat in queues}
+    counts = dict.fromkeys(queues, 0.0)
+    # Entries (-value, position, category) of each category's best remaining candidate: the
+    # smallest is the step's first maximum, as a scan of the pool would find it.
+    heap = [(-(keep * pool[q[0]].score), q[0], cat) for cat, q in queues.items()]
+    heapq.heapify(heap)
     chosen: list[Candidate] = []
-    for _ in range(min(n, len(pool))):
-        value = (1.0 - diversity) * scores - diversity * picked_per_cat[cat_index]
-        value[taken] = -np.inf
-        best = int(np.argmax(value))  # first maximum: the earlier candidate wins ties
-        taken[best] = True
-        picked_per_cat[cat_index[best]] += 1
-        chosen.append(pool[best])
+    while heap and len(chosen) < n:
+        _, position, cat = heapq.heappop(heap)
+        chosen.append(pool[position])
+        counts[cat] += 1.0
+        heads[cat] += 1
+        queue = queues[cat]
+        if heads[cat] < len(queue):
+            nxt = queue[heads[cat]]
+            value = keep * pool[nxt].score - diversity * counts[cat]
+            heapq.heappush(heap, (-value, nxt, cat))
     return chosen
+
+
+def category_codes(labels: Sequence[str]) -> np.ndarray:
+    """int64 [items]: one code per distinct category label. An item without a category (an
+    empty label) gets a code of its own, so items of unknown category never count as the same
+    category as each other."""
+    codes: dict[str, int] = {}
+    out = np.empty(len(labels), dtype=np.int64)
+    unknown = len(labels)  # above every label's code (there are at most len(labels) labels)
+    for row, label in enumerate(labels):
+        if label:
+            out[row] = codes.setdefault(label, len(codes))
+        else:
+            out[row] = unknown + row
+    return out
 
 
 def category_diversity(

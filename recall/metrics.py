@@ -59,7 +59,8 @@ class RecallMetrics:
         )
         self.users = Counter(
             "recall_users_total",
-            "Users looked up, by outcome (ok, not_found, model_unavailable, bad_record).",
+            "Users looked up, by outcome (ok, not_found, model_unavailable, diversity_unavailable, "
+            "bad_record).",
             ["outcome"],
             registry=r,
         )

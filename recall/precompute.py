@@ -25,8 +25,10 @@ field           value
 ``seq``         the record's ``seq`` the candidates were computed from (monotonic guard)
 ``n``           candidates asked for, ASCII decimal
 ``exclude_seen`` ``1`` when the window's items were left out, else ``0``
+``diversity``   λ of the merge (``MINDSTREAM_RECALL_DIVERSITY``), e.g. ``0.0``
 ``updated_ms``  when the candidates were written, epoch milliseconds
-``candidates``  UTF-8 JSON array of ``{"item_id", "score", "interest"}``, best first
+``candidates``  UTF-8 JSON array of ``{"item_id", "score", "interest"}``, in merge order
+                (best score first at diversity 0)
 ==============  =====================================================================
 
 Writes are monotonic like the record's: candidates from an older ``seq`` never replace newer ones.
@@ -225,7 +227,13 @@ class Precomputer:
                 stats.model_unavailable += len(records)
                 continue
             queries = [
-                Query(r.vectors, self.n, r.items if self.exclude_seen else ()) for r in records
+                Query(
+                    r.vectors,
+                    self.n,
+                    r.items if self.exclude_seen else (),
+                    self.settings.recall_diversity,
+                )
+                for r in records
             ]
             if sum(len(q.vectors) for q in queries) > 64:
                 loop = asyncio.get_running_loop()
@@ -272,6 +280,8 @@ class Precomputer:
                     str(self.n),
                     "exclude_seen",
                     "1" if self.exclude_seen else "0",
+                    "diversity",
+                    repr(self.settings.recall_diversity),
                     "updated_ms",
                     updated,
                     "candidates",

@@ -80,11 +80,20 @@ class IndexRegistry:
         self._listeners.append(listener)
 
     def load(self, bundle_path: Path | str) -> ItemIndex:
-        """Load (or build) the index of the bundle at ``bundle_path`` and make it current.
+        """Load (or build) the index of the bundle at ``bundle_path`` and make it current. A
+        bundle without item categories is refused while MINDSTREAM_RECALL_DIVERSITY is above 0.
 
         Slow (verifying the bundle, maybe building an index): call it from a worker thread.
         """
         bundle = load_bundle(bundle_path)
+        if self._settings.recall_diversity > 0 and bundle.item_categories is None:
+            # Every candidates request would be refused: refuse the bundle instead (at start,
+            # or as a swap that keeps the loaded index serving).
+            raise ConfigError(
+                f"MINDSTREAM_RECALL_DIVERSITY={self._settings.recall_diversity} needs item "
+                f"categories, and bundle {bundle.version} carries none: set it to 0 or export "
+                "the model from data with a category or other item feature"
+            )
         loaded = self._indexes.get(bundle.version)
         if loaded is None:
             loaded = open_index(bundle, self._settings, kind=self._kind, progress=self._progress)

@@ -32,6 +32,7 @@ from mindstream.redis_config import async_redis_client
 from mindstream.settings import Settings
 from recall.candidates import Query, recall_many
 from recall.exceptions import (
+    DiversityUnavailable,
     InvalidRequest,
     ModelVersionUnavailable,
     RecallError,
@@ -235,15 +236,25 @@ class RecallService:
         self._child("served", record.model, "true" if is_current else "false").inc(users)
         return item_index
 
-    def query_for(self, record: InterestRecord, n: int, exclude_seen: bool) -> Query:
-        return Query(record.vectors, n, record.items if exclude_seen else ())
+    def check_diversity_served(
+        self, item_index: ItemIndex, diversity: float, users: int = 1
+    ) -> None:
+        """Refuse a diversity above 0 for a bundle without item categories."""
+        if diversity > 0 and item_index.categories is None:
+            self.metrics.users.labels("diversity_unavailable").inc(users)
+            raise DiversityUnavailable(item_index.version)
+
+    def query_for(
+        self, record: InterestRecord, n: int, exclude_seen: bool, diversity: float = 0.0
+    ) -> Query:
+        return Query(record.vectors, n, record.items if exclude_seen else (), diversity)
 
     def candidates_json(
         self,
         record: InterestRecord,
         item_index: ItemIndex,
         candidates: list[Candidate],
-        n: int,
+        query: Query,
         exclude_seen: bool,
     ) -> dict[str, Any]:
         current = self.registry.current
@@ -252,8 +263,9 @@ class RecallService:
             "model": record.model,
             "current_model": current.version if current is not None else None,
             "index": {"kind": item_index.kind, "exact": item_index.exact},
-            "n": n,
+            "n": query.n,
             "exclude_seen": exclude_seen,
+            "diversity": query.diversity,
             "event_ts": record.event_ts,
             "updated_ms": record.updated_ms,
             "seq": record.seq,
@@ -269,20 +281,23 @@ class RecallService:
         return web.json_response(record_json(record, vectors="interests"), dumps=_dumps)
 
     async def get_candidates(self, request: web.Request) -> web.Response:
-        check_query(request, {"n", "exclude_seen"})
+        check_query(request, {"n", "exclude_seen", "diversity"})
         n = parse_n(request.query.get("n"), self.settings)
         exclude_seen = parse_bool("exclude_seen", request.query.get("exclude_seen"), True)
+        diversity = parse_diversity(request.query.get("diversity"), self.settings)
         record = await self.read_record(user_id_of(request))
         item_index = self.index_for(record)
-        (candidates,) = await self.search(item_index, [self.query_for(record, n, exclude_seen)])
+        self.check_diversity_served(item_index, diversity)
+        query = self.query_for(record, n, exclude_seen, diversity)
+        (candidates,) = await self.search(item_index, [query])
         self._users_ok.inc()
         return fast_json_response(
-            self.candidates_json(record, item_index, candidates, n, exclude_seen)
+            self.candidates_json(record, item_index, candidates, query, exclude_seen)
         )
 
     async def post_candidates(self, request: web.Request) -> web.Response:
         check_query(request, set())
-        user_ids, n, exclude_seen = await self.parse_batch(request)
+        user_ids, n, exclude_seen, diversity = await self.parse_batch(request)
         records = await self.read_records(user_ids)
         results: list[dict[str, Any] | None] = [None] * len(user_ids)
         by_version: dict[str, list[tuple[int, InterestRecord]]] = {}
@@ -304,37 +319,45 @@ class RecallService:
             else:
                 by_version.setdefault(record.model, []).append((position, record))
         for version, group in by_version.items():
+            # A version this replica cannot serve as asked fails its users, not the call.
             try:
                 item_index = self.index_for(group[0][1], users=len(group))
-            except ModelVersionUnavailable as exc:
+                self.check_diversity_served(item_index, diversity, users=len(group))
+            except (ModelVersionUnavailable, DiversityUnavailable) as exc:
+                status = (
+                    "model_unavailable"
+                    if isinstance(exc, ModelVersionUnavailable)
+                    else "diversity_unavailable"
+                )
                 for position, record in group:
                     results[position] = {
                         "user_id": record.user_id,
-                        "status": "model_unavailable",
+                        "status": status,
                         "detail": str(exc),
                         "model": version,
                     }
                 continue
-            found = await self.search(
-                item_index, [self.query_for(r, n, exclude_seen) for _, r in group]
-            )
-            for (position, record), candidates in zip(group, found, strict=True):
+            queries = [self.query_for(r, n, exclude_seen, diversity) for _, r in group]
+            found = await self.search(item_index, queries)
+            for (position, record), query, candidates in zip(group, queries, found, strict=True):
                 self._users_ok.inc()
-                body = self.candidates_json(record, item_index, candidates, n, exclude_seen)
+                body = self.candidates_json(record, item_index, candidates, query, exclude_seen)
                 results[position] = {"status": "ok", **body}
-        return fast_json_response({"n": n, "exclude_seen": exclude_seen, "results": results})
+        return fast_json_response(
+            {"n": n, "exclude_seen": exclude_seen, "diversity": diversity, "results": results}
+        )
 
-    async def parse_batch(self, request: web.Request) -> tuple[list[str], int, bool]:
+    async def parse_batch(self, request: web.Request) -> tuple[list[str], int, bool, float]:
         try:
             body = await request.json(loads=json.loads)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InvalidRequest("body", f"not valid JSON ({exc})") from None
         if not isinstance(body, dict):
             raise InvalidRequest("body", "expected a JSON object with user_ids")
-        unknown = sorted(set(body) - {"user_ids", "n", "exclude_seen"})
+        unknown = sorted(set(body) - {"user_ids", "n", "exclude_seen", "diversity"})
         if unknown:
             raise InvalidRequest(
-                "body", f"unknown fields {unknown}; expected user_ids, n, exclude_seen"
+                "body", f"unknown fields {unknown}; expected user_ids, n, exclude_seen, diversity"
             )
         user_ids = body.get("user_ids")
         limit = self.settings.recall_batch_max_users
@@ -352,7 +375,15 @@ class RecallService:
         exclude_seen = body.get("exclude_seen", True)
         if not isinstance(exclude_seen, bool):
             raise InvalidRequest("exclude_seen", f"expected true or false, got {exclude_seen!r}")
-        return user_ids, n, exclude_seen
+        diversity = body.get("diversity", self.settings.recall_diversity)
+        # Compared before float(): JSON integers are unbounded and float() overflows on some.
+        if (
+            isinstance(diversity, bool)
+            or not isinstance(diversity, int | float)
+            or not 0 <= diversity <= 1
+        ):
+            raise InvalidRequest("diversity", f"expected a number in [0, 1], got {diversity!r}")
+        return user_ids, n, exclude_seen, float(diversity)
 
     async def healthz(self, request: web.Request) -> web.Response:
         current = self.registry.current
@@ -403,6 +434,8 @@ class RecallService:
                 model=exc.record_version,
                 loaded_models=exc.loaded,
             )
+        except DiversityUnavailable as exc:
+            response = error_response(409, "diversity_unavailable", str(exc))
         except StoreUnavailable as exc:
             logger.warning("redis unavailable route=%s error=%s", route, exc)
             response = error_response(
@@ -475,6 +508,20 @@ def check_n(n: int, settings: Settings) -> None:
         raise InvalidRequest(
             "n", f"expected 1 <= n <= {settings.recall_max_n} (MINDSTREAM_RECALL_MAX_N), got {n}"
         )
+
+
+def parse_diversity(raw: str | None, settings: Settings) -> float:
+    """The ``diversity`` query parameter: λ in [0, 1] (default MINDSTREAM_RECALL_DIVERSITY)."""
+    if raw is None:
+        return settings.recall_diversity
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidRequest("diversity", f"expected a number in [0, 1], got {raw!r}") from None
+    # `not 0 <= value` also refuses NaN.
+    if not 0.0 <= value <= 1.0:
+        raise InvalidRequest("diversity", f"expected a number in [0, 1], got {value}")
+    return value
 
 
 def parse_bool(name: str, raw: str | None, default: bool) -> bool:

@@ -112,6 +112,7 @@ async def test_updates_are_precomputed_and_caught_up(setup, redis_client):
         await asyncio.wait_for(ready.wait(), 10)
         got = stored(redis_client, prefix, "early")
         assert got is not None and got["model"] == bundle.version and got["seq"] == "1"
+        assert got["diversity"] == "0.0" and got["exclude_seen"] == "1"
         assert [(c["item_id"], c["interest"]) for c in json.loads(got["candidates"])] == expected(
             bundle.item_embeddings, early, 10
         )

@@ -18,8 +18,10 @@ from benchmarks.catalogue import write_catalogue_bundle
 from infra import processes
 from infra.launch import await_service, launch
 from infra.redis_server import REDIS, find_redis_server
+from mindstream.errors import ConfigError
 from mindstream.settings import Settings
 from model_export.bundle import load_bundle
+from recall.merge import Candidate, category_codes, controllable_aggregate
 from recall.registry import BundleWatcher, IndexRegistry
 from recall.service import OPENAPI_PATH, create_app, openapi_document
 from stream.record import InterestRecord, now_ms, write_records
@@ -231,6 +233,10 @@ async def test_unknown_user_is_404_with_a_clear_body(client):
         ({"n": "1.5"}, "n"),
         ({"exclude_seen": "maybe"}, "exclude_seen"),
         ({"N": "5"}, "N"),
+        ({"diversity": "1.5"}, "diversity"),
+        ({"diversity": "-0.1"}, "diversity"),
+        ({"diversity": "nan"}, "diversity"),
+        ({"diversity": "lots"}, "diversity"),
     ],
 )
 async def test_bad_query_parameters_are_422(client, query, parameter):
@@ -256,6 +262,10 @@ async def test_bad_query_parameters_are_422(client, query, parameter):
         (b'{"user_ids": ["u1"], "n": 0}', "n"),
         (b'{"user_ids": ["u1"], "exclude_seen": "no"}', "exclude_seen"),
         (b'{"user_ids": ["u1"], "users": []}', "body"),
+        (b'{"user_ids": ["u1"], "diversity": "0.5"}', "diversity"),
+        (b'{"user_ids": ["u1"], "diversity": true}', "diversity"),
+        (b'{"user_ids": ["u1"], "diversity": 2}', "diversity"),
+        (b'{"user_ids": ["u1"], "diversity": 1' + b"0" * 400 + b"}", "diversity"),
     ],
 )
 async def test_bad_batch_bodies_are_422(client, payload, parameter):
@@ -288,6 +298,112 @@ async def test_vectors_of_an_unloaded_version_get_409_saying_why(
     assert body["model"] == "mind-ffffffffffffffffffff"
     assert body["loaded_models"] == [first_bundle.version]
     assert "same bundle version" in body["detail"]
+
+
+# --- the diversity-aware merge --------------------------------------------------------------
+
+
+def exact_pool(embeddings, vectors, width, exclude_rows=()):
+    """Candidates of every interest's exact top-``width``, each item once at its best score."""
+    scores = vectors @ embeddings.T
+    best: dict[int, Candidate] = {}
+    for k in range(len(vectors)):
+        for r in np.argsort(-scores[k], kind="stable")[:width]:
+            c = Candidate(int(r), float(scores[k, r]), k)
+            if int(r) not in best or c.score > best[int(r)].score:
+                best[int(r)] = c
+    kept = [c for r, c in best.items() if r not in set(exclude_rows)]
+    return sorted(kept, key=lambda c: -c.score)
+
+
+def expected_diverse(embeddings, labels, vectors, n, diversity, exclude_rows=()):
+    """[(item_id, score, interest)] of ComiRec's greedy aggregation over the exact pool."""
+    pool = exact_pool(embeddings, vectors, n + len(exclude_rows), exclude_rows)
+    picked = controllable_aggregate(pool, category_codes(labels), n, diversity)
+    return [(f"i{c.row}", c.score, c.interest) for c in picked]
+
+
+LABELS = ["" if i % 10 == 0 else f"genre-{i % 8}" for i in range(N_ITEMS)]
+
+
+@pytest.fixture
+async def diverse(recall_settings: Settings, tmp_path: Path):
+    """A client of a service whose bundle carries categories, with a default diversity."""
+    settings = dataclasses.replace(
+        recall_settings,
+        bundle_path=str(tmp_path / "categorised" / "current"),
+        recall_diversity=0.25,
+    )
+    path = write_catalogue_bundle(
+        Path(settings.bundle_path).parent, catalogue(7), item_categories=LABELS
+    )
+    bundle = load_bundle(path)
+    registry = IndexRegistry(settings)
+    registry.load(settings.bundle_path)
+    async with TestClient(TestServer(create_app(settings, registry), host="127.0.0.1")) as client:
+        yield client, settings, bundle
+
+
+async def test_diversity_picks_by_category_as_comirecs_aggregation(diverse, redis_client):
+    client, settings, bundle = diverse
+    embeddings = bundle.item_embeddings
+    rng = np.random.default_rng(8)
+    vectors = rng.standard_normal((3, DIM)).astype(np.float32)
+    top = np.argsort(-(vectors @ embeddings.T).max(0))[:4]
+    record = make_record("d", vectors, bundle.version, [f"i{r}" for r in top])
+    write_records(redis_client, settings.redis_prefix, [record])
+    url = "/v1/users/d/candidates"
+    # No parameter: the configured default (0.25).
+    body = await checked(await client.get(url, params={"n": "40"}), CANDIDATES)
+    assert body["diversity"] == 0.25
+    assert_candidates(body, expected_diverse(embeddings, LABELS, vectors, 40, 0.25, top))
+    plain = await checked(await client.get(url, params={"n": "40", "diversity": "0"}), CANDIDATES)
+    assert plain["diversity"] == 0.0
+    assert_candidates(plain, brute_force(embeddings, vectors, 40, top))
+    # More diversity, more categories among the first picks (8 labels plus unlabelled items).
+    spread = await checked(await client.get(url, params={"n": "9", "diversity": "1"}), CANDIDATES)
+    assert len({LABELS[int(c["item_id"][1:])] for c in spread["candidates"]}) == 9
+    # The batch route applies the same merge.
+    response = await client.post(BATCH, json={"user_ids": ["d"], "n": 40, "diversity": 0.6})
+    batch = await checked(response, BATCH, "post")
+    assert batch["diversity"] == 0.6 and batch["results"][0]["diversity"] == 0.6
+    assert_candidates(
+        batch["results"][0], expected_diverse(embeddings, LABELS, vectors, 40, 0.6, top)
+    )
+    health = await checked(await client.get("/healthz"), "/healthz")
+    assert health["index"]["categories"] is True
+
+
+async def test_diversity_on_a_bundle_without_categories_says_why(
+    client, recall_settings, redis_client, first_bundle
+):
+    write_records(
+        redis_client,
+        recall_settings.redis_prefix,
+        [make_record("plain", np.ones((2, DIM)), first_bundle.version)],
+    )
+    response = await client.get("/v1/users/plain/candidates", params={"diversity": "0.3"})
+    assert response.status == 409
+    body = await checked(response, CANDIDATES)
+    assert body["error"] == "diversity_unavailable"
+    assert first_bundle.version in body["detail"] and "no item categories" in body["detail"]
+    response = await client.post(BATCH, json={"user_ids": ["plain", "nobody"], "diversity": 0.3})
+    body = await checked(response, BATCH, "post")
+    assert [r["status"] for r in body["results"]] == ["diversity_unavailable", "not_found"]
+    assert body["results"][0]["model"] == first_bundle.version
+    # Diversity 0 is served as before.
+    response = await client.get("/v1/users/plain/candidates", params={"diversity": "0"})
+    assert response.status == 200
+    text = await (await client.get("/metrics")).text()
+    assert 'recall_users_total{outcome="diversity_unavailable"} 2.0' in text
+
+
+def test_a_default_diversity_refuses_a_bundle_without_categories(recall_settings, first_bundle):
+    settings = dataclasses.replace(recall_settings, recall_diversity=0.1)
+    with pytest.raises(
+        ConfigError, match=r"MINDSTREAM_RECALL_DIVERSITY=0\.1 needs item categories"
+    ):
+        IndexRegistry(settings).load(settings.bundle_path)
 
 
 # --- service documents -----------------------------------------------------------------------

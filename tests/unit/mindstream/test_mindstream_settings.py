@@ -62,6 +62,9 @@ def test_scalar_parsing(raw: str, kind: type, value: object) -> None:
         ({"MINDSTREAM_ONNX_PROVIDER": "tpu"}, "MINDSTREAM_ONNX_PROVIDER='tpu'"),
         ({"MINDSTREAM_RECALL_INDEX": "lsh"}, "MINDSTREAM_RECALL_INDEX='lsh'"),
         ({"MINDSTREAM_LOG_LEVEL": "loud"}, "MINDSTREAM_LOG_LEVEL='LOUD'"),
+        ({"MINDSTREAM_RECALL_DIVERSITY": "1.5"}, r"DIVERSITY=1.5: expected a number in \[0, 1\]"),
+        ({"MINDSTREAM_RECALL_DIVERSITY": "inf"}, r"DIVERSITY=inf: expected a number in \[0, 1\]"),
+        ({"MINDSTREAM_RECALL_DIVERSITY": "-0.1"}, "DIVERSITY=-0.1: expected a number >= 0"),
     ],
 )
 def test_bad_values_raise_config_error_naming_variable_and_expectation(

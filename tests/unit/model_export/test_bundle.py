@@ -14,6 +14,7 @@ import torch
 from model_export.bundle import (
     CURRENT_LINK,
     EMBEDDINGS,
+    ITEM_CATEGORIES,
     ITEM_IDS,
     MANIFEST,
     TOWER,
@@ -158,11 +159,13 @@ MANIFEST_EDITS = {
 }
 
 
-@pytest.mark.parametrize("edit", [e for _, e in MANIFEST_EDITS.values()], ids=MANIFEST_EDITS)
-def test_every_edited_manifest_field_is_refused(bundle, edit):
+@pytest.mark.parametrize("name", MANIFEST_EDITS)
+def test_every_edited_manifest_field_is_refused(bundle, name):
     _, _, path = bundle
-    _edit_manifest(path, edit)
-    with pytest.raises(BundleError, match="does not match its content"):
+    _edit_manifest(path, MANIFEST_EDITS[name][1])
+    # A file the format does not know is refused by name, before the version is checked.
+    match = "unknown files" if name == "files-extra-entry" else "does not match its content"
+    with pytest.raises(BundleError, match=match):
         load_bundle(path)
 
 
@@ -263,3 +266,83 @@ def test_bundle_link_answers_each_new_target_once(tmp_path):
     c.rmdir()  # the link now points nowhere
     assert link.target() is None and link.new_target(in_use=a.resolve()) is None
     assert BundleLink(tmp_path / "nowhere" / CURRENT_LINK).target() is None
+
+
+# --- item categories (optional) ------------------------------------------------------------
+
+
+def categories_of(n):
+    # Labels with spaces and non-ASCII, and items without a category (empty lines).
+    return ["" if i % 5 == 0 else f"genre:{i % 3} – é" for i in range(n)]
+
+
+def test_item_categories_round_trip_and_are_versioned(tmp_path, bundle):
+    tower, ids, plain = bundle
+    labels = categories_of(N_ITEMS)
+    path = export_bundle(
+        tower, ids, tmp_path / "cat", metrics={"hr@50": 0.25}, item_categories=labels
+    )
+    loaded = load_bundle(path)
+    assert loaded.item_categories == labels
+    assert ITEM_CATEGORIES in loaded.manifest["files"]
+    # The file is part of the content: a bundle with categories is another version, and one
+    # without them loads with none.
+    assert path.name != plain.name
+    assert load_bundle(plain).item_categories is None
+    last_empty = ["a"] * (N_ITEMS - 1) + [""]
+    again = export_bundle(tower, ids, tmp_path / "cat2", item_categories=last_empty)
+    assert load_bundle(again).item_categories == last_empty
+
+
+@pytest.mark.parametrize(
+    "labels, match",
+    [(["a"] * (N_ITEMS - 1), "39 item categories for 40 items"), (["a\nb"] * N_ITEMS, "single")],
+)
+def test_item_categories_that_do_not_fit_are_refused_before_writing(tmp_path, labels, match):
+    tower, ids = tower_and_ids()
+    with pytest.raises(BundleError, match=match):
+        export_bundle(tower, ids, tmp_path / "b", item_categories=labels)
+    assert not any((tmp_path / "b").glob("*-*"))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_damaged_item_categories_are_refused(tmp_path, damage):
+    tower, ids = tower_and_ids()
+    path = export_bundle(tower, ids, tmp_path, item_categories=categories_of(N_ITEMS))
+    target = path / ITEM_CATEGORIES
+    if damage == "flip":
+        data = bytearray(target.read_bytes())
+        data[3] ^= 0x01
+        target.write_bytes(bytes(data))
+    elif damage == "truncate":
+        target.write_bytes(target.read_bytes()[:-2])
+    else:
+        target.unlink()
+    with pytest.raises(
+        BundleError, match={"flip": "sha256", "truncate": "truncated"}.get(damage, "missing")
+    ):
+        load_bundle(path)
+
+
+def test_a_manifest_listing_an_unknown_file_is_refused(bundle):
+    _, _, path = bundle
+    manifest = json.loads((path / MANIFEST).read_text())
+    manifest["files"]["../elsewhere"] = {"sha256": "0" * 64, "bytes": 1}
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="unknown files"):
+        load_bundle(path)
+
+
+def test_a_checkpoint_keeps_the_categories_for_its_bundle(tmp_path):
+    from model_export.checkpoint import load_checkpoint, save_checkpoint
+
+    tower, ids = tower_and_ids()
+    labels = categories_of(N_ITEMS)
+    saved = save_checkpoint(tmp_path / "ckpt", tower, ids, {}, item_categories=labels)
+    restored = load_checkpoint(saved)
+    assert restored.item_categories == labels
+    bundle_path = export_bundle(
+        restored.tower, restored.item_ids, tmp_path / "b", item_categories=restored.item_categories
+    )
+    assert load_bundle(bundle_path).item_categories == labels
+    assert load_checkpoint(save_checkpoint(tmp_path / "plain", tower, ids)).item_categories is None

@@ -7,7 +7,7 @@ import pytest
 
 from model_export.data.events import iter_click_events
 from model_export.data.synthetic import SyntheticConfig, click_events, generate
-from model_export.dataset import Interactions, PlantedTruth
+from model_export.dataset import Interactions, PlantedTruth, item_category_labels
 
 Generated = tuple[Interactions, PlantedTruth]
 
@@ -100,3 +100,21 @@ def test_events_need_timestamps(generated: Generated) -> None:
 def test_invalid_config() -> None:
     with pytest.raises(ValueError, match="min_len"):
         generate(SyntheticConfig(max_interests=5, min_len=3))
+
+
+def test_item_category_labels_name_each_items_primary_category(generated: Generated) -> None:
+    data, truth = generated
+    labels = item_category_labels(data)
+    assert labels is not None and len(labels) == data.n_items
+    # Items share a label exactly when they share a planted cluster (one category per cluster).
+    clusters = truth.item_cluster[1:]
+    for i in range(0, data.n_items, 17):
+        for j in range(0, data.n_items, 13):
+            assert (labels[i] == labels[j]) == (clusters[i] == clusters[j])
+    assert all(label.startswith("category:") for label in labels)
+    bare = Interactions("bare", ["a", "b"], ["u"], [np.array([1, 2])])
+    assert item_category_labels(bare) is None
+    # An item whose feature value is 0 (none) gets an empty label.
+    genre = np.array([[0, 0], [3, 1], [0, 0]])
+    some = Interactions("g", ["a", "b"], ["u"], [np.array([1, 2])], item_features={"genre": genre})
+    assert item_category_labels(some) == ["genre:3", ""]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from model_export import diagnose
+from model_export.dataset import primary_category
 from model_export.retrieval import NO_ID
 
 
@@ -154,8 +155,8 @@ def test_aggregation_sweep_trades_hits_for_category_spread():
     assert sweep["0"] == {"hit_rate@2": 0.0, "diversity@2": 0.0}
     assert sweep["0.5"] == sweep["0"]  # 0.5 * 3.9 - 0.5 * 1 still beats 0.5 * 1.0
     assert sweep["0.9"] == {"hit_rate@2": 1.0, "diversity@2": 1.0}
-    assert diagnose.primary_category({}) is None
-    assert diagnose.primary_category({"genre": np.array([[0, 0], [3, 1]])}).tolist() == [0, 3]
+    assert primary_category({}) is None
+    assert primary_category({"genre": np.array([[0, 0], [3, 1]])}).tolist() == [0, 3]
 
 
 def test_paired_bootstrap_finds_a_real_difference_and_not_a_fake_one():

@@ -76,3 +76,39 @@ def test_greedy_matches_a_step_by_step_reference(scores, n, lam, seed):
             category_diversity(rows, categories)
             >= category_diversity([c.row for c in plain], categories) - 1e-12
         )
+
+
+def scan_reference(candidates, categories, n, diversity):
+    """The greedy step as a full scan of the pool per pick (first maximum wins)."""
+    cats = np.asarray(categories)[[c.row for c in candidates]]
+    scores = np.array([c.score for c in candidates], dtype=np.float64)
+    picked: dict[int, float] = {}
+    taken = np.zeros(len(candidates), dtype=bool)
+    chosen = []
+    for _ in range(min(n, len(candidates))):
+        penalty = np.array([picked.get(int(c), 0.0) for c in cats])
+        value = (1.0 - diversity) * scores - diversity * penalty
+        value[taken] = -np.inf
+        best = int(np.argmax(value))
+        taken[best] = True
+        picked[int(cats[best])] = picked.get(int(cats[best]), 0.0) + 1
+        chosen.append(candidates[best])
+    return chosen
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_heap_picks_what_a_scan_of_the_pool_picks_ties_included(seed):
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(1, 300))
+    # Few distinct scores and categories: many ties within and across categories.
+    scores = rng.choice(np.linspace(-1, 1, 7), size=size)
+    rows = rng.permutation(1000)[:size]
+    candidates = [
+        Candidate(int(r), float(s), int(rng.integers(0, 4)))
+        for r, s in zip(rows, scores, strict=True)
+    ]
+    categories = rng.integers(0, int(rng.integers(1, 20)), size=1000)
+    for lam in (0.0, 0.01, 0.05, 0.3, 0.5, 0.9, 1.0):
+        n = int(rng.integers(1, 80))
+        expected = scan_reference(candidates, categories, n, lam)
+        assert controllable_aggregate(candidates, categories, n, lam) == expected
