@@ -187,6 +187,13 @@ def _data_options(parser: argparse.ArgumentParser, *, for_evaluation: bool = Fal
     if not for_evaluation:
         group.add_argument("--protocol", choices=PROTOCOLS, default="leave_last_out")
     group.add_argument("--split-seed", type=int, default=0, help="ComiRec user-shuffle seed")
+    group.add_argument(
+        "--split-fold",
+        type=int,
+        default=0,
+        help="ComiRec fold: which 1/10 block of the user shuffle is the test part (0-9; "
+        "0 is the split without folds)",
+    )
     group.add_argument("--no-features", action="store_true", help="ignore item side features")
     group.add_argument("--synthetic-users", type=int, default=2000)
     group.add_argument("--synthetic-items", type=int, default=1000)
@@ -273,6 +280,7 @@ def _spec(args: argparse.Namespace, protocol: str) -> Any:
         format=args.format,
         protocol=protocol,
         split_seed=args.split_seed,
+        split_fold=args.split_fold,
         features=not args.no_features,
         synthetic={
             "n_users": args.synthetic_users,
@@ -367,7 +375,10 @@ def _evaluate(args: argparse.Namespace, settings: Any) -> int:
     from model_export.workflow import evaluate_job
 
     protocols = list(PROTOCOLS) if args.protocols == "both" else [args.protocols]
-    spec = None if args.data is None and args.format == "auto" else _spec(args, protocols[0])
+    # The spec carries the fold, which only a ComiRec split has; evaluate_job drops it for
+    # leave-last-out.
+    first = "comirec" if "comirec" in protocols else protocols[0]
+    spec = None if args.data is None and args.format == "auto" else _spec(args, first)
     ns = tuple(int(n) for n in args.ns.split(",") if n.strip())
     reports = evaluate_job(
         checkpoint=args.checkpoint,

@@ -9,9 +9,11 @@ its initial logits; the training curves (train loss, validation HitRate@50) from
 checkpoint. Checkpoints given the same name are seeds of one model: each is reported, and
 the paired bootstrap over users (``--bootstrap-against``) compares each user's hit averaged over
 a model's seeds, on HitRate and on Recall (several targets per user on the ComiRec protocol).
-A checkpoint is only evaluated on the split it was trained with (protocol and split seed), so
-its training users never count as test users. The pure parts are free functions over numpy
-arrays.
+A checkpoint is only evaluated on the split it was trained with (protocol, split seed and
+fold), so its training users never count as test users. ``--json`` keeps each user's hit and
+recall, so the folds of one ComiRec user split can be pooled into one paired bootstrap over
+(nearly) every user (:func:`pool_folds`; ``python -m model_export.experiments pool-folds``).
+The pure parts are free functions over numpy arrays.
 
 ``python -m model_export.diagnose --data PATH --checkpoint mind=runs/a --checkpoint k1=runs/b``
 """
@@ -339,6 +341,140 @@ def paired_bootstrap(
     }
 
 
+def pool_folds(
+    reports: Sequence[dict[str, Any]], against: str, *, samples: int = 10_000, seed: int = 0
+) -> dict[str, Any]:
+    """Pool diagnose reports (``--json`` with ``per_user``) of the folds of one ComiRec user
+    split: each user is an evaluated user in exactly one fold, so the union of the folds' users
+    is one evaluation set, and :func:`paired_bootstrap` runs over it against the model named
+    ``against``. Returns the pooled HitRate/Recall of each model, the bootstrap of each other
+    model on both, and one row per fold (its users, each model's metrics and best validation
+    score). Reports of different data, protocol, part, cut-off or split seed, a fold given
+    twice, a user in two folds or a model missing from a fold are refused."""
+    if not reports:
+        raise ValueError("no fold reports to pool")
+    shared = ("data", "protocol", "part", "n", "split_seed")
+    first = reports[0]
+    for report in reports:
+        if "per_user" not in report:
+            raise ValueError(f"fold {report.get('split_fold')}: the report has no per-user results")
+        differ = [key for key in shared if report.get(key) != first.get(key)]
+        if differ:
+            raise ValueError(f"fold reports differ in {differ}: they are not folds of one split")
+    folds = [int(r.get("split_fold", 0)) for r in reports]
+    if len(set(folds)) != len(folds):
+        raise ValueError(f"a fold is given twice: {sorted(folds)}")
+    names = list(first["per_user"]["hits"])
+    if against not in names:
+        raise ValueError(f"against {against!r}: not a model of the reports ({names})")
+    seen: set[int] = set()
+    for fold, report in zip(folds, reports, strict=True):
+        if list(report["per_user"]["hits"]) != names:
+            raise ValueError(
+                f"fold {fold} has models {list(report['per_user']['hits'])}, not {names}"
+            )
+        users = set(report["per_user"]["users"])
+        if users & seen:
+            raise ValueError(f"fold {fold} shares {len(users & seen)} users with another fold")
+        seen |= users
+    pooled = {
+        key: {
+            name: np.concatenate(
+                [np.asarray(r["per_user"][key][name], dtype=np.float64) for r in reports]
+            )
+            for name in names
+        }
+        for key in ("hits", "recall")
+    }
+    n = first["n"]
+    out: dict[str, Any] = {
+        key: first.get(key) for key in ("data", "protocol", "part", "n", "split_seed")
+    }
+    out.update({"folds": sorted(folds), "users": len(seen), "against": against, "models": {}})
+    for name in names:
+        entry: dict[str, Any] = {
+            f"hit_rate@{n}": float(pooled["hits"][name].mean()),
+            f"recall@{n}": float(pooled["recall"][name].mean()),
+        }
+        if name != against:
+            entry["paired_bootstrap"] = paired_bootstrap(
+                pooled["hits"][name], pooled["hits"][against], samples=samples, seed=seed
+            )
+            entry[f"paired_bootstrap_recall@{n}"] = paired_bootstrap(
+                pooled["recall"][name], pooled["recall"][against], samples=samples, seed=seed
+            )
+        out["models"][name] = entry
+    rows = []
+    for fold, report in sorted(zip(folds, reports, strict=True), key=lambda pair: pair[0]):
+        row: dict[str, Any] = {"fold": fold, "users": len(report["per_user"]["users"])}
+        for name in names:
+            # Checkpoints sharing a name are labelled NAME/1, NAME/2, ... in the report.
+            valid = [
+                m.get("valid_best")
+                for label, m in report.get("models", {}).items()
+                if label == name or label.startswith(name + "/")
+            ]
+            known = [float(v) for v in valid if v is not None]
+            row[name] = {
+                f"hit_rate@{n}": float(np.mean(report["per_user"]["hits"][name])),
+                f"recall@{n}": float(np.mean(report["per_user"]["recall"][name])),
+                "valid_best": float(np.mean(known)) if known else None,
+            }
+        rows.append(row)
+    out["by_fold"] = rows
+    for name in names:
+        valid = [r[name]["valid_best"] for r in rows if r[name]["valid_best"] is not None]
+        out["models"][name]["valid_best_mean_over_folds"] = float(np.mean(valid)) if valid else None
+    return out
+
+
+def pooled_text(pooled: dict[str, Any]) -> str:
+    """A Markdown summary of :func:`pool_folds`: one row per fold, the pooled row, and each
+    model's paired bootstrap against the baseline."""
+    n = pooled["n"]
+    names = list(pooled["models"])
+    head = " | ".join(f"{name} valid R@{n} | {name} R@{n} | {name} HR@{n}" for name in names)
+    lines = [
+        f"{pooled['data']} {pooled['protocol']} {pooled['part']} part, split seed "
+        f"{pooled['split_seed']}, folds {pooled['folds']}: {pooled['users']} users",
+        "",
+        f"| fold | users | {head} |",
+        "|---|---|" + "---|" * (3 * len(names)),
+    ]
+
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    for row in pooled["by_fold"]:
+        cells = " | ".join(
+            f"{cell(row[name]['valid_best'])} | {cell(row[name][f'recall@{n}'])} | "
+            f"{cell(row[name][f'hit_rate@{n}'])}"
+            for name in names
+        )
+        lines.append(f"| {row['fold']} | {row['users']} | {cells} |")
+    cells = " | ".join(
+        f"{cell(pooled['models'][name]['valid_best_mean_over_folds'])} | "
+        f"{cell(pooled['models'][name][f'recall@{n}'])} | "
+        f"{cell(pooled['models'][name][f'hit_rate@{n}'])}"
+        for name in names
+    )
+    lines += [f"| pooled | {pooled['users']} | {cells} |", ""]
+    for name in names:
+        entry = pooled["models"][name]
+        for metric, key in (
+            (f"Recall@{n}", f"paired_bootstrap_recall@{n}"),
+            (f"HR@{n}", "paired_bootstrap"),
+        ):
+            if key in entry:
+                boot = entry[key]
+                lines.append(
+                    f"{name} vs {pooled['against']} {metric}: {boot['difference']:+.4f} "
+                    f"({boot['relative']:+.1%}), 95% CI [{boot['ci95_low']:+.4f}, "
+                    f"{boot['ci95_high']:+.4f}], one-sided p = {boot['p_value']:.4f}"
+                )
+    return "\n".join(lines)
+
+
 def training_curves(info: dict[str, Any]) -> list[dict[str, Any]]:
     """(epoch, train loss, validation HitRate@50) rows from a checkpoint's training info."""
     history = info.get("result", {}).get("history", [])
@@ -433,6 +569,7 @@ def _pad_to(x: np.ndarray, width: int) -> np.ndarray:
 def main(argv: Sequence[str] | None = None) -> int:
     from model_export.checkpoint import load_checkpoint
     from model_export.data.splits import LEAVE_LAST_OUT, PROTOCOLS
+    from model_export.exceptions import ModelExportError
     from model_export.workflow import DataSpec, load_data, make_split
 
     parser = argparse.ArgumentParser(prog="python -m model_export.diagnose", description=__doc__)
@@ -440,6 +577,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--format", default="auto")
     parser.add_argument("--protocol", choices=PROTOCOLS, default=LEAVE_LAST_OUT)
     parser.add_argument("--split-seed", type=int, default=0, help="ComiRec user-shuffle seed")
+    parser.add_argument(
+        "--split-fold", type=int, default=0, help="ComiRec fold (the one the checkpoints used)"
+    )
     parser.add_argument("--checkpoint", action="append", required=True, help="NAME=PATH")
     parser.add_argument("--n", type=int, default=50)
     parser.add_argument("--part", choices=("test", "valid"), default="test")
@@ -472,18 +612,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--lambdas: the diversity factor λ must be in [0, 1]; got {outside}")
     if args.bootstrap_against is not None and args.bootstrap_against not in dict(pairs):
         parser.error(f"--bootstrap-against {args.bootstrap_against}: no such --checkpoint")
-    spec = DataSpec(
-        path=str(Path(args.data).resolve()),
-        format=args.format,
-        protocol=args.protocol,
-        split_seed=args.split_seed,
-    )
+    try:
+        spec = DataSpec(
+            path=str(Path(args.data).resolve()),
+            format=args.format,
+            protocol=args.protocol,
+            split_seed=args.split_seed,
+            split_fold=args.split_fold,
+        )
+    except ModelExportError as exc:
+        parser.error(f"--split-fold: {exc}")
     data, _ = load_data(spec)
     parts = make_split(data, spec)
     eval_set = parts.test if args.part == "test" else parts.valid
     report: dict[str, Any] = {
         "data": data.name,
         "protocol": args.protocol,
+        "split_seed": spec.split_seed,
+        "split_fold": spec.split_fold,
         "part": args.part,
         "n": args.n,
         "models": {},
@@ -501,13 +647,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         trained_on = restored.info.get("data", {})
         if "protocol" in trained_on and (
             trained_on["protocol"] != spec.protocol
-            or (spec.protocol != LEAVE_LAST_OUT and trained_on.get("split_seed") != spec.split_seed)
+            or (
+                spec.protocol != LEAVE_LAST_OUT
+                and (
+                    trained_on.get("split_seed") != spec.split_seed
+                    or trained_on.get("split_fold", 0) != spec.split_fold
+                )
+            )
         ):
             parser.error(
                 f"{path} was trained on the {trained_on['protocol']} split (split seed "
-                f"{trained_on.get('split_seed')}); diagnose it with --protocol "
-                f"{trained_on['protocol']} --split-seed {trained_on.get('split_seed')}: on "
-                "another split its training users would be scored as test users"
+                f"{trained_on.get('split_seed')}, fold {trained_on.get('split_fold', 0)}); "
+                f"diagnose it with --protocol {trained_on['protocol']} --split-seed "
+                f"{trained_on.get('split_seed')} --split-fold {trained_on.get('split_fold', 0)}: "
+                "on another split its training users would be scored as test users"
             )
         result = diagnose_tower(
             restored.tower,
@@ -518,6 +671,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             lambdas=lambdas,
         )
         result["curves"] = training_curves(restored.info)
+        result["valid_best"] = restored.info.get("result", {}).get("best_score")
         report["models"][label] = result
     per_user = {
         key: mean_hits_by_name(
@@ -527,6 +681,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
         )
         for key in ("hits", "recall")
+    }
+    # Per user (the data set's user index), so folds of one split can be pooled later.
+    report["per_user"] = {
+        "users": [int(u) for u in eval_set.users],
+        **{
+            key: {name: values.tolist() for name, values in per_user[key].items()}
+            for key in ("hits", "recall")
+        },
     }
     report["mean_over_checkpoints"] = {
         name: {

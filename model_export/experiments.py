@@ -9,7 +9,9 @@ with ``--shard i/n``. ``... summarize --out results/beauty`` aggregates them int
 checkpoints. ``... seeds --trials results/long_histories/trials`` groups the result files of
 ``mindstream train --results`` (named ``<data>-<model>[-<protocol>][-seed<N>].json``) by data
 set, split protocol (read from the file, never mixed) and model and prints mean ± std over the
-seeds, the time to the best validation epoch and samples/s.
+seeds, the time to the best validation epoch and samples/s. ``... pool-folds --against NAME
+FOLD.json ...`` pools ``python -m model_export.diagnose --json`` reports of the folds of one
+ComiRec user split (``--split-fold``) into one paired bootstrap over all their users.
 """
 
 from __future__ import annotations
@@ -221,30 +223,37 @@ DEFAULT_VALID_METRIC = "hit_rate@50"  # what a result that records no selection 
 
 def seed_group(filename: str) -> tuple[str, str]:
     """``(data, model)`` of a ``mindstream train --results`` file name
-    ``<data>-<model>[-<protocol>][-seed<N>].json``; ``<data>`` is ``lastfm`` or
+    ``<data>-<model>[-<protocol>][-fold<N>][-seed<N>].json``; ``<data>`` is ``lastfm`` or
     ``ml-latest-small`` style (the model part never contains the data set's name); a
-    protocol suffix (``-comirec``, ``-leave-last-out``) is not part of the model."""
-    stem = filename.removesuffix(".json")
-    head, sep, seed = stem.rpartition("-seed")
-    if sep and seed.isdigit():
-        stem = head
+    protocol suffix (``-comirec``, ``-leave-last-out``) is not part of the model. A
+    ``-fold<N>`` suffix (a fold of the ComiRec user split, ``--split-fold``) stays in the model
+    as `` fold<N>``: other folds test other users, so their runs are not seeds of one row."""
+    stem, _ = _strip_number(filename.removesuffix(".json"), "-seed")
+    stem, fold = _strip_number(stem, "-fold")
     for suffix in PROTOCOL_SUFFIXES:
         stem = stem.removesuffix("-" + suffix)
+    label = "" if fold is None else f" fold{fold}"
     for data in ("ml-latest-small", "amazon-beauty", "lastfm", "taobao"):
         if stem.startswith(data + "-"):
-            return data, stem[len(data) + 1 :]
+            return data, stem[len(data) + 1 :] + label
     data, _, model = stem.partition("-")
-    return data, model
+    return data, model + label
+
+
+def _strip_number(stem: str, marker: str) -> tuple[str, int | None]:
+    """``stem`` without a trailing ``<marker><N>``, and N (None when there is none)."""
+    head, sep, number = stem.rpartition(marker)
+    if sep and number.isdigit():
+        return head, int(number)
+    return stem, None
 
 
 def run_protocol(filename: str, run: dict[str, Any]) -> str:
     """The split protocol a result ran under (from the result itself); a file name that
     names another protocol is refused, so a misnamed file cannot join the wrong group."""
     protocol = str(run.get("protocol", "leave_last_out"))
-    stem = filename.removesuffix(".json")
-    head, sep, seed = stem.rpartition("-seed")
-    if sep and seed.isdigit():
-        stem = head
+    stem, _ = _strip_number(filename.removesuffix(".json"), "-seed")
+    stem, _ = _strip_number(stem, "-fold")
     for suffix, named in PROTOCOL_SUFFIXES.items():
         if stem.endswith("-" + suffix) and named != protocol:
             raise ValueError(f"{filename} is named {named} but ran protocol {protocol}")
@@ -510,6 +519,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     lengths.add_argument("--protocol", default="leave_last_out")
     lengths.add_argument("--checkpoint", action="append", default=[], help="NAME=PATH")
     lengths.add_argument("--json", type=Path, default=None)
+    pool = sub.add_parser(
+        "pool-folds", help="one paired bootstrap over the folds' users, from diagnose --json files"
+    )
+    pool.add_argument("reports", nargs="+", type=Path, help="one diagnose --json per fold")
+    pool.add_argument("--against", required=True, help="the baseline model's NAME")
+    pool.add_argument("--samples", type=int, default=10_000, help="bootstrap resamples")
+    pool.add_argument("--json", type=Path, default=None)
     routing = sub.add_parser("routing", help="how far routing moves from its initial logits")
     routing.add_argument("--data", required=True)
     routing.add_argument("--format", default="auto")
@@ -527,6 +543,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(seed_markdown(rows))
         if args.json is not None:
             args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        return 0
+    if args.command == "pool-folds":
+        from model_export.diagnose import pool_folds, pooled_text
+
+        reports = [json.loads(p.read_text(encoding="utf-8")) for p in args.reports]
+        try:
+            pooled = pool_folds(reports, args.against, samples=args.samples)
+        except ValueError as exc:
+            parser.error(f"pool-folds: {exc}")
+        print(pooled_text(pooled))
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(pooled, indent=2) + "\n", encoding="utf-8")
         return 0
     if args.command == "routing":
         stats = routing_diagnostics(

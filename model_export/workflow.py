@@ -48,6 +48,7 @@ class DataSpec:
     format: str = "auto"  # auto, movielens, amazon, taobao or synthetic
     protocol: str = LEAVE_LAST_OUT  # leave_last_out or comirec
     split_seed: int = 0  # seeds the ComiRec user shuffle
+    split_fold: int = 0  # which block of the shuffle is held out (ComiRec cross-validation)
     features: bool = True  # use the data set's item side features
     synthetic: dict[str, Any] = field(default_factory=dict)  # SyntheticConfig overrides
 
@@ -57,6 +58,13 @@ class DataSpec:
         if self.protocol not in (LEAVE_LAST_OUT, COMIREC):
             raise ModelExportError(
                 f"protocol {self.protocol!r}: expected {LEAVE_LAST_OUT} or {COMIREC}"
+            )
+        if self.split_fold < 0:
+            raise ModelExportError(f"split fold must be >= 0; got {self.split_fold}")
+        if self.split_fold != 0 and self.protocol != COMIREC:
+            raise ModelExportError(
+                f"split fold {self.split_fold} needs protocol {COMIREC}: {self.protocol} has "
+                "no user split to fold"
             )
         if self.path is None and self.format not in ("auto", SYNTHETIC):
             raise ModelExportError(f"format {self.format} needs a data path")
@@ -93,7 +101,10 @@ def load_data(spec: DataSpec) -> tuple[Interactions, PlantedTruth | None]:
 def make_split(data: Interactions, spec: DataSpec) -> Split:
     """``spec``'s split of ``data``; a data set too small to give training examples and
     validation and test users is refused here, before any training."""
-    parts = split(data, spec.protocol, seed=spec.split_seed)
+    try:
+        parts = split(data, spec.protocol, seed=spec.split_seed, fold=spec.split_fold)
+    except ValueError as exc:
+        raise ModelExportError(f"data set {data.name!r}: split fold: {exc}") from exc
     need = (
         "users with >= 3 behaviours"
         if spec.protocol == LEAVE_LAST_OUT
@@ -334,10 +345,14 @@ def evaluate_job(
         )
     reports: dict[str, EvaluationReport] = {}
     for protocol in protocols:
-        protocol_spec = dataclasses.replace(spec, protocol=protocol)
+        # Leave-last-out has no user split, so a fold only carries over to ComiRec.
+        protocol_spec = dataclasses.replace(
+            spec, protocol=protocol, split_fold=spec.split_fold if protocol == COMIREC else 0
+        )
         if trained_on and (
             trained_on.get("protocol") != protocol
             or trained_on.get("split_seed") != protocol_spec.split_seed
+            or trained_on.get("split_fold", 0) != protocol_spec.split_fold
         ):
             logger.warning(
                 "model was trained with protocol=%s; its training data overlaps the %s test "

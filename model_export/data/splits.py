@@ -80,6 +80,7 @@ def comirec_split(
     data: Interactions,
     *,
     seed: int = 0,
+    fold: int = 0,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     history_share: float = 0.8,
 ) -> Split:
@@ -90,18 +91,18 @@ def comirec_split(
     from and the rest are the targets. Validation and test get ``floor(fraction * n_users)``
     users each, training the rest; an evaluation user with no history (one behaviour) is
     left out and counted. Users keep source order within each part.
+
+    ``fold`` picks which users of the seeded shuffle are held out, for cross-validation over
+    the user split: see :func:`comirec_fold_users`.
     """
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-9:
         raise ValueError("fractions must be three non-negative shares summing to 1")
     if not 0.0 < history_share < 1.0:
         raise ValueError("history_share must be in (0, 1)")
-    n = data.n_users
-    order = np.random.default_rng(seed).permutation(n)
-    n_valid = int(n * fractions[1])
-    n_test = int(n * fractions[2])
-    n_train = n - n_valid - n_test
-    train_users = np.sort(order[:n_train])
-    parts = (np.sort(order[n_train : n_train + n_valid]), np.sort(order[n_train + n_valid :]))
+    train_users, valid_users, test_users = comirec_fold_users(
+        data.n_users, seed=seed, fold=fold, fractions=fractions
+    )
+    parts = (valid_users, test_users)
     lengths = np.array([len(s) for s in data.sequences], dtype=np.int64)
     train = _subset(data, train_users, lengths[train_users])
 
@@ -128,12 +129,62 @@ def comirec_split(
     )
 
 
-def split(data: Interactions, protocol: str, *, seed: int = 0) -> Split:
-    """Dispatch to :func:`leave_last_out` or :func:`comirec_split` by name."""
+def comirec_n_folds(n_users: int, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> int:
+    """How many folds the ComiRec user split has: ``round(1 / test fraction)`` (10 for the
+    default 8:1:1), fewer when that many disjoint test blocks of ``floor(fraction * n)`` users
+    do not fit in ``n_users``; 1 when there is no test block."""
+    n_test = int(n_users * fractions[2])
+    if n_test == 0:
+        return 1
+    return max(1, min(round(1.0 / fractions[2]), n_users // n_test))
+
+
+def comirec_fold_users(
+    n_users: int,
+    *,
+    seed: int = 0,
+    fold: int = 0,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted (train, validation, test) user indices of one fold of the ComiRec user split.
+
+    One seeded permutation ``order`` of the users is cut into blocks of ``n_test`` users
+    counted from its end: fold ``f`` tests the users ``order[n - (f+1)*n_test : n - f*n_test]``
+    and validates on the ``n_valid`` users just before them, wrapping cyclically to the end
+    of ``order``; everyone else trains. This is the fold-0 slicing
+    (train ``order[:n_train]``, validation the next ``n_valid``, test the last ``n_test``)
+    applied to ``order`` rotated by ``f * n_test``, so fold 0 is the split without folds.
+    The test parts of folds ``0 .. F-1`` (:func:`comirec_n_folds`) are disjoint; the
+    ``n - F * n_test`` users at the start of ``order`` (fewer than ``F`` for the default
+    fractions) are never test users: they train in every fold, and validate in a fold whose
+    validation block wraps onto them.
+    """
+    n_folds = comirec_n_folds(n_users, fractions)
+    if not 0 <= fold < n_folds:
+        raise ValueError(
+            f"fold must be in [0, {n_folds}) for {n_users} users with test fraction "
+            f"{fractions[2]:g}; got {fold}"
+        )
+    n_valid = int(n_users * fractions[1])
+    n_test = int(n_users * fractions[2])
+    n_train = n_users - n_valid - n_test
+    order = np.roll(np.random.default_rng(seed).permutation(n_users), fold * n_test)
+    return (
+        np.sort(order[:n_train]),
+        np.sort(order[n_train : n_train + n_valid]),
+        np.sort(order[n_train + n_valid :]),
+    )
+
+
+def split(data: Interactions, protocol: str, *, seed: int = 0, fold: int = 0) -> Split:
+    """Dispatch to :func:`leave_last_out` or :func:`comirec_split` by name; ``fold`` is the
+    ComiRec user-split fold (leave-last-out has no user split and refuses a non-zero fold)."""
     if protocol == LEAVE_LAST_OUT:
+        if fold != 0:
+            raise ValueError(f"fold {fold}: {LEAVE_LAST_OUT} has no user split to fold")
         return leave_last_out(data)
     if protocol == COMIREC:
-        return comirec_split(data, seed=seed)
+        return comirec_split(data, seed=seed, fold=fold)
     raise ValueError(f"unknown split protocol {protocol!r}: expected one of {PROTOCOLS}")
 
 

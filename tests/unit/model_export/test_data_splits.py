@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model_export.data.splits import comirec_split, leave_last_out, split
+from model_export.data.splits import (
+    comirec_fold_users,
+    comirec_n_folds,
+    comirec_split,
+    leave_last_out,
+    split,
+)
 from model_export.dataset import Interactions
 
 
@@ -95,3 +101,97 @@ def test_dispatch() -> None:
     assert split(data, "comirec", seed=1).protocol == "comirec"
     with pytest.raises(ValueError, match="unknown split protocol"):
         split(data, "random")
+
+
+def _old_comirec_slices(n: int, seed: int) -> tuple[np.ndarray, ...]:
+    """The user split as it was cut before folds existed, kept here to pin fold 0 to it."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_valid = int(n * 0.1)
+    n_test = int(n * 0.1)
+    n_train = n - n_valid - n_test
+    return (
+        np.sort(order[:n_train]),
+        np.sort(order[n_train : n_train + n_valid]),
+        np.sort(order[n_train + n_valid :]),
+    )
+
+
+@pytest.mark.parametrize("n", [10, 19, 99, 610, 1090, 1097, 1234])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_fold_zero_is_the_split_without_folds(n: int, seed: int) -> None:
+    got = comirec_fold_users(n, seed=seed, fold=0)
+    for part, old in zip(got, _old_comirec_slices(n, seed), strict=True):
+        assert np.array_equal(part, old)
+    data = _data([5] * n)
+    a, b = comirec_split(data, seed=seed), comirec_split(data, seed=seed, fold=0)
+    assert a.train.users == b.train.users
+    assert a.test.users.tolist() == b.test.users.tolist() == got[2].tolist()
+    assert a.valid.users.tolist() == b.valid.users.tolist() == got[1].tolist()
+
+
+@pytest.mark.parametrize("n", [19, 99, 610, 1097])
+def test_folds_test_parts_are_disjoint_and_cover_all_but_the_remainder(n: int) -> None:
+    folds = comirec_n_folds(n)
+    assert folds == 10
+    n_test = int(n * 0.1)
+    tests = []
+    for f in range(folds):
+        train, valid, test = comirec_fold_users(n, seed=1, fold=f)
+        # Every fold is a partition of the users with the usual sizes.
+        assert (len(train), len(valid), len(test)) == (n - 2 * n_test, n_test, n_test)
+        assert np.array_equal(np.sort(np.concatenate([train, valid, test])), np.arange(n))
+        tests.append(set(test.tolist()))
+    covered = set().union(*tests)
+    assert sum(len(t) for t in tests) == len(covered) == folds * n_test
+    # The remainder: the first n - F * n_test users of the shuffle are never tested.
+    order = np.random.default_rng(1).permutation(n)
+    assert set(range(n)) - covered == set(order[: n - folds * n_test].tolist())
+
+
+def test_fold_count_fits_the_test_blocks() -> None:
+    assert comirec_n_folds(1000, (0.5, 0.25, 0.25)) == 4
+    # round(1 / 0.35) = 3 blocks of 35 would not fit in 100 users: 2 folds.
+    assert comirec_n_folds(100, (0.3, 0.35, 0.35)) == 2
+    assert comirec_n_folds(5) == 1  # no test user at all: only fold 0
+
+
+def test_bad_fold_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"fold must be in \[0, 10\).*got 10"):
+        comirec_fold_users(100, fold=10)
+    with pytest.raises(ValueError, match="got -1"):
+        comirec_split(_data([5] * 100), fold=-1)
+    with pytest.raises(ValueError, match="leave_last_out has no user split"):
+        split(_data([5] * 100), "leave_last_out", fold=1)
+    assert split(_data([5] * 100), "comirec", fold=9).protocol == "comirec"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--split-fold=1"], "split fold 1 needs protocol comirec: leave_last_out has no user"),
+        (["--protocol=comirec", "--split-fold=-1"], "split fold must be >= 0; got -1"),
+        (["--protocol=comirec", "--split-fold=10"], r"fold must be in [0, 10)"),
+    ],
+)
+def test_cli_refuses_a_bad_split_fold_before_training(flags, message, tmp_path, capsys):
+    from mindstream.app.cli import main
+
+    code = main(
+        ["train", "--no-export", f"--run-dir={tmp_path / 'run'}", "--synthetic-users=200", *flags]
+    )
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing was trained
+
+
+def test_data_spec_records_the_fold() -> None:
+    from model_export.exceptions import ModelExportError
+    from model_export.workflow import DataSpec
+
+    spec = DataSpec(path="x", protocol="comirec", split_fold=3)
+    assert DataSpec.from_json(spec.to_json()) == spec
+    # A checkpoint saved before folds existed was trained on fold 0.
+    old = {k: v for k, v in spec.to_json().items() if k != "split_fold"}
+    assert DataSpec.from_json(old).split_fold == 0
+    with pytest.raises(ModelExportError, match="needs protocol comirec"):
+        DataSpec(path="x", split_fold=3)

@@ -138,8 +138,20 @@ def test_command_on_a_tiny_trained_tower(tmp_path, capsys):
     with pytest.raises(SystemExit):
         diagnose.main([*argv, "--protocol", "comirec", "--split-seed", "1"])
     assert "--split-seed 0" in capsys.readouterr().err
+    # ... and on another fold of the same shuffle (a checkpoint without a fold is fold 0).
+    with pytest.raises(SystemExit):
+        diagnose.main([*argv, "--protocol", "comirec", "--split-fold", "1"])
+    assert "--split-fold 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # leave-last-out has no user split to fold
+        diagnose.main([*argv, "--split-fold", "1"])
+    assert "--split-fold" in capsys.readouterr().err
     assert diagnose.main([*argv, "--protocol", "comirec", "--json", str(out)]) == 0
-    comirec = json.loads(out.read_text())["models"]["c"]
+    written = json.loads(out.read_text())
+    assert written["split_fold"] == 0
+    per_user = written["per_user"]
+    assert len(per_user["users"]) == len(per_user["recall"]["c"]) == written["models"]["c"]["users"]
+    assert np.mean(per_user["recall"]["c"]) == pytest.approx(written["models"]["c"]["recall@50"])
+    comirec = written["models"]["c"]
     # Several targets per user: a user with a hit need not have all targets found.
     assert comirec["recall@50"] <= comirec["hit_rate@50"]
 
@@ -202,3 +214,83 @@ def test_command_refuses_bad_flags_before_reading_data(flags, message, tmp_path,
         diagnose.main([*argv, *flags])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def _fold_report(fold, users, hits, recall, valid=(0.2, 0.1)):
+    return {
+        "data": "toy",
+        "protocol": "comirec",
+        "part": "test",
+        "n": 50,
+        "split_seed": 0,
+        "split_fold": fold,
+        "models": {"a": {"valid_best": valid[0]}, "b": {"valid_best": valid[1]}},
+        "per_user": {
+            "users": users,
+            "hits": {"a": hits[0], "b": hits[1]},
+            "recall": {"a": recall[0], "b": recall[1]},
+        },
+    }
+
+
+def test_pool_folds_bootstraps_over_the_union_of_the_folds_users():
+    folds = [
+        _fold_report(0, [0, 3], ([1, 1], [0, 1]), ([0.5, 1.0], [0.0, 0.5])),
+        _fold_report(1, [1, 2, 4], ([1, 0, 1], [1, 0, 0]), ([1.0, 0.0, 0.2], [1.0, 0.0, 0.0])),
+    ]
+    pooled = diagnose.pool_folds(folds, "b", samples=200)
+    assert pooled["users"] == 5 and pooled["folds"] == [0, 1]
+    a, b = pooled["models"]["a"], pooled["models"]["b"]
+    assert a["hit_rate@50"] == pytest.approx(4 / 5) and b["hit_rate@50"] == pytest.approx(2 / 5)
+    assert a["recall@50"] == pytest.approx(2.7 / 5) and b["recall@50"] == pytest.approx(1.5 / 5)
+    # The same bootstrap as over one evaluation set holding every user.
+    expected = diagnose.paired_bootstrap(
+        np.array([0.5, 1.0, 1.0, 0.0, 0.2]), np.array([0.0, 0.5, 1.0, 0.0, 0.0]), samples=200
+    )
+    assert a["paired_bootstrap_recall@50"] == expected
+    assert a["paired_bootstrap"]["difference"] == pytest.approx(2 / 5)
+    assert "paired_bootstrap" not in b  # the baseline is not compared with itself
+    assert [row["users"] for row in pooled["by_fold"]] == [2, 3]
+    assert pooled["by_fold"][1]["a"]["recall@50"] == pytest.approx(1.2 / 3)
+    assert a["valid_best_mean_over_folds"] == pytest.approx(0.2)
+    text = diagnose.pooled_text(pooled)
+    assert "| pooled | 5 |" in text and "a vs b Recall@50" in text
+
+
+def test_pool_folds_refuses_what_is_not_folds_of_one_split():
+    one = _fold_report(0, [0, 1], ([1, 1], [0, 1]), ([1.0, 1.0], [0.0, 1.0]))
+    with pytest.raises(ValueError, match="shares 1 users"):
+        diagnose.pool_folds(
+            [one, {**one, "split_fold": 1, "per_user": {**one["per_user"], "users": [1, 2]}}], "b"
+        )
+    with pytest.raises(ValueError, match="given twice"):
+        diagnose.pool_folds([one, {**one, "per_user": {**one["per_user"], "users": [5, 6]}}], "b")
+    with pytest.raises(ValueError, match=r"differ in \['split_seed'\]"):
+        diagnose.pool_folds([one, {**one, "split_fold": 1, "split_seed": 1}], "b")
+    with pytest.raises(ValueError, match="no per-user results"):
+        diagnose.pool_folds([{k: v for k, v in one.items() if k != "per_user"}], "b")
+    with pytest.raises(ValueError, match="not a model"):
+        diagnose.pool_folds([one], "c")
+    other = _fold_report(1, [7], ([1], [1]), ([1.0], [1.0]))
+    other["per_user"]["hits"] = {"a": [1]}
+    with pytest.raises(ValueError, match="fold 1 has models"):
+        diagnose.pool_folds([one, other], "b")
+
+
+def test_pool_folds_command(tmp_path, capsys):
+    from model_export import experiments
+
+    paths = []
+    for fold, users in ((0, [0, 1]), (1, [2, 3])):
+        path = tmp_path / f"fold{fold}.json"
+        path.write_text(
+            json.dumps(_fold_report(fold, users, ([1, 0], [0, 0]), ([0.5, 0.0], [0.0, 0.0])))
+        )
+        paths.append(str(path))
+    out = tmp_path / "pooled.json"
+    assert experiments.main(["pool-folds", "--against", "b", "--json", str(out), *paths]) == 0
+    assert json.loads(out.read_text())["users"] == 4
+    assert "| pooled | 4 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        experiments.main(["pool-folds", "--against", "b", paths[0], paths[0]])
+    assert "given twice" in capsys.readouterr().err

@@ -13,6 +13,9 @@ def test_file_names_group_by_data_set_and_model():
     assert seed_group("lastfm-sa-k4-max-seed2.json") == ("lastfm", "sa-k4-max")
     assert seed_group("ml-latest-small-mind-k1-seed1.json") == ("ml-latest-small", "mind-k1")
     assert seed_group("ml-latest-small-youtube.json") == ("ml-latest-small", "youtube")
+    # A fold of the user split tests other users: never grouped with another fold.
+    assert seed_group("lastfm-sa-k1-comirec-fold3.json") == ("lastfm", "sa-k1 fold3")
+    assert seed_group("lastfm-sa-k1-comirec-fold3-seed1.json") == ("lastfm", "sa-k1 fold3")
     assert seed_group("lastfm-sa-k4-max-comirec-seed1.json") == ("lastfm", "sa-k4-max")
     assert seed_group("lastfm-sa-k1-leave-last-out.json") == ("lastfm", "sa-k1")
 

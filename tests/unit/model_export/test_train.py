@@ -351,6 +351,42 @@ def test_comirec_protocol_chooses_the_epoch_on_validation_recall(tmp_path, capsy
     assert "valid_hit_rate@50" not in metrics
 
 
+def test_a_fold_of_the_user_split_is_trained_recorded_and_evaluated(tmp_path, capsys):
+    """``--split-fold``: the checkpoint records its fold, and evaluating it on both protocols
+    re-cuts that fold for ComiRec (leave-last-out has no user split to fold)."""
+    from mindstream.app.cli import main
+    from model_export.checkpoint import load_checkpoint
+
+    args = [
+        "train",
+        "--protocol=comirec",
+        "--split-fold=2",
+        "--synthetic-users=200",
+        "--synthetic-items=60",
+        "--synthetic-clusters=6",
+        "--dim=8",
+        "--max-len=20",
+        "--epochs=1",
+        "--batch-size=128",
+        "--negatives=20",
+        "--no-export",
+        f"--run-dir={tmp_path / 'run'}",
+        f"--results={tmp_path / 'summary.json'}",
+    ]
+    assert main(args) == 0
+    spec = load_checkpoint(tmp_path / "run").info["data"]
+    assert (spec["protocol"], spec["split_seed"], spec["split_fold"]) == ("comirec", 0, 2)
+    out = tmp_path / "eval"
+    assert main(["evaluate", f"--checkpoint={tmp_path / 'run'}", f"--out={out}"]) == 0
+    capsys.readouterr()
+    comirec = json.loads((out / "comirec" / "results.json").read_text())
+    trained = json.loads((tmp_path / "summary.json").read_text())["test"]
+    name = next(k for k in trained if k != "popularity")
+    # The same test users as training's own test evaluation: fold 2's, not fold 0's.
+    for key, value in trained[name]["metrics"].items():
+        assert comirec["models"][name]["metrics"][key] == pytest.approx(value, abs=1e-6), key
+
+
 def test_bench_commands_report_throughput_and_machine(tmp_path, capsys):
     from mindstream.app.cli import main
 
