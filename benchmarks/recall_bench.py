@@ -4,13 +4,16 @@ For each catalogue size it writes (or reuses) a structured synthetic catalogue b
 each index kind asked for (``--index ivf,ivfpq`` measures both in one run, the same users and
 queries for each) loads (or builds) that index, writes users' interest records to a throw-away
 Redis with the stream's record writer, and measures: bare Faiss search for the same queries the
-service runs, search + merge in-process, single-user HTTP requests (sequential, then
-concurrent), batched HTTP requests, and ANN recall@k against exact search (``IndexFlatIP``
-brute force). The HTTP client is a minimal keep-alive one (``HttpConnection``, one connection per
-concurrent client, on uvloop) that still checks every response (status, user, candidate count
-and order): on a 2-core box its CPU competes with the service's, and it reports both per
-request. With ``--bundle`` it also measures ANN recall on a trained bundle, with queries
-from its user tower over real behaviour windows.
+service runs, search + merge in-process, single-user HTTP requests (sequential; then
+concurrent, each client sending its next request as soon as the last is answered, which gives
+the throughput ceiling and the latency at saturation; then paced, the same clients offered a
+fixed rate, ``--rate``, which gives the latency at that load), batched HTTP requests, and ANN
+recall@k against exact search (``IndexFlatIP`` brute force). The HTTP client is a minimal
+keep-alive one (``HttpConnection``, one connection per concurrent client, on uvloop) that
+still checks every response (status, user, candidate count and order): on a 2-core box its CPU
+competes with the service's, and it reports both per request. With ``--bundle`` it also
+measures ANN recall on a trained bundle, with queries from its user tower over real behaviour
+windows.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -60,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=int, default=5000, help="users written to Redis")
     p.add_argument("--requests", type=int, default=2000, help="single-user requests timed")
     p.add_argument("--concurrency", type=int, default=8, help="clients in the throughput run")
+    p.add_argument(
+        "--rate",
+        type=_rates,
+        default=[1000.0],
+        help="offered loads for the paced runs, requests/s over the --concurrency clients, "
+        "comma separated (default 1000; empty to skip)",
+    )
     p.add_argument("--batch-users", type=int, default=100, help="users per batch request")
     p.add_argument("--batch-requests", type=int, default=100, help="batch requests timed")
     p.add_argument("--recall-queries", type=int, default=1000, help="queries for recall@n")
@@ -84,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--no-service", action="store_true", help="skip the HTTP measurements")
     return p
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(r) for r in text.split(",") if r]
+    except ValueError:
+        rates = [-1.0]
+    if any(not 0 < r < 1e6 for r in rates):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected requests/s above 0, comma separated")
+    return rates
 
 
 def _kinds(text: str) -> list[str]:
@@ -546,6 +566,11 @@ async def _http_bench(
             **cost,
         }
 
+        for rate in args.rate:
+            out[f"single_paced_{rate:g}_per_s"] = await paced(
+                rate, args.requests * 2, connections, single, pids
+            )
+
         await batch(0)
         cost = {}
         with cpu_cost(cost, pids, args.batch_requests):
@@ -562,6 +587,51 @@ async def _http_bench(
         for connection in connections:
             await connection.close()
     return out
+
+
+async def paced(
+    rate: float,
+    requests: int,
+    connections: Sequence[HttpConnection],
+    single: Callable[[int, HttpConnection], Awaitable[float]],
+    pids: Sequence[int],
+) -> dict[str, Any]:
+    """Single-user requests offered at ``rate`` per second by ``connections`` clients (an open
+    loop): request ``i`` is due at ``start + i / rate``; a client takes the next request when it
+    is free, waits until it is due, and its latency counts from when it was due, so a request
+    that waited for a free client (the service was slow) is charged for the wait, not
+    skipped (no coordinated omission)."""
+    loop = asyncio.get_running_loop()
+    due = iter(range(requests))
+    latencies: list[float] = []
+    late = 0
+    start = loop.time() + 0.05
+
+    async def client(connection: HttpConnection) -> None:
+        nonlocal late
+        for i in due:
+            # Taken up after it was due: every client was busy with earlier requests, and the
+            # wait is part of this request's latency. Taken up early: it waits for its time
+            # (the loop's timer may wake it a little late; that is the client's, not charged).
+            queued = max(0.0, loop.time() - (start + i / rate))
+            if queued == 0.0:
+                await asyncio.sleep(start + i / rate - loop.time())
+            elif queued > 0.001:
+                late += 1
+            latencies.append(queued + await single(i, connection))
+
+    cost: dict[str, Any] = {}
+    with cpu_cost(cost, pids, requests):
+        began = time.perf_counter()
+        await asyncio.gather(*(client(c) for c in connections))
+        total = time.perf_counter() - began
+    return {
+        **percentiles_ms(latencies),
+        "req_per_s": round(requests / total, 1),
+        "offered_per_s": rate,
+        "queued_over_1ms": late,
+        **cost,
+    }
 
 
 async def _wait_healthy(base: str) -> None:

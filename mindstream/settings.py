@@ -338,7 +338,7 @@ class Settings:
     )
     recall_rerank_factor: int = _setting(
         "MINDSTREAM_RECALL_RERANK_FACTOR",
-        3,
+        2,
         "`ivfpq` shortlist per interest, as a multiple of the items asked for; the shortlist is "
         "re-ranked by exact inner product with the float embeddings.",
     )

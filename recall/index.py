@@ -52,9 +52,9 @@ IVF_MIN_POINTS_PER_LIST = 39
 IVF_TRAIN_POINTS_PER_LIST = 256
 # nlist = 4·√n: at 1M items 4,000 lists; measured recall@50 0.975 at nprobe 64 (BENCHMARKS.md).
 IVF_LISTS_PER_SQRT_ITEM = 4
-# nlist = √n for ivfpq: at 1M items 1,000 lists; with nprobe 20 and a 3x re-rank shortlist
-# recall@50 0.977 (ivf: 0.976) in 0.7 ms per 4-interest user (ivf: 2.4 ms); 4,000 lists cost
-# 0.2 ms in the coarse search alone (BENCHMARKS.md).
+# nlist = √n for ivfpq: at 1M items 1,000 lists; with nprobe 20 and a 2x re-rank shortlist of
+# residual codes recall@50 0.974 (ivf: 0.976) in 0.6 ms per 4-interest user (ivf: 2.4 ms);
+# 4,000 lists cost 0.2 ms in the coarse search alone (BENCHMARKS.md).
 IVFPQ_LISTS_PER_SQRT_ITEM = 1
 # What ``auto`` picks above the exact-search limit (measured at 1M items, BENCHMARKS.md).
 AUTO_APPROXIMATE = "ivfpq"
@@ -116,8 +116,11 @@ def choose_spec(n_items: int, settings: Settings, kind: str | None = None) -> In
         nlist = ivf_nlist(n_items, settings.recall_ivfpq_nlist, IVFPQ_LISTS_PER_SQRT_ITEM)
         return IndexSpec(
             "ivfpq",
-            # pq_m 0 = one sub-quantizer per dimension, resolved at build time.
-            build={"nlist": nlist, "pq_m": settings.recall_pq_m},
+            # pq_m 0 = one sub-quantizer per dimension, resolved at build time. Codes are of
+            # each item's residual from its list centroid: at 1M items a 2x shortlist of them
+            # keeps the recall@50 of a 3x shortlist of codes of the items themselves, at less
+            # cost (BENCHMARKS.md). An index cached with the latter has another name.
+            build={"nlist": nlist, "pq_m": settings.recall_pq_m, "residual": 1},
             search={
                 "nprobe": min(settings.recall_ivfpq_nprobe, nlist),
                 "rerank": settings.recall_rerank_factor,
@@ -316,6 +319,7 @@ def build_index(bundle: Bundle, spec: IndexSpec, *, progress: bool = True) -> It
                 PQ_BITS,
                 faiss.METRIC_INNER_PRODUCT,
             )
+            ivf.by_residual = bool(spec.build.get("residual", 0))
         else:
             ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         n_train = min(n, nlist * IVF_TRAIN_POINTS_PER_LIST)

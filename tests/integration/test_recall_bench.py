@@ -22,7 +22,7 @@ def test_bench_runs_end_to_end(service_settings: Settings, tmp_path, capsys):
             "--concurrency", "2", "--batch-users", "5", "--batch-requests", "3",
             "--recall-queries", "40", "--compare", "flat,ivf,ivfpq", "--redis-url",
             service_settings.redis_url, "--json", str(out), "--index", "flat,ivfpq",
-            "--workers", "2"]  # fmt: skip
+            "--workers", "2", "--rate", "200,400"]  # fmt: skip
     assert bench.main(argv, settings) == 0
     result = json.loads(out.read_text())
     catalogue, second = result["catalogues"]
@@ -38,6 +38,11 @@ def test_bench_runs_end_to_end(service_settings: Settings, tmp_path, capsys):
     }  # fmt: skip
     service = catalogue["service"]
     assert {"single_sequential", "single_concurrency_2", "batch_5_sequential"} <= set(service)
+    # Paced: 60 requests offered at each rate by the 2 clients, every answer checked.
+    for rate in (200, 400):
+        run = service[f"single_paced_{rate}_per_s"]
+        assert run["offered_per_s"] == rate and 0 < run["req_per_s"] <= rate * 1.1
+        assert 0 < run["p50_ms"] <= run["p99_ms"] and run["service_cpu_ms_per_call"] > 0
     for values in [*catalogue["bare"].values(), service["single_sequential"]]:
         assert 0 < values["p50_ms"] <= values["p99_ms"]
     assert catalogue["ann_recall"]["flat"]["recall@50"] == 1.0

@@ -1,14 +1,17 @@
 """The recall bench's own HTTP client: it reads responses by Content-Length over one keep-alive
-connection and refuses what it cannot frame, and its response check catches wrong answers."""
+connection and refuses what it cannot frame, its response check catches wrong answers, and its
+paced run charges a request for the time it waited for a free client."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 
 import orjson
 import pytest
 
-from benchmarks.recall_bench import HttpConnection, check_candidates
+from benchmarks.recall_bench import HttpConnection, check_candidates, paced
 
 
 def _body(user_id: str, scores: list[float]) -> bytes:
@@ -80,3 +83,33 @@ def test_a_response_without_content_length_is_refused() -> None:
 
     with pytest.raises(RuntimeError, match="without Content-Length"):
         asyncio.run(scenario())
+
+
+def _paced(rate: float, requests: int, clients: int, service_s: float) -> dict:
+    """The paced run against a stand-in service that answers each request in ``service_s``."""
+
+    async def single(i: int, connection: object) -> float:
+        started = time.perf_counter()
+        await asyncio.sleep(service_s)
+        return time.perf_counter() - started
+
+    connections = [object()] * clients
+    return asyncio.run(paced(rate, requests, connections, single, [os.getpid()]))  # type: ignore[arg-type]
+
+
+def test_paced_requests_below_capacity_wait_for_their_time_and_are_not_charged_for_it() -> None:
+    # 2 clients, 50 requests/s, 5 ms each: a client is always free when a request is due.
+    result = _paced(50, 40, 2, 0.005)
+    assert result["queued_over_1ms"] == 0
+    assert 0.8 < result["req_per_s"] / 50 < 1.05  # sent at the offered rate, not faster
+    assert 4.5 < result["p50_ms"] < 30
+
+
+def test_paced_requests_over_capacity_are_charged_for_their_queueing() -> None:
+    # 1 client, 200 requests/s, 20 ms each: capacity is 50/s, so request i waits ~15·i ms.
+    result = _paced(200, 30, 1, 0.02)
+    assert result["queued_over_1ms"] >= 25
+    assert result["req_per_s"] < 60
+    # The last request was due at 145 ms and answered at ~600 ms: its latency counts the wait.
+    assert result["p99_ms"] > 350
+    assert result["mean_ms"] > 150

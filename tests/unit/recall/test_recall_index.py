@@ -7,6 +7,7 @@ import dataclasses
 import shutil
 import threading
 
+import faiss
 import numpy as np
 import pytest
 
@@ -16,6 +17,7 @@ from mindstream.settings import Settings
 from model_export.bundle import verify_bundle
 from recall.exceptions import IndexMismatchError, ItemIndexError
 from recall.index import (
+    IndexSpec,
     ItemIndex,
     build_index,
     cache_paths,
@@ -32,15 +34,15 @@ def test_auto_choice_is_exact_up_to_the_limit_and_ivfpq_above():
     above = choose_spec(1001, settings)
     assert above.kind == "ivfpq"
     # 4·√1001 = 127 lists would hold 8 items each: capped at 39 points per list.
-    assert above.build == {"nlist": 1001 // 39, "pq_m": 0}
+    assert above.build == {"nlist": 1001 // 39, "pq_m": 0, "residual": 1}
     assert above.search == {
         "nprobe": min(settings.recall_ivfpq_nprobe, 1001 // 39),
         "rerank": settings.recall_rerank_factor,
     }
     assert choose_spec(10, settings, "hnsw").kind == "hnsw"
     assert choose_spec(10**7, dataclasses.replace(settings, recall_index="flat")).kind == "flat"
-    assert choose_spec(10**6, settings).build == {"nlist": 1000, "pq_m": 0}
-    assert choose_spec(10**6, settings).search == {"nprobe": 20, "rerank": 3}
+    assert choose_spec(10**6, settings).build == {"nlist": 1000, "pq_m": 0, "residual": 1}
+    assert choose_spec(10**6, settings).search == {"nprobe": 20, "rerank": 2}
     assert choose_spec(10**6, settings, "ivf").build == {"nlist": 4000}
     assert choose_spec(10**6, settings, "ivf").search == {"nprobe": 64}
     fixed = dataclasses.replace(settings, recall_ivf_nlist=1000)
@@ -198,6 +200,22 @@ def test_ivfpq_scores_are_exact_inner_products_best_first(make_bundle):
     want = np.einsum("mkd,md->mk", catalogue.embeddings[rows], queries)
     np.testing.assert_allclose(scores, want, rtol=1e-5, atol=1e-6)
     assert (np.diff(scores, axis=1) <= 0).all()
+
+
+def test_ivfpq_codes_are_residuals_and_stay_so_through_the_cache(make_bundle, tmp_path):
+    catalogue = gaussian_mixture_catalogue(5_000, 16, n_clusters=50, seed=4)
+    bundle = make_bundle(catalogue.embeddings)
+    settings = Settings(recall_index_dir=str(tmp_path / "cache"))
+    built = open_index(bundle, settings, kind="ivfpq", progress=False)
+    cached = open_index(bundle, settings, kind="ivfpq", progress=False)
+    assert (built.source, cached.source) == ("built", "cache")
+    for item_index in (built, cached):
+        assert faiss.extract_index_ivf(item_index.index).by_residual
+    queries = interest_vectors(catalogue, 10, 2, seed=5).reshape(-1, 16)
+    np.testing.assert_array_equal(built.search(queries, 30)[1], cached.search(queries, 30)[1])
+    # An index cached with codes of the items themselves has another name: it is not reused.
+    plain = IndexSpec("ivfpq", build={**built.spec.build, "residual": 0})
+    assert plain.params_hash != built.spec.params_hash
 
 
 def test_rerank_exact_against_brute_force_over_the_shortlist():
