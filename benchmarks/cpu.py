@@ -2,14 +2,12 @@
 
 A benchmark reads each service's user + system CPU seconds before and after a phase; the
 difference over the phase's events is that service's CPU cost per event. The parsing and the
-arithmetic are pure; :class:`ServiceCpu` does the reading. :func:`host_probe_ms` times a fixed
-workload, so that runs in different windows on a shared VM can be told apart by the host's speed.
+arithmetic are pure; :class:`ServiceCpu` does the reading.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -84,17 +82,3 @@ def per_event(
         f"{name}_cpu_ms_per_event": ms_per_event(before.get(name), after.get(name), events)
         for name in after
     }
-
-
-def host_probe_ms(rounds: int = 3) -> float:
-    """CPU milliseconds of a fixed pure-Python loop (best of ``rounds``): on a VM whose host is
-    shared, the same code's CPU per request moves with this figure (see BENCHMARKS.md), so a
-    run's numbers compare with another's only at similar figures."""
-    best = float("inf")
-    for _ in range(rounds):
-        started = time.process_time()
-        total = 0
-        for i in range(2_000_000):
-            total += i & 7
-        best = min(best, time.process_time() - started)
-    return round(best * 1000, 1)

@@ -40,7 +40,6 @@ import numpy as np
 import orjson
 
 from benchmarks.catalogue import gaussian_mixture_catalogue, write_catalogue_bundle
-from benchmarks.cpu import host_probe_ms
 from mindstream.settings import Settings
 from model_export.bundle import Bundle, load_bundle
 from recall.candidates import Query, recall_many
@@ -339,7 +338,6 @@ def bench_catalogue(
         "index": item_index.describe(),
         "index_open_s": round(time.perf_counter() - started, 1),
         "load_average": list(os.getloadavg()),
-        "host_probe_ms": host_probe_ms(),
     }
     records = bench_users(bundle, args.users, args.k, args.window, seed=n_items)
     result["bare"] = bench_bare(item_index, records, args)
@@ -369,7 +367,6 @@ def bench_catalogue(
         result["service"] = bench_service(service_settings, records, args)
         result["service"]["workers"] = service_settings.recall_workers
         result["load_average_after"] = list(os.getloadavg())
-        result["host_probe_ms_after"] = host_probe_ms()
     finally:
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         for start in range(0, len(keys), 1000):
@@ -696,8 +693,7 @@ def print_catalogue(result: dict[str, Any]) -> None:
     print(
         f"\n== {result['n_items']:,} items, dim {result['dim']}, index {index['kind']} "
         f"{index['build'] | index['search']} ({index['source']}, {result['index_open_s']} s), "
-        f"load average {load}, host probe {result['host_probe_ms']} ms"
-        + (f" -> {result['host_probe_ms_after']} ms" if "host_probe_ms_after" in result else "")
+        f"load average {load}"
     )
     rows = [(f"bare {k}", v) for k, v in result["bare"].items()]
     service = result.get("service", {})
