@@ -376,19 +376,29 @@ def bench_catalogue(
 
 
 @contextmanager
-def service_process(settings: Settings) -> Iterator[tuple[str, float, list[int]]]:
+def service_process(
+    settings: Settings, *, checkout: Path | None = None, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, float, list[int]]]:
     """A ``python -m recall serve`` process; yields its URL, seconds until it served, and the
-    pids of the processes that serve (the workers, when there are several)."""
+    pids of the processes that serve (the workers, when there are several). It runs with
+    ``settings`` as its environment, or with this environment plus ``env`` when given; from
+    ``checkout``'s code when given (that folder first on ``PYTHONPATH``)."""
     from infra.ports import free_port
 
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MINDSTREAM_")}
-    env.update(settings.as_env())
-    env.update({"MINDSTREAM_RECALL_PORT": str(port), "REDIS_URL": settings.redis_url})
+    if env is None:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("MINDSTREAM_")}
+        environment.update(settings.as_env())
+    else:
+        environment = {**os.environ, **env}
+    environment.update({"MINDSTREAM_RECALL_PORT": str(port), "REDIS_URL": settings.redis_url})
+    if checkout is not None:
+        environment["PYTHONPATH"] = str(checkout)
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "recall", "serve"],
-        env=env,
+        env=environment,
+        cwd=checkout,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -509,7 +519,7 @@ async def _http_bench(
 ) -> dict:
     users = len(user_ids)
     out: dict[str, Any] = {}
-    await _wait_healthy(base)
+    await wait_healthy(base)
     connections = [await HttpConnection.open(base) for _ in range(args.concurrency)]
     paths = [f"/v1/users/{u}/candidates?n={args.n}" for u in user_ids]
 
@@ -634,7 +644,7 @@ async def paced(
     }
 
 
-async def _wait_healthy(base: str) -> None:
+async def wait_healthy(base: str) -> None:
     deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
     while True:
         try:

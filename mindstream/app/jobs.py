@@ -22,6 +22,7 @@ BENCH_TARGETS = {
     "train": "benchmarks.model_bench",
     "stream": "benchmarks.stream_bench",
     "recall": "benchmarks.recall_bench",
+    "recall-ab": "benchmarks.recall_ab",
 }
 
 
