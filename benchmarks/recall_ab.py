@@ -28,6 +28,7 @@ from typing import Any
 from benchmarks.recall_bench import (
     HttpConnection,
     bench_users,
+    bench_work_dir,
     catalogue_bundle,
     check_candidates,
     cpu_seconds,
@@ -35,6 +36,7 @@ from benchmarks.recall_bench import (
     redis_for_bench,
     service_process,
     wait_healthy,
+    write_users,
 )
 from mindstream.settings import Settings
 
@@ -62,39 +64,33 @@ def main(argv: Sequence[str], settings: Settings) -> int:
     other = Path(args.other).resolve()
     if not (other / "recall" / "__main__.py").is_file():
         raise SystemExit(f"--other {other}: not a checkout of this project (no recall/__main__.py)")
-    work_dir = Path(args.work_dir) if args.work_dir else settings.data_path / "bench" / "recall"
-    work_dir = work_dir.resolve()
-    work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = bench_work_dir(args.work_dir, settings)
     from mindstream.redis_config import redis_client
     from recall.server import new_event_loop
-    from stream.record import write_records
 
     bundle = catalogue_bundle(work_dir, args.size, args.dim, args.k)
     records = bench_users(bundle, args.users, args.k, args.window, seed=args.size)
     with redis_for_bench(None, work_dir) as redis_url:
+        # The bench's own redis-server is a single node.
         service_settings = dataclasses.replace(
             settings,
             redis_url=redis_url,
             redis_cluster=False,
             redis_prefix=f"bench:recall-ab:{uuid.uuid4().hex[:8]}:",
-            bundle_path=str(bundle.path),
-            recall_watch_interval_s=0.0,
-            recall_max_n=max(settings.recall_max_n, args.n),
-            recall_workers=args.workers,
         )
         client = redis_client(service_settings)
         try:
-            for start in range(0, len(records), 1000):
-                write_records(client, service_settings.redis_prefix, records[start : start + 1000])
+            write_users(client, service_settings.redis_prefix, records)
         finally:
             client.close()
         # Only what the bench must set: each side's own defaults (and the caller's
         # MINDSTREAM_* variables) decide the rest, so the other side runs as it would.
         env = {
+            "MINDSTREAM_REDIS_CLUSTER": "0",
             "MINDSTREAM_REDIS_PREFIX": service_settings.redis_prefix,
-            "MINDSTREAM_BUNDLE": service_settings.bundle_path,
+            "MINDSTREAM_BUNDLE": str(bundle.path),
             "MINDSTREAM_RECALL_WATCH_INTERVAL_S": "0",
-            "MINDSTREAM_RECALL_MAX_N": str(service_settings.recall_max_n),
+            "MINDSTREAM_RECALL_MAX_N": str(max(settings.recall_max_n, args.n)),
             "MINDSTREAM_RECALL_WORKERS": str(args.workers),
         }
         with (

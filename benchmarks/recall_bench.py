@@ -121,10 +121,7 @@ def main(argv: Sequence[str], settings: Settings) -> int:
     if args.workers is not None:
         settings = dataclasses.replace(settings, recall_workers=args.workers)
     kinds = args.index or [settings.recall_index]
-    work_dir = Path(args.work_dir) if args.work_dir else settings.data_path / "bench" / "recall"
-    # Absolute: redis-server runs in a folder of its own and resolves paths from there.
-    work_dir = work_dir.resolve()
-    work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = bench_work_dir(args.work_dir, settings)
     results: dict[str, Any] = {"machine": machine(), "args": vars(args), "catalogues": []}
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
     try:
@@ -186,6 +183,24 @@ def redis_for_bench(url: str | None, work_dir: Path) -> Iterator[str]:
         yield f"redis://{record.host}:{record.port}/0"
     finally:
         processes.stop(record.process)
+
+
+def bench_work_dir(path: str | None, settings: Settings) -> Path:
+    """The folder for catalogues and the bench's Redis (``var/bench/recall`` by default),
+    created, as an absolute path: redis-server runs in a folder of its own and resolves paths
+    from there."""
+    work_dir = Path(path) if path else settings.data_path / "bench" / "recall"
+    work_dir = work_dir.resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return work_dir
+
+
+def write_users(client: Any, prefix: str, records: Sequence[Any]) -> None:
+    """Write the bench users' interest records under ``prefix``, 1,000 per call."""
+    from stream.record import write_records
+
+    for start in range(0, len(records), 1000):
+        write_records(client, prefix, records[start : start + 1000])
 
 
 def catalogue_bundle(work_dir: Path, n_items: int, dim: int, k: int, seed: int = 0) -> Bundle:
@@ -325,7 +340,6 @@ def bench_catalogue(
     ann_recall: bool = True,
 ) -> dict[str, Any]:
     from mindstream.redis_config import redis_client
-    from stream.record import write_records
 
     bundle = catalogue_bundle(work_dir, n_items, args.dim, args.k)
     started = time.perf_counter()
@@ -362,8 +376,7 @@ def bench_catalogue(
     )
     client = redis_client(service_settings)
     try:
-        for start in range(0, len(records), 1000):
-            write_records(client, prefix, records[start : start + 1000])
+        write_users(client, prefix, records)
         result["service"] = bench_service(service_settings, records, args)
         result["service"]["workers"] = service_settings.recall_workers
         result["load_average_after"] = list(os.getloadavg())
