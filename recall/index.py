@@ -46,6 +46,11 @@ KINDS = ("flat", "hnsw", "ivf", "ivfpq")
 IVF_KINDS = ("ivf", "ivfpq")
 # Fast-scan codes are 4 bits per sub-quantizer (16 centroids, looked up from SIMD registers).
 PQ_BITS = 4
+# Faiss's fast-scan search that takes one query at a time into a reservoir of its best codes
+# (``implem`` 11). Faiss's own pick for a shortlist above 20 is 13, which first groups the
+# queries that probe the same list; on a request's 4 vectors that grouping cost ~100 µs of
+# ~600, for the same scores (rows differ only in the order of equal scores; BENCHMARKS.md).
+FAST_SCAN_IMPLEM = 11
 ADD_CHUNK = 65_536
 # Faiss warns below 39 training points per list; k-means needs no more than ~256 per list.
 IVF_MIN_POINTS_PER_LIST = 39
@@ -291,6 +296,9 @@ def _apply_search_params(index: faiss.Index, spec: IndexSpec) -> None:
         hnsw.hnsw.efSearch = int(spec.search["ef_search"])
     elif spec.kind in IVF_KINDS:
         faiss.extract_index_ivf(index).nprobe = int(spec.search["nprobe"])
+        if spec.kind == "ivfpq":
+            fast_scan: Any = faiss.downcast_index(index)
+            fast_scan.implem = FAST_SCAN_IMPLEM
 
 
 def build_index(bundle: Bundle, spec: IndexSpec, *, progress: bool = True) -> ItemIndex:
