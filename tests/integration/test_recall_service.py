@@ -607,3 +607,49 @@ async def test_single_user_reads_alone_and_concurrent_answer_each_user(
             assert body["user_id"] == user_id
         elif response.status == 500:
             assert body["error"] == "bad_record" and user_id in body["detail"], body
+
+
+def search_calls(metrics_text: str) -> float:
+    """Searches made so far: the count of the recall_search_seconds histogram."""
+    line = next(
+        line for line in metrics_text.splitlines() if line.startswith("recall_search_seconds_count")
+    )
+    return float(line.rsplit(" ", 1)[1])
+
+
+async def test_concurrent_searches_share_a_call_and_answer_as_alone(
+    client, recall_settings, redis_client, first_bundle
+):
+    """Single-user GETs that reach their search together share one search call; each answer
+    equals the one it gets alone (other n, other seen items beside it), and a record the
+    index refuses (vectors of another dimension) fails only its own request."""
+    rng = np.random.default_rng(12)
+    records = [
+        make_record(
+            f"u{u}",
+            rng.standard_normal((1 + u % 4, DIM)),
+            first_bundle.version,
+            items=[f"i{r}" for r in rng.choice(N_ITEMS, u % 5, replace=False)],
+        )
+        for u in range(6)
+    ]
+    records.append(make_record("wrongdim", rng.standard_normal((2, DIM + 3)), first_bundle.version))
+    write_records(redis_client, recall_settings.redis_prefix, records)
+    paths = [f"/v1/users/u{u}/candidates?n={5 + 4 * (u % 3)}" for u in range(6)]
+    paths.append("/v1/users/wrongdim/candidates")
+    alone = []
+    for path in paths:
+        response = await client.get(path)
+        alone.append((response.status, await response.json()))
+    assert [status for status, _ in alone] == [200] * 6 + [500]
+    before = search_calls(await (await client.get("/metrics")).text())
+    together = await asyncio.gather(*(client.get(path) for path in paths * 3))
+    calls = search_calls(await (await client.get("/metrics")).text()) - before
+    for (status, body), response in zip(alone * 3, together, strict=True):
+        assert response.status == status
+        got = await response.json()
+        if status == 200:
+            assert got["candidates"] == body["candidates"]
+        else:
+            assert got["error"] == body["error"] == "internal_error"
+    assert calls < len(paths) * 3
