@@ -33,38 +33,17 @@ class Query:
 
 
 def recall_many(index: ItemIndex, queries: Sequence[Query]) -> list[list[Candidate]]:
-    """Candidates for each query: one Faiss search for every active interest of all the queries
-    that need the same search width.
-
-    Queries of other widths are searched apart, so each query's candidates are those it would
-    get alone, whatever else shares the call (the service batches concurrent requests).
-    """
+    """Candidates for each query, searching every active interest of every query at once."""
     if not queries:
         return []
     if index.categories is None and any(q.diversity > 0 for q in queries):
         raise DiversityUnavailable(index.version)
     excluded = [index.rows_of(q.exclude_items) for q in queries]
-    by_width: dict[int, list[int]] = {}
-    for position, (query, exclude) in enumerate(zip(queries, excluded, strict=True)):
-        width = min(index.n_items, search_width(query.n, len(exclude)))
-        by_width.setdefault(width, []).append(position)
-    if len(by_width) == 1:
-        ((width, _),) = by_width.items()
-        return _recall_at_width(index, queries, excluded, width)
-    results: list[list[Candidate]] = [[] for _ in queries]
-    for width, positions in by_width.items():
-        found = _recall_at_width(
-            index, [queries[p] for p in positions], [excluded[p] for p in positions], width
-        )
-        for position, candidates in zip(positions, found, strict=True):
-            results[position] = candidates
-    return results
-
-
-def _recall_at_width(
-    index: ItemIndex, queries: Sequence[Query], excluded: Sequence[set[int]], width: int
-) -> list[list[Candidate]]:
     actives = [active_interests(q.vectors) for q in queries]
+    width = min(
+        index.n_items,
+        max(search_width(q.n, len(ex)) for q, ex in zip(queries, excluded, strict=True)),
+    )
     stacked = [
         np.asarray(q.vectors, dtype=np.float32)[a] for q, a in zip(queries, actives, strict=True)
     ]

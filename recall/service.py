@@ -31,7 +31,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from mindstream.redis_config import async_redis_client
 from mindstream.settings import Settings
 from recall.candidates import Query, recall_many
-from recall.coalesce import Coalesced
 from recall.exceptions import (
     DiversityUnavailable,
     InvalidRequest,
@@ -43,6 +42,7 @@ from recall.exceptions import (
 from recall.index import ItemIndex
 from recall.merge import Candidate
 from recall.metrics import RecallMetrics
+from recall.reads import CoalescedReads
 from recall.registry import BundleWatcher, IndexRegistry
 from stream.exceptions import RecordError, RecordRefused
 from stream.record import InterestRecord, read_each_async, read_interests_async, record_json
@@ -62,8 +62,6 @@ REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutE
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # A read of one user's record: the record, None (no record), or why it cannot be served.
 RecordOutcome = InterestRecord | RecordError | None
-# A single-user search: the user's candidates, or the error that search raised on its own.
-SearchOutcome = list[Candidate] | Exception
 
 
 def _dumps(payload: Any) -> str:
@@ -119,11 +117,7 @@ class RecallService:
         # Labelled metric children looked up once: labels() costs a lock and a dict per call.
         self._users_ok = self.metrics.users.labels("ok")
         # Single-user reads that requests reach in the same loop round share one pipeline.
-        self._reads: Coalesced[str, RecordOutcome] = Coalesced(self._read_one, self._read_each)
-        # So do their searches: one recall_many per index for the requests of a round.
-        self._searches: Coalesced[tuple[ItemIndex, Query], SearchOutcome] = Coalesced(
-            self._search_one, self._search_each
-        )
+        self._reads: CoalescedReads[RecordOutcome] = CoalescedReads(self._read_one, self._read_each)
         self._children: dict[tuple[str, ...], Any] = {}
         registry.on_swap(self._on_swap)
         if registry.current is not None:
@@ -158,7 +152,7 @@ class RecallService:
     async def read_record(self, user_id: str) -> InterestRecord:
         started = time.perf_counter()
         try:
-            outcome = await self._reads.call(user_id)
+            outcome = await self._reads.read(user_id)
         except REDIS_DOWN as exc:
             self.metrics.redis_errors.inc()
             raise StoreUnavailable(f"Redis did not answer: {exc}") from exc
@@ -214,40 +208,6 @@ class RecallService:
             results = await loop.run_in_executor(None, recall_many, item_index, queries)
         self._child("search", item_index.kind).observe(time.perf_counter() - started)
         return results
-
-    async def search_user(self, item_index: ItemIndex, query: Query) -> list[Candidate]:
-        """One user's candidates; the searches that requests reach in the same loop round
-        share one ``recall_many`` call per index (each still gets its answer alone)."""
-        outcome = await self._searches.call((item_index, query))
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
-    async def _search_one(self, key: tuple[ItemIndex, Query]) -> SearchOutcome:
-        item_index, query = key
-        try:
-            (candidates,) = await self.search(item_index, [query])
-        except Exception as exc:
-            return exc
-        return candidates
-
-    async def _search_each(self, keys: Sequence[tuple[ItemIndex, Query]]) -> list[SearchOutcome]:
-        """The searches of one round, one call per index; if that call fails, each search runs
-        alone, so a query that fails (a record of another dimension) fails only its request."""
-        by_index: dict[int, list[int]] = {}
-        for position, (item_index, _) in enumerate(keys):
-            by_index.setdefault(id(item_index), []).append(position)
-        outcomes: list[SearchOutcome] = [[] for _ in keys]
-        for positions in by_index.values():
-            item_index = keys[positions[0]][0]
-            found: Sequence[SearchOutcome]
-            try:
-                found = await self.search(item_index, [keys[p][1] for p in positions])
-            except Exception:
-                found = [await self._search_one(keys[p]) for p in positions]
-            for position, outcome in zip(positions, found, strict=True):
-                outcomes[position] = outcome
-        return outcomes
 
     def _child(self, metric: str, *labels: str) -> Any:
         """The metric child of ``metric`` ("search", "served", "requests", "latency") for
@@ -329,7 +289,7 @@ class RecallService:
         item_index = self.index_for(record)
         self.check_diversity_served(item_index, diversity)
         query = self.query_for(record, n, exclude_seen, diversity)
-        candidates = await self.search_user(item_index, query)
+        (candidates,) = await self.search(item_index, [query])
         self._users_ok.inc()
         return fast_json_response(
             self.candidates_json(record, item_index, candidates, query, exclude_seen)

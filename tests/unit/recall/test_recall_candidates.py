@@ -118,26 +118,3 @@ def test_category_codes_keep_unknown_categories_apart():
     codes = category_codes(["a", "", "b", "a", ""])
     assert codes[0] == codes[3] and codes[0] != codes[2]
     assert len({codes[1], codes[4], codes[0], codes[2]}) == 4
-
-
-def test_each_query_gets_what_it_would_get_alone_whatever_shares_the_call(make_bundle):
-    """On an approximate index the search width changes the answer, so queries of other
-    widths (other n, other numbers of seen items) are searched apart and equal queries are not
-    disturbed by their company."""
-    rng = np.random.default_rng(8)
-    embeddings = rng.standard_normal((6000, 16)).astype(np.float32)
-    item_index = open_index(make_bundle(embeddings), Settings(), kind="ivfpq", progress=False)
-    queries = [
-        Query(
-            rng.standard_normal((1 + u % 4, 16)).astype(np.float32),
-            5 + 3 * (u % 3),
-            tuple(f"i{r}" for r in rng.choice(6000, u % 5, replace=False)),
-        )
-        for u in range(12)
-    ]
-    alone = [recall_many(item_index, [q])[0] for q in queries]
-    assert len({(q.n, len(q.exclude_items)) for q in queries}) > 5
-    positions = list(range(len(queries)))
-    for company in (positions, positions[::-1], positions[:3], positions[5:9]):
-        together = recall_many(item_index, [queries[p] for p in company])
-        assert together == [alone[p] for p in company]

@@ -1,6 +1,6 @@
-"""Coalesced calls: calls asked for in one loop round go out together, each gets its own
-outcome, a lone call goes out alone, a failure reaches every call of its round, and a leader
-whose handler is cancelled does not cancel the others' calls."""
+"""Coalesced reads: reads asked for in one loop round go out together, each gets its own
+outcome, a lone read goes out alone, a failure reaches every read of its round, and a leader
+whose handler is cancelled does not cancel the others' reads."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from recall.coalesce import Coalesced
+from recall.reads import CoalescedReads
 
 
 class Store:
@@ -36,48 +36,48 @@ class Store:
         return [f"value-{k}" for k in keys]
 
 
-def coalesce(store: Store) -> Coalesced[str, str]:
-    return Coalesced(store.one, store.many)
+def reads(store: Store) -> CoalescedReads[str]:
+    return CoalescedReads(store.one, store.many)
 
 
 async def round_in_flight(
     store: Store,
-) -> tuple[Coalesced[str, str], asyncio.Task[str], asyncio.Task[str]]:
-    """Calls of "a" (the leader) and "b" sent as one round that the store holds unanswered."""
+) -> tuple[CoalescedReads[str], asyncio.Task[str], asyncio.Task[str]]:
+    """Reads of "a" (the leader) and "b" sent as one round that the store holds unanswered."""
     store.release.clear()
-    coalesced = coalesce(store)
-    leader = asyncio.ensure_future(coalesced.call("a"))
-    follower = asyncio.ensure_future(coalesced.call("b"))
+    coalesced = reads(store)
+    leader = asyncio.ensure_future(coalesced.read("a"))
+    follower = asyncio.ensure_future(coalesced.read("b"))
     while not store.calls:
         await asyncio.sleep(0)
     return coalesced, leader, follower
 
 
-async def test_calls_of_one_round_share_one_call_and_keep_their_own_outcome() -> None:
+async def test_reads_of_one_round_share_one_call_and_keep_their_own_outcome() -> None:
     store = Store()
-    coalesced = coalesce(store)
-    got = await asyncio.gather(*(coalesced.call(k) for k in ("a", "b", "c", "d")))
+    coalesced = reads(store)
+    got = await asyncio.gather(*(coalesced.read(k) for k in ("a", "b", "c", "d")))
     assert got == ["value-a", "value-b", "value-c", "value-d"]
     assert store.calls == [("a", "b", "c", "d")]
 
 
-async def test_a_lone_call_is_sent_alone_and_later_rounds_start_anew() -> None:
+async def test_a_lone_read_is_sent_alone_and_later_rounds_start_anew() -> None:
     store = Store()
-    coalesced = coalesce(store)
-    assert await coalesced.call("a") == "value-a"
-    assert await asyncio.gather(coalesced.call("b"), coalesced.call("c")) == ["value-b", "value-c"]
-    assert await coalesced.call("d") == "value-d"
+    coalesced = reads(store)
+    assert await coalesced.read("a") == "value-a"
+    assert await asyncio.gather(coalesced.read("b"), coalesced.read("c")) == ["value-b", "value-c"]
+    assert await coalesced.read("d") == "value-d"
     assert store.calls == [("a",), ("b", "c"), ("d",)]
 
 
-async def test_a_call_asked_while_a_round_is_in_flight_goes_in_the_next_round() -> None:
+async def test_a_read_asked_while_a_round_is_in_flight_goes_in_the_next_round() -> None:
     store = Store()
     store.release.clear()
-    coalesced = coalesce(store)
-    first = asyncio.gather(coalesced.call("a"), coalesced.call("b"))
+    coalesced = reads(store)
+    first = asyncio.gather(coalesced.read("a"), coalesced.read("b"))
     while not store.calls:
         await asyncio.sleep(0)
-    late = asyncio.ensure_future(coalesced.call("c"))
+    late = asyncio.ensure_future(coalesced.read("c"))
     await asyncio.sleep(0)
     store.release.set()
     assert await first == ["value-a", "value-b"]
@@ -85,15 +85,15 @@ async def test_a_call_asked_while_a_round_is_in_flight_goes_in_the_next_round() 
     assert store.calls == [("a", "b"), ("c",)]
 
 
-async def test_a_failure_reaches_every_call_of_the_round() -> None:
+async def test_a_failure_reaches_every_read_of_the_round() -> None:
     store = Store(ConnectionError("redis went away"))
-    coalesced = coalesce(store)
-    got = await asyncio.gather(*(coalesced.call(k) for k in "abc"), return_exceptions=True)
+    coalesced = reads(store)
+    got = await asyncio.gather(*(coalesced.read(k) for k in "abc"), return_exceptions=True)
     assert [type(g) for g in got] == [ConnectionError] * 3
     assert store.calls == [("a", "b", "c")]
 
 
-async def test_a_leader_cancelled_in_flight_leaves_the_other_calls_their_outcomes() -> None:
+async def test_a_leader_cancelled_in_flight_leaves_the_other_reads_their_outcomes() -> None:
     store = Store()
     coalesced, leader, follower = await round_in_flight(store)
     leader.cancel()
@@ -103,14 +103,14 @@ async def test_a_leader_cancelled_in_flight_leaves_the_other_calls_their_outcome
     assert await follower == "value-b"
     assert store.calls == [("a", "b")]
     # The next round is not blocked by the cancelled one.
-    assert await coalesced.call("c") == "value-c"
+    assert await coalesced.read("c") == "value-c"
 
 
 async def test_a_leader_cancelled_before_sending_still_sends_the_round() -> None:
     store = Store()
-    coalesced = coalesce(store)
-    leader = asyncio.ensure_future(coalesced.call("a"))
-    follower = asyncio.ensure_future(coalesced.call("b"))
+    coalesced = reads(store)
+    leader = asyncio.ensure_future(coalesced.read("a"))
+    follower = asyncio.ensure_future(coalesced.read("b"))
     await asyncio.sleep(0)  # the leader is in its one-round wait, the follower has joined
     assert not store.calls
     leader.cancel()
