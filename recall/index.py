@@ -46,11 +46,15 @@ KINDS = ("flat", "hnsw", "ivf", "ivfpq")
 IVF_KINDS = ("ivf", "ivfpq")
 # Fast-scan codes are 4 bits per sub-quantizer (16 centroids, looked up from SIMD registers).
 PQ_BITS = 4
-# Faiss's fast-scan search that takes one query at a time into a reservoir of its best codes
-# (``implem`` 11). Faiss's own pick for a shortlist above 20 is 13, which first groups the
-# queries that probe the same list; on a request's 4 vectors that grouping cost ~100 µs of
-# ~600, for the same scores (rows differ only in the order of equal scores; BENCHMARKS.md).
-FAST_SCAN_IMPLEM = 11
+# Faiss's fast-scan searches (``implem``) for a shortlist above 20: 11 takes one query at a
+# time into a reservoir of its best codes; 13 (Faiss's own pick) first groups the queries that
+# probe the same list. Both give the same scores (rows differ only in the order of equal
+# scores). On a request's 4 vectors 11 costs ~100 µs less of ~600; on a batch of 64 users 13
+# costs ~17 % less; they cost the same at 8 users (BENCHMARKS.md). So calls of up to
+# FEW_QUERIES vectors take 11, larger ones 13.
+FAST_SCAN_FEW = 11
+FAST_SCAN_MANY = 13
+FEW_QUERIES = 32
 ADD_CHUNK = 65_536
 # Faiss warns below 39 training points per list; k-means needs no more than ~256 per list.
 IVF_MIN_POINTS_PER_LIST = 39
@@ -208,6 +212,15 @@ class ItemIndex:
                     f"({bundle.n_items}, {bundle.dim})"
                 )
         _apply_search_params(index, spec)
+        # Large calls search through a twin of the index that shares its lists (not a copy)
+        # and differs only in the fast-scan implementation; self.index keeps the lists alive.
+        self._many_searcher: faiss.Index = index
+        if spec.kind == "ivfpq":
+            twin: Any = faiss.clone_index(index)
+            # The twin frees its own copy of the lists and searches the original ones.
+            twin.replace_invlists(faiss.extract_index_ivf(index).invlists, False)
+            twin.implem = FAST_SCAN_MANY
+            self._many_searcher = twin
 
     @property
     def kind(self) -> str:
@@ -239,7 +252,8 @@ class ItemIndex:
             scores, rows = self.index.search(x, n)
             return scores, rows
         shortlist = min(self.n_items, n * int(self.spec.search["rerank"]))
-        _, rows = self.index.search(x, shortlist)
+        searcher = self.index if len(x) <= FEW_QUERIES else self._many_searcher
+        _, rows = searcher.search(x, shortlist)
         return rerank_exact(x, rows, self._vectors, n)
 
     def rows_of(self, item_ids: Iterable[str]) -> set[int]:
@@ -298,7 +312,7 @@ def _apply_search_params(index: faiss.Index, spec: IndexSpec) -> None:
         faiss.extract_index_ivf(index).nprobe = int(spec.search["nprobe"])
         if spec.kind == "ivfpq":
             fast_scan: Any = faiss.downcast_index(index)
-            fast_scan.implem = FAST_SCAN_IMPLEM
+            fast_scan.implem = FAST_SCAN_FEW
 
 
 def build_index(bundle: Bundle, spec: IndexSpec, *, progress: bool = True) -> ItemIndex:

@@ -218,26 +218,31 @@ def test_ivfpq_codes_are_residuals_and_stay_so_through_the_cache(make_bundle, tm
     assert plain.params_hash != built.spec.params_hash
 
 
-def test_ivfpq_searches_one_query_at_a_time_with_the_scores_of_faiss_default(make_bundle):
-    """The set search implementation changes speed only: every query's shortlist scores equal
-    those of Faiss's own choice, cached or built (rows may differ only among equal scores)."""
+def test_ivfpq_fast_scan_choice_changes_speed_only(make_bundle):
+    """Small calls search one query at a time, large ones through the twin that groups queries
+    by list; every shortlist's scores equal those of Faiss's own choice (rows may differ only
+    among equal scores)."""
     catalogue = gaussian_mixture_catalogue(5_000, 16, n_clusters=50, seed=6)
     item_index = open_index(make_bundle(catalogue.embeddings), Settings(), kind="ivfpq")
-    fast_scan = faiss.downcast_index(item_index.index)
-    assert fast_scan.implem == index_module.FAST_SCAN_IMPLEM
+    few = faiss.downcast_index(item_index.index)
+    many = item_index._many_searcher
+    assert (few.implem, many.implem) == (index_module.FAST_SCAN_FEW, index_module.FAST_SCAN_MANY)
+    assert not many.own_invlists and many.invlists.this == few.invlists.this
     queries = interest_vectors(catalogue, 20, 4, seed=7).reshape(-1, 16)
+    assert len(queries) > index_module.FEW_QUERIES
+    reference = faiss.clone_index(item_index.index)
+    reference.implem = 0
     for k in (1, 20, 21, 140):
-        fast_scan.implem = index_module.FAST_SCAN_IMPLEM
-        ours, our_rows = item_index.index.search(queries, k)
-        fast_scan.implem = 0
-        faiss_default, default_rows = item_index.index.search(queries, k)
-        np.testing.assert_array_equal(ours, faiss_default)
-        # Equal scores at each position, so a row that differs belongs to a tie; a tie that
-        # does not reach the last place holds the same rows on both sides.
-        for q, j in zip(*np.nonzero(our_rows != default_rows), strict=True):
-            tie = ours[q] == ours[q, j]
-            if ours[q, j] != ours[q, -1]:
-                assert sorted(our_rows[q][tie]) == sorted(default_rows[q][tie])
+        faiss_default, default_rows = reference.search(queries, k)
+        for searcher in (few, many):
+            ours, our_rows = searcher.search(queries, k)
+            np.testing.assert_array_equal(ours, faiss_default)
+            # Equal scores at each position, so a row that differs belongs to a tie; a tie
+            # that does not reach the last place holds the same rows on both sides.
+            for q, j in zip(*np.nonzero(our_rows != default_rows), strict=True):
+                tie = ours[q] == ours[q, j]
+                if ours[q, j] != ours[q, -1]:
+                    assert sorted(our_rows[q][tie]) == sorted(default_rows[q][tie])
 
 
 def test_rerank_exact_against_brute_force_over_the_shortlist():
