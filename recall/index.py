@@ -49,9 +49,9 @@ PQ_BITS = 4
 # Faiss's fast-scan searches (``implem``) for a shortlist above 20: 11 takes one query at a
 # time into a reservoir of its best codes; 13 (Faiss's own pick) first groups the queries that
 # probe the same list. Both give the same scores (rows differ only in the order of equal
-# scores). On a request's 4 vectors 11 costs ~100 µs less of ~600; on a batch of 64 users 13
-# costs ~17 % less; they cost the same at 8 users (BENCHMARKS.md). So calls of up to
-# FEW_QUERIES vectors take 11, larger ones 13.
+# scores). On a request's 4 vectors 11 costs ~100 µs less of ~600; on batches of 64 and 100
+# users it costs 20 % and 40 % more; they cost the same at 8 users (BENCHMARKS.md). So calls
+# of up to FEW_QUERIES vectors take 11, larger ones 13.
 FAST_SCAN_FEW = 11
 FAST_SCAN_MANY = 13
 FEW_QUERIES = 32
