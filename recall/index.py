@@ -256,6 +256,11 @@ class ItemIndex:
         _, rows = searcher.search(x, shortlist)
         return rerank_exact(x, rows, self._vectors, n)
 
+    def fits(self, vectors: np.ndarray) -> bool:
+        """Whether one user's interest vectors can be searched here: [k, dim] of this dim."""
+        shape = np.shape(vectors)
+        return len(shape) == 2 and shape[1] == self.dim
+
     def rows_of(self, item_ids: Iterable[str]) -> set[int]:
         """Bundle rows of the given producer item ids; ids unknown to this bundle are skipped."""
         found = map(self._model_index.get, item_ids)

@@ -226,6 +226,22 @@ class Precomputer:
             if item_index is None:
                 stats.model_unavailable += len(records)
                 continue
+            # A record of another dimension than its model's index fails alone.
+            misfits = [r for r in records if not item_index.fits(r.vectors)]
+            for record in misfits:
+                stats.bad_records += 1
+                logger.warning(
+                    "bad interest record user=%s error=vectors of shape %s, index of model %s "
+                    "has dim %d",
+                    record.user_id,
+                    record.vectors.shape,
+                    version,
+                    item_index.dim,
+                )
+            if misfits:
+                records = [r for r in records if item_index.fits(r.vectors)]
+                if not records:
+                    continue
             queries = [
                 Query(
                     r.vectors,

@@ -236,6 +236,17 @@ class RecallService:
         self._child("served", record.model, "true" if is_current else "false").inc(users)
         return item_index
 
+    def check_fits(self, record: InterestRecord, item_index: ItemIndex) -> RecordError | None:
+        """Why the record cannot be searched in its model's index (vectors of another
+        dimension: a record written by something other than the worker), or None."""
+        if item_index.fits(record.vectors):
+            return None
+        self.metrics.users.labels("bad_record").inc()
+        return RecordError(
+            f"record of {record.user_id!r}: vectors of shape {record.vectors.shape}, but the "
+            f"index of model {item_index.version} holds vectors of dim {item_index.dim}"
+        )
+
     def check_diversity_served(
         self, item_index: ItemIndex, diversity: float, users: int = 1
     ) -> None:
@@ -287,6 +298,9 @@ class RecallService:
         diversity = parse_diversity(request.query.get("diversity"), self.settings)
         record = await self.read_record(user_id_of(request))
         item_index = self.index_for(record)
+        misfit = self.check_fits(record, item_index)
+        if misfit is not None:
+            raise misfit
         self.check_diversity_served(item_index, diversity)
         query = self.query_for(record, n, exclude_seen, diversity)
         (candidates,) = await self.search(item_index, [query])
@@ -336,6 +350,20 @@ class RecallService:
                         "detail": str(exc),
                         "model": version,
                     }
+                continue
+            fitting = []
+            for position, record in group:
+                misfit = self.check_fits(record, item_index)
+                if misfit is None:
+                    fitting.append((position, record))
+                else:
+                    results[position] = {
+                        "user_id": record.user_id,
+                        "status": "bad_record",
+                        "detail": str(misfit),
+                    }
+            group = fitting
+            if not group:
                 continue
             queries = [self.query_for(r, n, exclude_seen, diversity) for _, r in group]
             found = await self.search(item_index, queries)

@@ -48,7 +48,7 @@ def record(user_id, vectors, model, seq=1, items=()):
         user_id,
         vectors,
         len(vectors),
-        DIM,
+        vectors.shape[1],
         model,
         seq,
         now_ms(),
@@ -123,7 +123,9 @@ async def test_updates_are_precomputed_and_caught_up(setup, redis_client):
             redis_client,
             prefix,
             [record(u, v, bundle.version, items=["i1", "i2"]) for u, v in users.items()]
-            + [record("other-model", users["u{0}"], "mind-notloaded000000000")],
+            + [record("other-model", users["u{0}"], "mind-notloaded000000000")]
+            # Vectors of another dimension than the model's: fails alone, counted, not stored.
+            + [record("wrongdim", rng.standard_normal((2, DIM + 3)), bundle.version)],
         )
         for user_id, vectors in users.items():
             got = await wait_for(lambda u=user_id: stored(redis_client, prefix, u))
@@ -144,6 +146,8 @@ async def test_updates_are_precomputed_and_caught_up(setup, redis_client):
         )
         await wait_for(lambda: precomputer.total.model_unavailable >= 1)
         assert stored(redis_client, prefix, "other-model") is None
+        await wait_for(lambda: precomputer.total.bad_records >= 1)
+        assert stored(redis_client, prefix, "wrongdim") is None
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)

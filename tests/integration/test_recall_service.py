@@ -607,3 +607,32 @@ async def test_single_user_reads_alone_and_concurrent_answer_each_user(
             assert body["user_id"] == user_id
         elif response.status == 500:
             assert body["error"] == "bad_record" and user_id in body["detail"], body
+
+
+async def test_a_record_of_another_dimension_fails_only_its_user(
+    client, recall_settings, redis_client, first_bundle
+):
+    """Vectors whose dimension is not the index's (a record written by another tool) are a
+    bad record: a 500 naming it for a GET, one bad_record result in a batch whose other users
+    are served."""
+    rng = np.random.default_rng(13)
+    good = rng.standard_normal((2, DIM))
+    write_records(
+        redis_client,
+        recall_settings.redis_prefix,
+        [
+            make_record("good", good, first_bundle.version),
+            make_record("wide", rng.standard_normal((2, DIM + 3)), first_bundle.version),
+        ],
+    )
+    response = await client.get(CANDIDATES.format(user_id="wide"))
+    body = await checked(response, CANDIDATES)
+    assert response.status == 500 and body["error"] == "bad_record"
+    assert "'wide'" in body["detail"] and f"dim {DIM}" in body["detail"], body
+    response = await client.post(BATCH, json={"user_ids": ["good", "wide"], "n": 5})
+    body = await checked(response, BATCH, "post")
+    assert response.status == 200
+    ok, wide = body["results"]
+    assert ok["status"] == "ok"
+    assert_candidates(ok, brute_force(first_bundle.item_embeddings, good, 5))
+    assert wide["status"] == "bad_record" and f"dim {DIM}" in wide["detail"]
