@@ -15,6 +15,7 @@ the same bundle shares one copy in the page cache.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import json
@@ -221,6 +222,8 @@ class ItemIndex:
             twin.replace_invlists(faiss.extract_index_ivf(index).invlists, False)
             twin.implem = FAST_SCAN_MANY
             self._many_searcher = twin
+            # The copy just freed (~37 MB per 1M items) would otherwise stay in the heap.
+            _release_freed_memory()
 
     @property
     def kind(self) -> str:
@@ -278,6 +281,13 @@ class ItemIndex:
             "source": self.source,
             "categories": self.categories is not None,
         }
+
+
+def _release_freed_memory() -> None:
+    """Hand memory freed to the C heap back to the system (glibc's malloc_trim; elsewhere a
+    no-op)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def rerank_exact(
