@@ -9,7 +9,8 @@ bundle version, embeddings hash and build parameters; an index always carries th
 version it was built from, so user vectors are never searched against another version's items.
 Faiss files are read with Faiss's own reader, never pickle. The float embeddings ``ivfpq``
 re-ranks against are the bundle's own file, memory-mapped read-only, so every process serving
-the same bundle shares one copy in the page cache.
+the same bundle shares one copy in the page cache. ``ivfpq`` scans a request's few vectors one
+query at a time, and a batch's many grouped by list through a twin that shares the lists.
 """
 
 from __future__ import annotations
@@ -259,10 +260,16 @@ class ItemIndex:
         _, rows = searcher.search(x, shortlist)
         return rerank_exact(x, rows, self._vectors, n)
 
-    def fits(self, vectors: np.ndarray) -> bool:
-        """Whether one user's interest vectors can be searched here: [k, dim] of this dim."""
+    def misfit(self, vectors: np.ndarray) -> str | None:
+        """Why one user's interest vectors cannot be searched here (they are not [k, dim] of
+        this index's dim), or None when they can."""
         shape = np.shape(vectors)
-        return len(shape) == 2 and shape[1] == self.dim
+        if len(shape) == 2 and shape[1] == self.dim:
+            return None
+        return (
+            f"vectors of shape {shape}, but the index of model {self.version} holds vectors "
+            f"of dim {self.dim}"
+        )
 
     def rows_of(self, item_ids: Iterable[str]) -> set[int]:
         """Bundle rows of the given producer item ids; ids unknown to this bundle are skipped."""

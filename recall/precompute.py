@@ -227,21 +227,17 @@ class Precomputer:
                 stats.model_unavailable += len(records)
                 continue
             # A record of another dimension than its model's index fails alone.
-            misfits = [r for r in records if not item_index.fits(r.vectors)]
-            for record in misfits:
-                stats.bad_records += 1
-                logger.warning(
-                    "bad interest record user=%s error=vectors of shape %s, index of model %s "
-                    "has dim %d",
-                    record.user_id,
-                    record.vectors.shape,
-                    version,
-                    item_index.dim,
-                )
-            if misfits:
-                records = [r for r in records if item_index.fits(r.vectors)]
-                if not records:
-                    continue
+            fitting = []
+            for record in records:
+                reason = item_index.misfit(record.vectors)
+                if reason is None:
+                    fitting.append(record)
+                else:
+                    stats.bad_records += 1
+                    logger.warning("bad interest record user=%s error=%s", record.user_id, reason)
+            records = fitting
+            if not records:
+                continue
             queries = [
                 Query(
                     r.vectors,

@@ -239,13 +239,11 @@ class RecallService:
     def check_fits(self, record: InterestRecord, item_index: ItemIndex) -> RecordError | None:
         """Why the record cannot be searched in its model's index (vectors of another
         dimension: a record written by something other than the worker), or None."""
-        if item_index.fits(record.vectors):
+        reason = item_index.misfit(record.vectors)
+        if reason is None:
             return None
         self.metrics.users.labels("bad_record").inc()
-        return RecordError(
-            f"record of {record.user_id!r}: vectors of shape {record.vectors.shape}, but the "
-            f"index of model {item_index.version} holds vectors of dim {item_index.dim}"
-        )
+        return RecordError(f"record of {record.user_id!r}: {reason}")
 
     def check_diversity_served(
         self, item_index: ItemIndex, diversity: float, users: int = 1
