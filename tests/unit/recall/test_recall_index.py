@@ -245,6 +245,37 @@ def test_ivfpq_fast_scan_choice_changes_speed_only(make_bundle):
                     assert sorted(our_rows[q][tie]) == sorted(default_rows[q][tie])
 
 
+def test_ivfpq_small_and_large_calls_from_threads_at_once_answer_as_alone(make_bundle):
+    """The service searches small calls on its event loop while large ones run in worker
+    threads, both over the one set of lists: at once they answer as they do one by one."""
+    catalogue = gaussian_mixture_catalogue(5_000, 16, n_clusters=50, seed=8)
+    item_index = open_index(make_bundle(catalogue.embeddings), Settings(), kind="ivfpq")
+    calls = [
+        interest_vectors(catalogue, users, 4, seed=seed).reshape(-1, 16)
+        for seed, users in enumerate((1, 2, 30, 1, 50, 3, 40, 1))
+    ]
+    assert {len(c) <= index_module.FEW_QUERIES for c in calls} == {True, False}
+    alone = [item_index.search(c, 25) for c in calls]
+    differing: list[int] = []
+    done: list[int] = []
+
+    def run() -> None:
+        for _ in range(5):
+            for position, queries in enumerate(calls):
+                scores, rows = item_index.search(queries, 25)
+                same = np.array_equal(scores, alone[position][0])
+                if not (same and np.array_equal(rows, alone[position][1])):
+                    differing.append(position)
+                done.append(position)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(done) == 4 * 5 * len(calls) and differing == []
+
+
 def test_rerank_exact_against_brute_force_over_the_shortlist():
     rng = np.random.default_rng(21)
     vectors = rng.standard_normal((200, 8)).astype(np.float32)
