@@ -214,10 +214,13 @@ class ItemIndex:
                     f"({bundle.n_items}, {bundle.dim})"
                 )
         _apply_search_params(index, spec)
-        # Large calls search through a twin of the index that shares its lists (not a copy)
-        # and differs only in the fast-scan implementation; self.index keeps the lists alive.
+        # Small calls search the index itself, one query at a time; large calls a twin that
+        # shares its lists (not a copy) and groups queries by list; self.index keeps the
+        # lists alive.
         self._many_searcher: faiss.Index = index
         if spec.kind == "ivfpq":
+            few: Any = faiss.downcast_index(index)
+            few.implem = FAST_SCAN_FEW
             twin: Any = faiss.clone_index(index)
             # The twin frees its own copy of the lists and searches the original ones.
             twin.replace_invlists(faiss.extract_index_ivf(index).invlists, False)
@@ -332,9 +335,6 @@ def _apply_search_params(index: faiss.Index, spec: IndexSpec) -> None:
         hnsw.hnsw.efSearch = int(spec.search["ef_search"])
     elif spec.kind in IVF_KINDS:
         faiss.extract_index_ivf(index).nprobe = int(spec.search["nprobe"])
-        if spec.kind == "ivfpq":
-            fast_scan: Any = faiss.downcast_index(index)
-            fast_scan.implem = FAST_SCAN_FEW
 
 
 def build_index(bundle: Bundle, spec: IndexSpec, *, progress: bool = True) -> ItemIndex:
