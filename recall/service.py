@@ -92,6 +92,11 @@ def error_response(
     )
 
 
+def failed_user(user_id: str, status: str, detail: str, **extra: Any) -> dict[str, Any]:
+    """One user's result in a batch response when that user cannot be served."""
+    return {"user_id": user_id, "status": status, "detail": detail, **extra}
+
+
 def candidates_list(item_index: ItemIndex, candidates: list[Candidate]) -> list[dict[str, Any]]:
     """The ``candidates`` array of a response (one comprehension: a function call per candidate
     cost more than building its dict)."""
@@ -316,18 +321,12 @@ class RecallService:
         for position, (user_id, record) in enumerate(zip(user_ids, records, strict=True)):
             if record is None:
                 self.metrics.users.labels("not_found").inc()
-                results[position] = {
-                    "user_id": user_id,
-                    "status": "not_found",
-                    "detail": f"no interest record for user {user_id!r}",
-                }
+                results[position] = failed_user(
+                    user_id, "not_found", f"no interest record for user {user_id!r}"
+                )
             elif isinstance(record, RecordError):
                 self.metrics.users.labels("bad_record").inc()
-                results[position] = {
-                    "user_id": user_id,
-                    "status": "bad_record",
-                    "detail": str(record),
-                }
+                results[position] = failed_user(user_id, "bad_record", str(record))
             else:
                 by_version.setdefault(record.model, []).append((position, record))
         for version, group in by_version.items():
@@ -342,12 +341,7 @@ class RecallService:
                     else "diversity_unavailable"
                 )
                 for position, record in group:
-                    results[position] = {
-                        "user_id": record.user_id,
-                        "status": status,
-                        "detail": str(exc),
-                        "model": version,
-                    }
+                    results[position] = failed_user(record.user_id, status, str(exc), model=version)
                 continue
             fitting = []
             for position, record in group:
@@ -355,11 +349,7 @@ class RecallService:
                 if misfit is None:
                     fitting.append((position, record))
                 else:
-                    results[position] = {
-                        "user_id": record.user_id,
-                        "status": "bad_record",
-                        "detail": str(misfit),
-                    }
+                    results[position] = failed_user(record.user_id, "bad_record", str(misfit))
             group = fitting
             if not group:
                 continue
