@@ -284,16 +284,17 @@ class Settings:
     recall_workers: int = _setting(
         "MINDSTREAM_RECALL_WORKERS",
         1,
-        "Recall service processes sharing the port (SO_REUSEPORT, Linux): the first process "
-        "builds or checks the cached index, then starts this many serving processes and stops "
-        "them all if one dies. Set it to about the cores recall may use.",
+        "Recall service processes behind one port: the first process builds or checks the "
+        "cached index, binds the port, starts this many serving processes, hands each new "
+        "connection to the next of them in turn, and stops them all if one dies. Set it to "
+        "about the cores recall may use.",
     )
     recall_reuse_port: bool = _setting(
         "MINDSTREAM_RECALL_REUSE_PORT",
         False,
-        "Bind the recall port with SO_REUSEPORT so that several processes share it (set for "
-        "the processes `MINDSTREAM_RECALL_WORKERS` starts; set it yourself to run several "
-        "under a process manager).",
+        "Bind the recall port with SO_REUSEPORT (Linux) so that several independently started "
+        "services share it; the kernel then spreads connections by a hash of their address, "
+        "unevenly for a few keep-alive connections.",
     )
     recall_index: str = _setting(
         "MINDSTREAM_RECALL_INDEX",

@@ -35,6 +35,9 @@ def register(sub: Any) -> None:
 
     serve = actions.add_parser("serve", help="run the HTTP recall service (the default)")
     _serve_options(serve)
+    # Set by the supervisor of MINDSTREAM_RECALL_WORKERS for the workers it starts: the channel
+    # over which it hands them the connections it accepts (recall.handoff).
+    serve.add_argument("--handoff-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve.set_defaults(handler=_serve)
 
     index = actions.add_parser(
@@ -117,7 +120,7 @@ def _apply(args: argparse.Namespace, settings: Settings) -> Settings:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from recall.server import serve
 
-    serve(_apply(args, settings))
+    serve(_apply(args, settings), handoff_fd=getattr(args, "handoff_fd", None))
     return 0
 
 

@@ -1,10 +1,14 @@
 """Running the recall service: load the current bundle's index, then serve until stopped.
 
-One process serves by default. With ``MINDSTREAM_RECALL_WORKERS`` above 1 the process started
-becomes a supervisor: it builds (or checks) the cached index once, starts that many serving
-processes (``python -m recall serve``) that share the port with SO_REUSEPORT, and stops them
-all on SIGTERM/SIGINT, or when one of them exits (a broken worker stops the service rather than
-being restarted in a loop; the process manager above decides what happens next).
+One process serves by default: it binds the port once its index is loaded, prints the ready
+line, and serves. With ``MINDSTREAM_RECALL_WORKERS`` above 1 the process started becomes a
+supervisor: it builds (or checks) the cached index once, binds the port, starts that many
+serving processes (``python -m recall serve``), and hands each connection it accepts to the
+next worker in turn (``recall.handoff``), so keep-alive connections are spread evenly. It
+prints the ready line once every worker serves, and stops them all on SIGTERM/SIGINT or when
+one of them exits (a broken worker stops the service rather than being restarted in a loop;
+the process manager above decides what happens next). A worker whose supervisor is gone stops
+too.
 """
 
 from __future__ import annotations
@@ -14,15 +18,19 @@ import contextlib
 import dataclasses
 import logging
 import os
+import selectors
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 
 from aiohttp import web
 
 from mindstream.settings import Settings
 from recall.exceptions import RecallError
+from recall.handoff import HandoffRing, channel_pair, receive_connections
 from recall.registry import IndexRegistry
 from recall.service import create_app
 
@@ -30,6 +38,12 @@ logger = logging.getLogger(__name__)
 
 READY_LINE = "recall serving on"
 WORKER_STOP_TIMEOUT_S = 15.0
+SHUTDOWN_TIMEOUT_S = 10.0
+LISTEN_BACKLOG = 1024
+# How often the supervisor looks for a worker that exited, between accepts.
+WORKER_CHECK_INTERVAL_S = 0.2
+# Pause after an accept that failed for want of descriptors (EMFILE), before trying again.
+ACCEPT_RETRY_S = 0.1
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -41,21 +55,55 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def serve(settings: Settings) -> None:
-    """Serve HTTP until SIGINT or SIGTERM: in this process, or in ``recall_workers`` processes
-    sharing the port."""
-    if settings.recall_workers > 1:
+def serve(settings: Settings, *, handoff_fd: int | None = None) -> None:
+    """Serve HTTP until SIGINT or SIGTERM: in this process, in ``recall_workers`` processes
+    behind this one, or (``handoff_fd``) as one of those workers."""
+    if handoff_fd is not None:
+        serve_handed_off(settings, handoff_fd)
+    elif settings.recall_workers > 1:
         serve_workers(settings)
     else:
         serve_one(settings)
 
 
+def listening_sockets(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
+    """Sockets listening on every address ``host`` resolves to, or a RecallError naming the
+    settings (a port in use, an address this machine does not have)."""
+    where = f"{host}:{port} (MINDSTREAM_RECALL_HOST, MINDSTREAM_RECALL_PORT)"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise RecallError(f"cannot resolve {where}: {exc}") from exc
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                # "::" would otherwise also take the IPv4 port that "0.0.0.0" binds next.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise RecallError(f"cannot listen on {where}: {exc}") from exc
+    return sockets
+
+
 def serve_one(settings: Settings) -> None:
-    """Load the bundle's index (failing fast if there is none), then serve HTTP until SIGINT or
-    SIGTERM; in-flight requests get ``shutdown_timeout`` seconds to finish."""
+    """Load the bundle's index (failing fast if there is none), bind the port, then serve HTTP
+    until SIGINT or SIGTERM; in-flight requests get ``SHUTDOWN_TIMEOUT_S`` to finish."""
     registry = IndexRegistry(settings, progress=sys.stderr.isatty(), freeze_gc=True)
     item_index = registry.load(settings.bundle_path)
     app = create_app(settings, registry)
+    sockets = listening_sockets(
+        settings.recall_host, settings.recall_port, reuse_port=settings.recall_reuse_port
+    )
+    # Printed once the port is bound: a client that connects now is served.
     print(
         f"{READY_LINE} http://{settings.recall_host}:{settings.recall_port} "
         f"model={item_index.version} index={item_index.kind} items={item_index.n_items} "
@@ -64,14 +112,75 @@ def serve_one(settings: Settings) -> None:
     )
     web.run_app(
         app,
-        host=settings.recall_host,
-        port=settings.recall_port,
+        sock=sockets,
         access_log=None,
         print=None,
-        shutdown_timeout=10.0,
-        reuse_port=settings.recall_reuse_port or None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         loop=new_event_loop(),
     )
+
+
+def serve_handed_off(settings: Settings, handoff_fd: int) -> None:
+    """A worker: load the index, then serve the connections the supervisor hands over
+    ``handoff_fd`` until SIGINT, SIGTERM or the supervisor closes the channel."""
+    channel = socket.socket(fileno=handoff_fd)
+    registry = IndexRegistry(settings, progress=False, freeze_gc=True)
+    item_index = registry.load(settings.bundle_path)
+    app = create_app(settings, registry)
+    ready = (
+        f"{READY_LINE} http://{settings.recall_host}:{settings.recall_port} "
+        f"model={item_index.version} index={item_index.kind} items={item_index.n_items} "
+        f"pid={os.getpid()}"
+    )
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(_serve_channel(app, channel, ready))
+
+
+async def _serve_channel(app: web.Application, channel: socket.socket, ready: str) -> None:
+    loop = asyncio.get_running_loop()
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+    )
+    await runner.setup()
+    server = runner.server
+    if server is None:
+        raise RecallError("the recall app did not set up its HTTP server")
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    adopting: set[asyncio.Task[None]] = set()
+
+    def on_readable() -> None:
+        connections = receive_connections(channel)
+        if connections is None:
+            logger.info("the recall supervisor closed the connection channel: stopping")
+            loop.remove_reader(channel.fileno())
+            stop.set()
+            return
+        for connection in connections:
+            task = loop.create_task(_adopt(loop, server, connection))
+            adopting.add(task)
+            task.add_done_callback(adopting.discard)
+
+    channel.setblocking(False)
+    loop.add_reader(channel.fileno(), on_readable)
+    print(ready, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        loop.remove_reader(channel.fileno())
+        channel.close()
+        await runner.cleanup()
+
+
+async def _adopt(
+    loop: asyncio.AbstractEventLoop, server: web.Server, connection: socket.socket
+) -> None:
+    try:
+        await loop.connect_accepted_socket(server, connection)
+    except OSError as exc:  # the client left between the accept and here
+        connection.close()
+        logger.info("a handed-off connection could not be served: %s", exc)
 
 
 class _Stop(Exception):
@@ -79,8 +188,8 @@ class _Stop(Exception):
 
 
 def serve_workers(settings: Settings) -> None:
-    """Build or check the cached index once, start ``recall_workers`` serving processes on one
-    port, print the ready line once all of them have loaded, and wait."""
+    """Build or check the cached index once, bind the port, start ``recall_workers`` serving
+    processes, print the ready line once all of them serve, and hand them connections."""
     from model_export.bundle import load_bundle
     from recall.index import open_index
 
@@ -90,49 +199,101 @@ def serve_workers(settings: Settings) -> None:
     )
     version, kind, n_items = item_index.version, item_index.kind, item_index.n_items
     del item_index
-    worker_settings = dataclasses.replace(settings, recall_workers=1, recall_reuse_port=True)
+    listeners = listening_sockets(
+        settings.recall_host, settings.recall_port, reuse_port=settings.recall_reuse_port
+    )
+    worker_settings = dataclasses.replace(settings, recall_workers=1, recall_reuse_port=False)
     env = {**os.environ, **worker_settings.as_env()}
     previous = signal.signal(signal.SIGTERM, _raise_stop)
-    with _workers(settings.recall_workers, env) as workers:
+    try:
+        with _workers(settings.recall_workers, env) as (workers, ring):
+            try:
+                for position, worker in enumerate(workers):
+                    line = worker.stdout.readline() if worker.stdout is not None else ""
+                    if READY_LINE not in line:
+                        raise RecallError(
+                            f"recall worker {position} (pid {worker.pid}) did not start (exit "
+                            f"{worker.poll()}); see its log above"
+                        )
+                print(
+                    f"{READY_LINE} http://{settings.recall_host}:{settings.recall_port} "
+                    f"model={version} index={kind} items={n_items} workers={len(workers)} "
+                    f"pids={','.join(str(w.pid) for w in workers)}",
+                    flush=True,
+                )
+                pid, status = dispatch(listeners, ring)
+                raise RecallError(
+                    f"recall worker pid {pid} exited ({_exit_text(status)}): stopping the others"
+                )
+            except (_Stop, KeyboardInterrupt):
+                logger.info("stopping %d recall workers", len(workers))
+            finally:
+                # No new connections while the workers finish the requests they hold.
+                for listener in listeners:
+                    listener.close()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def dispatch(listeners: Sequence[socket.socket], ring: HandoffRing) -> tuple[int, int]:
+    """Accept connections and hand them to the workers in turn until a worker exits; returns
+    that worker's pid and wait status."""
+    with selectors.DefaultSelector() as selector:
+        for listener in listeners:
+            listener.setblocking(False)
+            selector.register(listener, selectors.EVENT_READ)
+        while True:
+            for key, _ in selector.select(timeout=WORKER_CHECK_INTERVAL_S):
+                _accept_waiting(key.fileobj, ring)  # type: ignore[arg-type]
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid:
+                return pid, status
+
+
+def _accept_waiting(listener: socket.socket, ring: HandoffRing) -> None:
+    while True:
         try:
-            for position, worker in enumerate(workers):
-                line = worker.stdout.readline() if worker.stdout is not None else ""
-                if READY_LINE not in line:
-                    raise RecallError(
-                        f"recall worker {position} (pid {worker.pid}) did not start (exit "
-                        f"{worker.poll()}); see its log above"
-                    )
-            print(
-                f"{READY_LINE} http://{settings.recall_host}:{settings.recall_port} "
-                f"model={version} index={kind} items={n_items} workers={len(workers)} "
-                f"pids={','.join(str(w.pid) for w in workers)}",
-                flush=True,
-            )
-            # Blocks until a worker exits; SIGTERM/SIGINT interrupt it through their handlers.
-            pid, status = os.waitpid(-1, 0)
-            raise RecallError(
-                f"recall worker pid {pid} exited ({_exit_text(status)}): stopping the others"
-            )
-        except (_Stop, KeyboardInterrupt):
-            logger.info("stopping %d recall workers", len(workers))
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+            connection, peer = listener.accept()
+        except BlockingIOError:
+            return
+        except ConnectionAbortedError:  # the client gave up before the accept
+            continue
+        except OSError as exc:  # out of descriptors: the waiting clients stay queued
+            logger.error("recall supervisor cannot accept connections: %s", exc)
+            time.sleep(ACCEPT_RETRY_S)
+            return
+        if ring.hand_off(connection) is None:
+            logger.error("no recall worker took the connection from %s: closed", peer)
 
 
 @contextlib.contextmanager
-def _workers(count: int, env: dict[str, str]) -> Iterator[list[subprocess.Popen[str]]]:
+def _workers(
+    count: int, env: dict[str, str]
+) -> Iterator[tuple[list[subprocess.Popen[str]], HandoffRing]]:
     workers: list[subprocess.Popen[str]] = []
+    ours: list[socket.socket] = []
     try:
         for _ in range(count):
-            workers.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "recall", "serve"],
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    text=True,
+            mine, theirs = channel_pair()
+            ours.append(mine)
+            with theirs:
+                workers.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "recall",
+                            "serve",
+                            "--handoff-fd",
+                            str(theirs.fileno()),
+                        ],
+                        env=env,
+                        stdout=subprocess.PIPE,
+                        text=True,
+                        pass_fds=(theirs.fileno(),),
+                    )
                 )
-            )
-        yield workers
+        yield workers, HandoffRing(ours)
     finally:
         for worker in workers:
             if worker.poll() is None:
@@ -144,6 +305,8 @@ def _workers(count: int, env: dict[str, str]) -> Iterator[list[subprocess.Popen[
                 logger.error("recall worker pid %d ignored SIGTERM; killing it", worker.pid)
                 worker.kill()
                 worker.wait()
+        for channel in ours:
+            channel.close()
 
 
 def _raise_stop(signum: int, frame: object) -> None:
