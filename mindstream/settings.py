@@ -292,9 +292,11 @@ class Settings:
     recall_reuse_port: bool = _setting(
         "MINDSTREAM_RECALL_REUSE_PORT",
         False,
-        "Bind the recall port with SO_REUSEPORT (Linux) so that several independently started "
-        "services share it; the kernel then spreads connections by a hash of their address, "
-        "unevenly for a few keep-alive connections.",
+        "Bind the recall port with SO_REUSEPORT (Linux): several services started apart can "
+        "share it, and `MINDSTREAM_RECALL_WORKERS` processes each accept their own connections "
+        "instead of being handed them in turn. The kernel spreads connections by a hash of "
+        "their address: unevenly for a few keep-alive connections, cheaper for a new "
+        "connection per request.",
     )
     recall_index: str = _setting(
         "MINDSTREAM_RECALL_INDEX",

@@ -4,16 +4,19 @@ One process serves by default: it binds the port once its index is loaded, print
 line, and serves. With ``MINDSTREAM_RECALL_WORKERS`` above 1 the process started becomes a
 supervisor: it builds (or checks) the cached index once, binds the port, starts that many
 serving processes (``python -m recall serve``), and hands each connection it accepts to the
-next worker in turn (``recall.handoff``), so keep-alive connections are spread evenly. It
-prints the ready line once every worker serves, and stops them all on SIGTERM/SIGINT or when
-one of them exits (a broken worker stops the service rather than being restarted in a loop;
-the process manager above decides what happens next). A worker whose supervisor is gone stops
-too.
+next worker in turn (``recall.handoff``), so keep-alive connections are spread evenly; with
+``MINDSTREAM_RECALL_REUSE_PORT`` the workers instead each accept on their own SO_REUSEPORT
+socket (no hop through the supervisor per connection, but the kernel's hash spreads few
+connections unevenly). It prints the ready line once every worker serves, and stops them all
+on SIGTERM/SIGINT or when one of them exits (a broken worker stops the service rather than
+being restarted in a loop; the process manager above decides what happens next). A worker
+whose supervisor is gone stops too (handing off only: it sees its channel close).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -24,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from aiohttp import web
 
@@ -44,6 +47,8 @@ LISTEN_BACKLOG = 1024
 WORKER_CHECK_INTERVAL_S = 0.2
 # Pause after an accept that failed for want of descriptors (EMFILE), before trying again.
 ACCEPT_RETRY_S = 0.1
+# Connections accepted per wake-up at most, before they are handed off.
+ACCEPT_BATCH = 64
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -188,8 +193,10 @@ class _Stop(Exception):
 
 
 def serve_workers(settings: Settings) -> None:
-    """Build or check the cached index once, bind the port, start ``recall_workers`` serving
-    processes, print the ready line once all of them serve, and hand them connections."""
+    """Build or check the cached index once, start ``recall_workers`` serving processes, print
+    the ready line once all of them serve, and hand them the connections (or, with
+    ``recall_reuse_port``, let each accept its own on a SO_REUSEPORT socket) until one exits
+    or SIGTERM/SIGINT."""
     from model_export.bundle import load_bundle
     from recall.index import open_index
 
@@ -199,14 +206,18 @@ def serve_workers(settings: Settings) -> None:
     )
     version, kind, n_items = item_index.version, item_index.kind, item_index.n_items
     del item_index
-    listeners = listening_sockets(
-        settings.recall_host, settings.recall_port, reuse_port=settings.recall_reuse_port
-    )
-    worker_settings = dataclasses.replace(settings, recall_workers=1, recall_reuse_port=False)
+    reuse_port = settings.recall_reuse_port
+    # Bound before any worker starts, so that a port in use fails at once.
+    listeners = listening_sockets(settings.recall_host, settings.recall_port, reuse_port=reuse_port)
+    if reuse_port:  # the workers bind their own sockets; this one only checked the port
+        for listener in listeners:
+            listener.close()
+        listeners = []
+    worker_settings = dataclasses.replace(settings, recall_workers=1)
     env = {**os.environ, **worker_settings.as_env()}
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
-        with _workers(settings.recall_workers, env) as (workers, ring):
+        with _workers(settings.recall_workers, env, handoff=not reuse_port) as (workers, ring):
             try:
                 for position, worker in enumerate(workers):
                     line = worker.stdout.readline() if worker.stdout is not None else ""
@@ -221,7 +232,7 @@ def serve_workers(settings: Settings) -> None:
                     f"pids={','.join(str(w.pid) for w in workers)}",
                     flush=True,
                 )
-                pid, status = dispatch(listeners, ring)
+                pid, status = os.waitpid(-1, 0) if ring is None else dispatch(listeners, ring)
                 raise RecallError(
                     f"recall worker pid {pid} exited ({_exit_text(status)}): stopping the others"
                 )
@@ -235,65 +246,102 @@ def serve_workers(settings: Settings) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def dispatch(listeners: Sequence[socket.socket], ring: HandoffRing) -> tuple[int, int]:
-    """Accept connections and hand them to the workers in turn until a worker exits; returns
-    that worker's pid and wait status."""
+def _child_exited() -> tuple[int, int] | None:
+    pid, status = os.waitpid(-1, os.WNOHANG)
+    return (pid, status) if pid else None
+
+
+def dispatch(
+    listeners: Sequence[socket.socket],
+    ring: HandoffRing,
+    exited: Callable[[], tuple[int, int] | None] = _child_exited,
+) -> tuple[int, int]:
+    """Accept connections and hand them to the workers in turn until ``exited`` reports a
+    worker gone (by default: any child process); returns its pid and wait status. While every
+    worker's channel is full (all busy), the connections already accepted wait here and new
+    ones in the kernel's accept queue; none is closed."""
+    waiting: collections.deque[socket.socket] = collections.deque()
     with selectors.DefaultSelector() as selector:
         for listener in listeners:
             listener.setblocking(False)
             selector.register(listener, selectors.EVENT_READ)
-        while True:
-            for key, _ in selector.select(timeout=WORKER_CHECK_INTERVAL_S):
-                _accept_waiting(key.fileobj, ring)  # type: ignore[arg-type]
-            pid, status = os.waitpid(-1, os.WNOHANG)
-            if pid:
-                return pid, status
-
-
-def _accept_waiting(listener: socket.socket, ring: HandoffRing) -> None:
-    while True:
+        accepting = True
         try:
-            connection, peer = listener.accept()
+            while True:
+                for key, _ in selector.select(timeout=WORKER_CHECK_INTERVAL_S):
+                    if key.events & selectors.EVENT_READ:
+                        waiting.extend(_accept_waiting(key.fileobj))  # type: ignore[arg-type]
+                while waiting and ring.hand_off(waiting[0]) is not None:
+                    waiting.popleft()
+                if accepting == bool(waiting):
+                    # While connections wait here, wait for a channel to drain instead of
+                    # accepting more; then the other way round.
+                    accepting = not waiting
+                    for listener in listeners:
+                        _watch(selector, listener, selectors.EVENT_READ, accepting)
+                    for channel in ring.channels:
+                        _watch(selector, channel, selectors.EVENT_WRITE, not accepting)
+                gone = exited()
+                if gone is not None:
+                    return gone
+        finally:
+            for connection in waiting:
+                connection.close()
+
+
+def _watch(selector: selectors.BaseSelector, sock: socket.socket, events: int, on: bool) -> None:
+    if on:
+        selector.register(sock, events)
+    else:
+        selector.unregister(sock)
+
+
+def _accept_waiting(listener: socket.socket) -> list[socket.socket]:
+    accepted: list[socket.socket] = []
+    while len(accepted) < ACCEPT_BATCH:
+        try:
+            connection, _ = listener.accept()
         except BlockingIOError:
-            return
+            break
         except ConnectionAbortedError:  # the client gave up before the accept
             continue
         except OSError as exc:  # out of descriptors: the waiting clients stay queued
             logger.error("recall supervisor cannot accept connections: %s", exc)
             time.sleep(ACCEPT_RETRY_S)
-            return
-        if ring.hand_off(connection) is None:
-            logger.error("no recall worker took the connection from %s: closed", peer)
+            break
+        accepted.append(connection)
+    return accepted
 
 
 @contextlib.contextmanager
 def _workers(
-    count: int, env: dict[str, str]
-) -> Iterator[tuple[list[subprocess.Popen[str]], HandoffRing]]:
+    count: int, env: dict[str, str], *, handoff: bool
+) -> Iterator[tuple[list[subprocess.Popen[str]], HandoffRing | None]]:
+    """``count`` worker processes, each with a connection channel when ``handoff``."""
     workers: list[subprocess.Popen[str]] = []
     ours: list[socket.socket] = []
     try:
         for _ in range(count):
-            mine, theirs = channel_pair()
-            ours.append(mine)
-            with theirs:
+            command = [sys.executable, "-m", "recall", "serve"]
+            theirs = None
+            if handoff:
+                mine, theirs = channel_pair()
+                ours.append(mine)
+                command += ["--handoff-fd", str(theirs.fileno())]
+            try:
                 workers.append(
                     subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "recall",
-                            "serve",
-                            "--handoff-fd",
-                            str(theirs.fileno()),
-                        ],
+                        command,
                         env=env,
                         stdout=subprocess.PIPE,
                         text=True,
-                        pass_fds=(theirs.fileno(),),
+                        pass_fds=() if theirs is None else (theirs.fileno(),),
                     )
                 )
-        yield workers, HandoffRing(ours)
+            finally:
+                if theirs is not None:
+                    theirs.close()
+        yield workers, HandoffRing(ours) if handoff else None
     finally:
         for worker in workers:
             if worker.poll() is None:

@@ -258,6 +258,59 @@ def test_workers_share_connections_evenly_and_stop_together(
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_workers_with_reuse_port_each_listen_once_ready(
+    service_settings: Settings, redis_prefix: str, redis_client, tmp_path: Path
+):
+    bundle = load_bundle(
+        write_catalogue_bundle(
+            tmp_path / "bundles", np.eye(8, dtype=np.float32), item_ids=list("abcdefgh")
+        )
+    )
+    port = free_port()
+    settings = dataclasses.replace(
+        service_settings,
+        redis_prefix=redis_prefix,
+        bundle_path=str(tmp_path / "bundles" / "current"),
+        recall_port=port,
+        recall_workers=2,
+        recall_reuse_port=True,
+        data_dir=str(tmp_path),
+    )
+    vectors = np.array([[0.0, 0.0, 0.0, 2.0, 0.0, 1.0, 0.5, 0.25]], np.float32)
+    record = InterestRecord("u1", vectors, 1, 8, bundle.version, 1, now_ms(), 1, 1, "c/0/1", ("d",))
+    write_records(redis_client, redis_prefix, [record])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recall", "serve"],
+        cwd=ROOT,
+        env=run_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert "workers=2" in line, process.communicate()[1]
+        pids = [int(p) for p in line.split("pids=")[1].split(",")]
+        # Once the ready line is out, each worker holds its own SO_REUSEPORT socket on the
+        # port (it used to come before they listened) and the supervisor none.
+        listening = tcp_inodes(port, "0A")
+        assert all(listening & socket_inodes(pid) for pid in pids)
+        assert not listening & socket_inodes(process.pid)
+        for _ in range(10):  # a new connection each: the kernel spreads them over the workers
+            status, body = get_json(f"http://127.0.0.1:{port}/v1/users/u1/candidates?n=2")
+            assert status == 200
+            assert [c["item_id"] for c in body["candidates"]] == ["f", "g"]
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == 0, err
+        assert all(gone(pid) for pid in pids)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_port_in_use_is_a_clear_error(service_settings: Settings, tmp_path: Path, workers: int):
     write_catalogue_bundle(tmp_path / "bundles", np.eye(8, dtype=np.float32))
