@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ import pytest
 from benchmarks.catalogue import gaussian_mixture_catalogue, write_catalogue_bundle
 from infra.ports import free_port
 from mindstream.settings import Settings
-from model_export.bundle import load_bundle
+from model_export.bundle import Bundle, load_bundle
 from stream.record import InterestRecord, now_ms, write_records
 
 pytestmark = pytest.mark.integration
@@ -43,33 +44,52 @@ def get_json(url: str) -> tuple[int, dict]:
         return exc.code, json.load(exc)
 
 
-def test_service_process_serves_and_stops_on_sigterm(
-    service_settings: Settings, redis_prefix: str, redis_client, tmp_path: Path
-):
+def one_user_service(
+    service_settings: Settings,
+    redis_prefix: str,
+    redis_client: Any,
+    tmp_path: Path,
+    **overrides: Any,
+) -> tuple[Settings, Bundle]:
+    """Settings of a recall service on a free port over an 8-item bundle, and user u1's record:
+    "d" scores best but is in u1's window, so u1's candidates are "f" then "g"."""
     bundle = load_bundle(
         write_catalogue_bundle(
             tmp_path / "bundles", np.eye(8, dtype=np.float32), item_ids=list("abcdefgh")
         )
     )
-    port = free_port()
     settings = dataclasses.replace(
         service_settings,
         redis_prefix=redis_prefix,
         bundle_path=str(tmp_path / "bundles" / "current"),
-        recall_port=port,
+        recall_port=free_port(),
         data_dir=str(tmp_path),
+        **overrides,
     )
     vectors = np.array([[0.0, 0.0, 0.0, 2.0, 0.0, 1.0, 0.5, 0.25]], np.float32)
     record = InterestRecord("u1", vectors, 1, 8, bundle.version, 1, now_ms(), 1, 1, "c/0/1", ("d",))
     write_records(redis_client, redis_prefix, [record])
-    process = subprocess.Popen(
-        [sys.executable, "-m", "recall"],
+    return settings, bundle
+
+
+def start_recall(settings: Settings, *args: str) -> subprocess.Popen[str]:
+    """``python -m recall ARGS`` with ``settings`` as its environment, output piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "recall", *args],
         cwd=ROOT,
         env=run_env(settings),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_service_process_serves_and_stops_on_sigterm(
+    service_settings: Settings, redis_prefix: str, redis_client, tmp_path: Path
+):
+    settings, bundle = one_user_service(service_settings, redis_prefix, redis_client, tmp_path)
+    port = settings.recall_port
+    process = start_recall(settings)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -91,9 +111,7 @@ def test_service_process_serves_and_stops_on_sigterm(
         assert process.returncode == 0, err
         assert f"recall serving on http://127.0.0.1:{port} model={bundle.version}" in out
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        kill_if_running(process)
 
 
 def test_index_command_builds_caches_and_checks(service_settings: Settings, tmp_path: Path):
@@ -159,43 +177,40 @@ def gone(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
 
 
+def start_workers(settings: Settings) -> tuple[subprocess.Popen[str], list[int]]:
+    """``python -m recall serve`` with 2 workers, once its ready line is out: the supervisor
+    and the workers' pids."""
+    process = start_recall(settings, "serve")
+    assert process.stdout is not None
+    line = process.stdout.readline()  # printed once every worker serves
+    ready = f"recall serving on http://127.0.0.1:{settings.recall_port}"
+    assert ready in line, process.communicate()[1]
+    assert "workers=2" in line
+    return process, [int(p) for p in line.split("pids=")[1].split(",")]
+
+
+def stops_on_sigterm(process: subprocess.Popen[str], pids: list[int]) -> None:
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert all(gone(pid) for pid in pids)
+
+
+def kill_if_running(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
 def test_workers_share_connections_evenly_and_stop_together(
     service_settings: Settings, redis_prefix: str, redis_client, tmp_path: Path
 ):
-    bundle = load_bundle(
-        write_catalogue_bundle(
-            tmp_path / "bundles", np.eye(8, dtype=np.float32), item_ids=list("abcdefgh")
-        )
+    settings, _ = one_user_service(
+        service_settings, redis_prefix, redis_client, tmp_path, recall_workers=2
     )
-    port = free_port()
-    settings = dataclasses.replace(
-        service_settings,
-        redis_prefix=redis_prefix,
-        bundle_path=str(tmp_path / "bundles" / "current"),
-        recall_port=port,
-        recall_workers=2,
-        data_dir=str(tmp_path),
-    )
-    vectors = np.array([[0.0, 0.0, 0.0, 2.0, 0.0, 1.0, 0.5, 0.25]], np.float32)
-    record = InterestRecord("u1", vectors, 1, 8, bundle.version, 1, now_ms(), 1, 1, "c/0/1", ("d",))
-    write_records(redis_client, redis_prefix, [record])
+    port = settings.recall_port
 
-    def start() -> tuple[subprocess.Popen[str], list[int]]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "recall", "serve"],
-            cwd=ROOT,
-            env=run_env(settings),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert process.stdout is not None
-        line = process.stdout.readline()  # printed once every worker serves
-        assert f"recall serving on http://127.0.0.1:{port}" in line, process.communicate()[1]
-        assert "workers=2" in line
-        return process, [int(p) for p in line.split("pids=")[1].split(",")]
-
-    process, pids = start()
+    process, pids = start_workers(settings)
     connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(8)]
     try:
         assert len(set(pids)) == 2 and process.pid not in pids
@@ -227,24 +242,17 @@ def test_workers_share_connections_evenly_and_stop_together(
     finally:
         for connection in connections:
             connection.close()
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        kill_if_running(process)
 
-    process, pids = start()
+    process, pids = start_workers(settings)
     try:
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=30)
-        assert process.returncode == 0, err
-        assert all(gone(pid) for pid in pids)
+        stops_on_sigterm(process, pids)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        kill_if_running(process)
 
     # Workers whose supervisor is killed stop by themselves (their connection channel closes)
     # instead of serving on as orphans.
-    process, pids = start()
+    process, pids = start_workers(settings)
     try:
         process.kill()
         process.communicate(timeout=30)
@@ -261,37 +269,17 @@ def test_workers_share_connections_evenly_and_stop_together(
 def test_workers_with_reuse_port_each_listen_once_ready(
     service_settings: Settings, redis_prefix: str, redis_client, tmp_path: Path
 ):
-    bundle = load_bundle(
-        write_catalogue_bundle(
-            tmp_path / "bundles", np.eye(8, dtype=np.float32), item_ids=list("abcdefgh")
-        )
-    )
-    port = free_port()
-    settings = dataclasses.replace(
+    settings, _ = one_user_service(
         service_settings,
-        redis_prefix=redis_prefix,
-        bundle_path=str(tmp_path / "bundles" / "current"),
-        recall_port=port,
+        redis_prefix,
+        redis_client,
+        tmp_path,
         recall_workers=2,
         recall_reuse_port=True,
-        data_dir=str(tmp_path),
     )
-    vectors = np.array([[0.0, 0.0, 0.0, 2.0, 0.0, 1.0, 0.5, 0.25]], np.float32)
-    record = InterestRecord("u1", vectors, 1, 8, bundle.version, 1, now_ms(), 1, 1, "c/0/1", ("d",))
-    write_records(redis_client, redis_prefix, [record])
-    process = subprocess.Popen(
-        [sys.executable, "-m", "recall", "serve"],
-        cwd=ROOT,
-        env=run_env(settings),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    port = settings.recall_port
+    process, pids = start_workers(settings)
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert "workers=2" in line, process.communicate()[1]
-        pids = [int(p) for p in line.split("pids=")[1].split(",")]
         # Once the ready line is out, each worker holds its own SO_REUSEPORT socket on the
         # port (it used to come before they listened) and the supervisor none.
         listening = tcp_inodes(port, "0A")
@@ -301,14 +289,9 @@ def test_workers_with_reuse_port_each_listen_once_ready(
             status, body = get_json(f"http://127.0.0.1:{port}/v1/users/u1/candidates?n=2")
             assert status == 200
             assert [c["item_id"] for c in body["candidates"]] == ["f", "g"]
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=30)
-        assert process.returncode == 0, err
-        assert all(gone(pid) for pid in pids)
+        stops_on_sigterm(process, pids)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        kill_if_running(process)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
