@@ -3,8 +3,8 @@
 With several workers the supervisor owns the listening sockets, accepts each new connection
 and passes its file descriptor over a Unix stream socket (one byte per connection, the
 descriptor attached as ``SCM_RIGHTS``) to the next worker in turn. Keep-alive connections are
-therefore spread evenly, which SO_REUSEPORT's hash of the connection's address does not do: 8
-connections land 6/2 or worse on 2 processes in about 3 tries in 10.
+therefore spread evenly, which SO_REUSEPORT's hash of the connection's address does not do:
+the bench's 8 connections landed 6/2 or worse on 2 processes in 6 of 10 starts.
 """
 
 from __future__ import annotations
