@@ -99,22 +99,28 @@ def listening_sockets(host: str, port: int, *, reuse_port: bool = False) -> list
     return sockets
 
 
+def _loaded_app(settings: Settings, *, progress: bool) -> tuple[web.Application, str]:
+    """The app over the bundle's loaded index (failing fast if there is none), and the ready
+    line a serving process prints once it takes connections."""
+    registry = IndexRegistry(settings, progress=progress, freeze_gc=True)
+    item_index = registry.load(settings.bundle_path)
+    ready = (
+        f"{READY_LINE} http://{settings.recall_host}:{settings.recall_port} "
+        f"model={item_index.version} index={item_index.kind} items={item_index.n_items} "
+        f"pid={os.getpid()}"
+    )
+    return create_app(settings, registry), ready
+
+
 def serve_one(settings: Settings) -> None:
     """Load the bundle's index (failing fast if there is none), bind the port, then serve HTTP
     until SIGINT or SIGTERM; in-flight requests get ``SHUTDOWN_TIMEOUT_S`` to finish."""
-    registry = IndexRegistry(settings, progress=sys.stderr.isatty(), freeze_gc=True)
-    item_index = registry.load(settings.bundle_path)
-    app = create_app(settings, registry)
+    app, ready = _loaded_app(settings, progress=sys.stderr.isatty())
     sockets = listening_sockets(
         settings.recall_host, settings.recall_port, reuse_port=settings.recall_reuse_port
     )
     # Printed once the port is bound: a client that connects now is served.
-    print(
-        f"{READY_LINE} http://{settings.recall_host}:{settings.recall_port} "
-        f"model={item_index.version} index={item_index.kind} items={item_index.n_items} "
-        f"pid={os.getpid()}",
-        flush=True,
-    )
+    print(ready, flush=True)
     web.run_app(
         app,
         sock=sockets,
@@ -129,14 +135,7 @@ def serve_handed_off(settings: Settings, handoff_fd: int) -> None:
     """A worker: load the index, then serve the connections the supervisor hands over
     ``handoff_fd`` until SIGINT, SIGTERM or the supervisor closes the channel."""
     channel = socket.socket(fileno=handoff_fd)
-    registry = IndexRegistry(settings, progress=False, freeze_gc=True)
-    item_index = registry.load(settings.bundle_path)
-    app = create_app(settings, registry)
-    ready = (
-        f"{READY_LINE} http://{settings.recall_host}:{settings.recall_port} "
-        f"model={item_index.version} index={item_index.kind} items={item_index.n_items} "
-        f"pid={os.getpid()}"
-    )
+    app, ready = _loaded_app(settings, progress=False)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(_serve_channel(app, channel, ready))
 
